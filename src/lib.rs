@@ -1,1 +1,69 @@
-pub fn placeholder() {}
+//! agentd: a thread-per-core server for agents speaking the Sentient Agent Framework
+//! protocol (Sentient Chat events over Server-Sent Events).
+//!
+//! Serve your own agent by implementing [`Agent`] and calling [`Server::start`]; the
+//! `agentd` binary serves the built-in [`EchoAgent`] (see [`run`]).
+
+pub mod agent;
+pub mod config;
+pub mod http;
+pub mod obs;
+pub mod protocol;
+pub mod routes;
+pub mod server;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+pub use agent::{Agent, AgentError, EchoAgent};
+pub use config::Config;
+pub use protocol::{ProtocolError, Query, ResponseHandler, Session, TextStream};
+pub use server::{Server, ServerHandle};
+
+/// The agent named by the configuration.
+pub fn configured_agent(config: &Config) -> Arc<dyn Agent> {
+    match config.agent {
+        config::AgentKind::Echo => Arc::new(EchoAgent::new(config.agent_name.clone())),
+    }
+}
+
+/// Runs the server until SIGTERM or SIGINT, then shuts down gracefully. What `main`
+/// does.
+pub fn run(config: Config) -> ExitCode {
+    obs::log::init(&config);
+    let agent = configured_agent(&config);
+    let workers = config.worker_count();
+    let handle = match Server::start(config.clone(), agent) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::error!(addr = %config.listen_addr(), error = %e, "cannot listen");
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!(addr = %handle.local_addr(), workers, "agentd listening");
+    if let Err(e) = wait_for_signal() {
+        tracing::error!(error = %e, "cannot install signal handlers");
+        return ExitCode::from(1);
+    }
+    tracing::info!("signal received, shutting down");
+    handle.shutdown();
+    handle.wait();
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,68 @@
+//! The [`Agent`] trait agents implement, and the error they may return.
+//!
+//! An agent gets the session, the query and a [`ResponseHandler`]; everything it says
+//! goes through the handler. It must not assume it runs to the end: the server drops it
+//! when the client leaves, at `AGENT_TIMEOUT`, or at the shutdown deadline.
+
+pub mod echo;
+
+use async_trait::async_trait;
+
+pub use crate::protocol::{ProtocolError, Query, ResponseHandler, Session, TextStream};
+pub use echo::EchoAgent;
+
+/// An agent serving the Sentient protocol.
+#[async_trait]
+pub trait Agent: Send + Sync + 'static {
+    /// A human-readable name (shown by `/health`).
+    fn name(&self) -> &str;
+
+    /// Answers one query. Returning without completing the response is fine: the
+    /// server closes open streams and sends `done`. An `Err` is sent to the client as
+    /// `atomic.error` (its message and code are shown, so keep them safe), then `done`.
+    async fn assist(
+        &self,
+        session: &Session,
+        query: &Query,
+        handler: &mut ResponseHandler,
+    ) -> Result<(), AgentError>;
+}
+
+/// A failure an agent reports. Its message and code reach the client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentError {
+    pub message: String,
+    pub code: i64,
+    pub details: Option<serde_json::Value>,
+}
+
+impl AgentError {
+    /// An error with `message` and an HTTP-like `code`.
+    pub fn new(message: impl Into<String>, code: i64) -> Self {
+        AgentError {
+            message: message.into(),
+            code,
+            details: None,
+        }
+    }
+
+    /// Adds a JSON object of details.
+    pub fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+}
+
+impl std::fmt::Display for AgentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for AgentError {}
+
+impl From<ProtocolError> for AgentError {
+    fn from(e: ProtocolError) -> Self {
+        AgentError::new(e.to_string(), 500)
+    }
+}

@@ -1,0 +1,245 @@
+//! Configuration: environment variables (the guide's `.env` names), an optional `.env`
+//! file, and command-line flags, turned once into a validated [`Config`].
+//!
+//! Every limit lives here with its default. Nothing else reads the environment; a bad
+//! value is refused at start with a message naming the variable (exit code 2).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Which agent answers `/agent`, `/assist`, `/stream`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AgentKind {
+    /// Echoes the prompt; needs no keys and no network.
+    Echo,
+}
+
+/// Logging verbosity (`LOG_LEVEL`), with the guide's pino names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Fatal,
+    Silent,
+}
+
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "agentd",
+    version,
+    about = "A thread-per-core server for agents speaking the Sentient Agent Framework protocol.",
+    long_about = "A thread-per-core server for agents speaking the Sentient Agent Framework protocol.\n\n\
+        Every option is also read from the environment variable named in brackets, and from \
+        a .env file in the working directory (the environment wins). Durations are in \
+        milliseconds, sizes in bytes."
+)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "HOST", value_name = "HOST", default_value = "0.0.0.0")]
+    pub host: IpAddr,
+
+    /// Port to listen on (0 picks a free port).
+    #[arg(long, env = "PORT", value_name = "PORT", default_value_t = 3000)]
+    pub port: u16,
+
+    /// Worker threads, each with its own listener (default: available cores).
+    #[arg(long, env = "WORKERS", value_name = "WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
+
+    /// Idle time allowed between requests on a keep-alive connection.
+    #[arg(long, env = "KEEP_ALIVE_TIMEOUT", value_name = "KEEP_ALIVE_TIMEOUT", default_value_t = 72_000, value_parser = ms_range(1, 3_600_000))]
+    pub keep_alive_timeout: u64,
+
+    /// Time allowed to receive a request's head, from its first byte (or from the
+    /// connection's start).
+    #[arg(long, env = "HEADER_READ_TIMEOUT", value_name = "HEADER_READ_TIMEOUT", default_value_t = 10_000, value_parser = ms_range(1, 600_000))]
+    pub header_read_timeout: u64,
+
+    /// Time allowed to receive a request's body once its head arrived (408 after).
+    #[arg(long, env = "CONNECTION_TIMEOUT", value_name = "CONNECTION_TIMEOUT", default_value_t = 60_000, value_parser = ms_range(1, 3_600_000))]
+    pub connection_timeout: u64,
+
+    /// Largest request body (413 above, without reading the rest).
+    #[arg(long, env = "BODY_LIMIT", value_name = "BODY_LIMIT", default_value_t = 10_485_760, value_parser = clap::value_parser!(u64).range(1..=1_073_741_824))]
+    pub body_limit: u64,
+
+    /// Most open connections for the whole process (accepting pauses at the cap).
+    #[arg(long, env = "MAX_CONNECTIONS", value_name = "MAX_CONNECTIONS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
+
+    /// Most header fields in one HTTP/1 request (431 above).
+    #[arg(long, env = "MAX_HEADERS", value_name = "MAX_HEADERS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub max_headers: u64,
+
+    /// Largest HTTP/1 request head, and HTTP/2 header list, in bytes.
+    #[arg(long, env = "MAX_HEADER_BYTES", value_name = "MAX_HEADER_BYTES", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(8_192..=16_777_216))]
+    pub max_header_bytes: u64,
+
+    /// Most concurrent streams on one HTTP/2 connection.
+    #[arg(long, env = "H2_MAX_CONCURRENT_STREAMS", value_name = "H2_MAX_CONCURRENT_STREAMS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub h2_max_concurrent_streams: u32,
+
+    /// Listen backlog of each worker's socket.
+    #[arg(long, env = "LISTEN_BACKLOG", value_name = "LISTEN_BACKLOG", default_value_t = 1024, value_parser = clap::value_parser!(i32).range(1..=65_535))]
+    pub listen_backlog: i32,
+
+    /// The agent to serve.
+    #[arg(long, env = "AGENT", value_name = "AGENT", value_enum, default_value_t = AgentKind::Echo)]
+    pub agent: AgentKind,
+
+    /// The agent's name (shown by /health).
+    #[arg(
+        long,
+        env = "AGENT_NAME",
+        value_name = "AGENT_NAME",
+        default_value = "agentd echo agent"
+    )]
+    pub agent_name: String,
+
+    /// `source` of events when a request carries no session.
+    #[arg(
+        long,
+        env = "AGENT_ID",
+        value_name = "AGENT_ID",
+        default_value = "agentd"
+    )]
+    pub agent_id: String,
+
+    /// Longest an agent may take for one response (then error + done).
+    #[arg(long, env = "AGENT_TIMEOUT", value_name = "AGENT_TIMEOUT", default_value_t = 120_000, value_parser = ms_range(1, 86_400_000))]
+    pub agent_timeout: u64,
+
+    /// After SIGTERM/SIGINT, how long in-flight responses may run before they get
+    /// error + done.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", value_name = "SHUTDOWN_TIMEOUT", default_value_t = 10_000, value_parser = ms_range(1, 3_600_000))]
+    pub shutdown_timeout: u64,
+
+    /// Bytes of events buffered per response before the agent must wait for the client.
+    #[arg(long, env = "SSE_QUEUE_BYTES", value_name = "SSE_QUEUE_BYTES", default_value_t = 262_144, value_parser = clap::value_parser!(u64).range(1..=1_073_741_824))]
+    pub sse_queue_bytes: u64,
+
+    /// How long a full queue may wait for a slow reader before it is disconnected.
+    #[arg(long, env = "SSE_SLOW_READER_TIMEOUT", value_name = "SSE_SLOW_READER_TIMEOUT", default_value_t = 30_000, value_parser = ms_range(1, 3_600_000))]
+    pub sse_slow_reader_timeout: u64,
+
+    /// Interval of `:` comment heartbeats on idle SSE streams (0 = off).
+    #[arg(long, env = "SSE_HEARTBEAT", value_name = "SSE_HEARTBEAT", default_value_t = 0, value_parser = ms_range(0, 3_600_000))]
+    pub sse_heartbeat: u64,
+
+    /// Log level: trace, debug, info, warn, error, fatal, silent.
+    #[arg(long, env = "LOG_LEVEL", value_name = "LOG_LEVEL", value_enum, default_value_t = LogLevel::Info, ignore_case = true)]
+    pub log_level: LogLevel,
+
+    /// `production` logs JSON lines and no per-request lines; anything else logs
+    /// human-readable lines and one line per request.
+    #[arg(
+        long,
+        env = "NODE_ENV",
+        value_name = "NODE_ENV",
+        default_value = "development"
+    )]
+    pub node_env: String,
+
+    /// One log line per request (default: on unless NODE_ENV=production).
+    #[arg(long, env = "REQUEST_LOGGING", value_name = "REQUEST_LOGGING")]
+    pub request_logging: Option<bool>,
+}
+
+fn ms_range(min: u64, max: u64) -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(min..=max)
+}
+
+impl Config {
+    /// Reads `.env` (if present), the environment and `args`. On a bad value prints
+    /// the error and exits with code 2 (help and version exit 0).
+    pub fn from_env_and_args<I, T>(args: I) -> Config
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        // A missing .env is normal; a malformed one is reported.
+        if let Err(e) = dotenvy::dotenv() {
+            if !e.not_found() {
+                eprintln!("error: cannot read .env: {e}");
+                std::process::exit(2);
+            }
+        }
+        Config::parse_from(args)
+    }
+
+    /// Defaults with no environment: what tests start from.
+    pub fn defaults() -> Config {
+        Config::parse_from(["agentd"])
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
+
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            Some(n) => n as usize,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.node_env.eq_ignore_ascii_case("production")
+    }
+
+    pub fn request_logging(&self) -> bool {
+        self.request_logging.unwrap_or(!self.is_production())
+    }
+
+    pub fn keep_alive_timeout(&self) -> Duration {
+        Duration::from_millis(self.keep_alive_timeout)
+    }
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout)
+    }
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.connection_timeout)
+    }
+    pub fn agent_timeout(&self) -> Duration {
+        Duration::from_millis(self.agent_timeout)
+    }
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout)
+    }
+    pub fn slow_reader_timeout(&self) -> Duration {
+        Duration::from_millis(self.sse_slow_reader_timeout)
+    }
+    pub fn heartbeat(&self) -> Option<Duration> {
+        (self.sse_heartbeat > 0).then(|| Duration::from_millis(self.sse_heartbeat))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_guide() {
+        let c = Config::parse_from(["agentd"]);
+        assert_eq!(c.port, 3000);
+        assert_eq!(c.host.to_string(), "0.0.0.0");
+        assert_eq!(c.keep_alive_timeout, 72_000);
+        assert_eq!(c.body_limit, 10_485_760);
+        assert_eq!(c.connection_timeout, 60_000);
+        assert!(c.request_logging());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = Config::try_parse_from(["agentd", "--port", "abc"]).unwrap_err();
+        assert!(e.to_string().contains("PORT"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+        let e = Config::try_parse_from(["agentd", "--max-header-bytes", "10"]).unwrap_err();
+        assert!(e.to_string().contains("MAX_HEADER_BYTES"), "{e}");
+    }
+}

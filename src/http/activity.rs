@@ -1,0 +1,130 @@
+//! What one connection is doing: requests in flight, since when it has been idle, and
+//! since when a request head has been arriving. The connection driver reads it to
+//! enforce the header-read and keep-alive timeouts; requests update it.
+//!
+//! Updates are relaxed atomics on the connection's own worker: no locks, no allocation.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub struct ConnActivity {
+    epoch: Instant,
+    in_flight: AtomicU32,
+    /// Milliseconds since `epoch` when the last request finished.
+    idle_since: AtomicU64,
+    /// Milliseconds since `epoch` + 1 when bytes of a new head started arriving; 0 = none.
+    head_started: AtomicU64,
+}
+
+impl Default for ConnActivity {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ConnActivity {
+    /// A new connection counts as awaiting its first head from now.
+    pub fn new() -> Self {
+        ConnActivity {
+            epoch: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            idle_since: AtomicU64::new(0),
+            head_started: AtomicU64::new(1),
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// A request's head arrived.
+    pub fn begin_request(&self) {
+        self.in_flight.fetch_add(1, Relaxed);
+        self.head_started.store(0, Relaxed);
+    }
+
+    /// A response finished (or was dropped).
+    pub fn end_request(&self) {
+        if self.in_flight.fetch_sub(1, Relaxed) == 1 {
+            self.idle_since.store(self.now_ms(), Relaxed);
+        }
+    }
+
+    /// Bytes arrived from the client.
+    pub fn on_read(&self) {
+        if self.in_flight.load(Relaxed) == 0 && self.head_started.load(Relaxed) == 0 {
+            self.head_started.store(self.now_ms() + 1, Relaxed);
+        }
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Relaxed)
+    }
+
+    /// What the connection driver should do now, and when to look again.
+    pub fn check(&self, header_timeout: Duration, keep_alive: Duration) -> Verdict {
+        let now = self.now_ms();
+        let (ht, ka) = (
+            header_timeout.as_millis() as u64,
+            keep_alive.as_millis() as u64,
+        );
+        if self.in_flight() > 0 {
+            return Verdict::Wait(ht.min(ka));
+        }
+        match self.head_started.load(Relaxed) {
+            0 => {
+                let idle = now.saturating_sub(self.idle_since.load(Relaxed));
+                if idle >= ka {
+                    Verdict::IdleTimeout
+                } else {
+                    // A slow head may start at any moment: look again within `ht`.
+                    Verdict::Wait((ka - idle).min(ht))
+                }
+            }
+            started => {
+                let waited = now.saturating_sub(started - 1);
+                if waited >= ht {
+                    Verdict::HeaderTimeout
+                } else {
+                    Verdict::Wait(ht - waited)
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing to do; look again after this many milliseconds.
+    Wait(u64),
+    /// Idle past the keep-alive timeout: close gracefully.
+    IdleTimeout,
+    /// A head took too long: drop the connection.
+    HeaderTimeout,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts() {
+        let a = ConnActivity::new();
+        let (ht, ka) = (Duration::from_millis(0), Duration::from_secs(60));
+        assert_eq!(a.check(ht, ka), Verdict::HeaderTimeout, "no head yet");
+        a.begin_request();
+        assert!(matches!(a.check(ht, ka), Verdict::Wait(_)));
+        a.end_request();
+        assert!(matches!(
+            a.check(Duration::from_secs(1), ka),
+            Verdict::Wait(_)
+        ));
+        assert_eq!(
+            a.check(Duration::from_secs(1), Duration::ZERO),
+            Verdict::IdleTimeout
+        );
+        a.on_read();
+        assert_eq!(a.check(ht, ka), Verdict::HeaderTimeout);
+    }
+}

@@ -1,0 +1,213 @@
+//! Bodies: reading a request body under its limits, and the response body type.
+//!
+//! A request body is read into one buffer (with the parser's padding), refused with
+//! 413 as soon as it is known to be too large (from `Content-Length`, before reading
+//! any of it) and with 408 when it does not arrive in time. A response body is either
+//! complete bytes or an SSE stream fed by an event queue; dropping an SSE body cancels
+//! the agent behind it. Nothing here may buffer without a bound.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tokio::task::AbortHandle;
+
+use super::error::HttpError;
+use crate::protocol::queue::{EventSource, Next};
+use crate::protocol::request::BODY_PADDING;
+
+/// The request body, read: `buf[..len]` is the body, followed by parser padding.
+pub struct ReadBody {
+    pub buf: Vec<u8>,
+    pub len: usize,
+}
+
+/// Reads a whole request body, enforcing `limit` bytes and the `timeout` deadline.
+pub async fn read_body<B>(
+    body: B,
+    headers: &HeaderMap,
+    limit: u64,
+    timeout: Duration,
+) -> Result<ReadBody, HttpError>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u64>().ok());
+    if let Some(n) = declared {
+        if n > limit {
+            return Err(HttpError::PayloadTooLarge { limit });
+        }
+    }
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0) as usize + BODY_PADDING);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut body = body;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(HttpError::BodyTimeout),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(HttpError::BodyRead),
+            Ok(Some(Ok(f))) => f,
+        };
+        if let Ok(data) = frame.into_data() {
+            if (buf.len() + data.len()) as u64 > limit {
+                return Err(HttpError::PayloadTooLarge { limit });
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    let len = buf.len();
+    buf.resize(len + BODY_PADDING, 0);
+    Ok(ReadBody { buf, len })
+}
+
+/// Runs when a response body is finished or dropped.
+pub trait Completion: Send + Sync + 'static {
+    fn complete(&mut self);
+}
+
+/// The response body agentd sends.
+pub struct ResponseBody {
+    kind: Kind,
+    on_complete: Option<Box<dyn Completion>>,
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    Sse(SseBody),
+}
+
+/// An SSE stream read from an event queue.
+pub struct SseBody {
+    source: EventSource,
+    agent: Option<AbortHandle>,
+    heartbeat: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+}
+
+impl SseBody {
+    /// `agent` is aborted when the body is dropped before the stream ended.
+    pub fn new(
+        source: EventSource,
+        agent: Option<AbortHandle>,
+        heartbeat: Option<Duration>,
+    ) -> Self {
+        SseBody {
+            source,
+            agent,
+            heartbeat: heartbeat.map(|d| (d, Box::pin(tokio::time::sleep(d)))),
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, std::io::Error>>> {
+        match self.source.poll_next(cx) {
+            Poll::Ready(Next::Data(b)) => {
+                if let Some((d, sleep)) = &mut self.heartbeat {
+                    sleep.as_mut().reset(tokio::time::Instant::now() + *d);
+                }
+                Poll::Ready(Some(Ok(b)))
+            }
+            Poll::Ready(Next::End) => Poll::Ready(None),
+            Poll::Ready(Next::Aborted(why)) => Poll::Ready(Some(Err(std::io::Error::other(
+                format!("event stream aborted: {why:?}"),
+            )))),
+            Poll::Pending => {
+                if let Some((d, sleep)) = &mut self.heartbeat {
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        sleep.as_mut().reset(tokio::time::Instant::now() + *d);
+                        return Poll::Ready(Some(Ok(Bytes::from_static(b":\n\n"))));
+                    }
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for SseBody {
+    fn drop(&mut self) {
+        if let Some(agent) = self.agent.take() {
+            if !self.source.is_end() {
+                agent.abort();
+            }
+        }
+    }
+}
+
+impl ResponseBody {
+    pub fn full(bytes: Bytes) -> Self {
+        ResponseBody {
+            kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
+            on_complete: None,
+        }
+    }
+
+    pub fn empty() -> Self {
+        Self::full(Bytes::new())
+    }
+
+    pub fn sse(body: SseBody) -> Self {
+        ResponseBody {
+            kind: Kind::Sse(body),
+            on_complete: None,
+        }
+    }
+
+    /// Sets what runs when the body is finished or dropped.
+    pub fn set_completion(&mut self, c: Box<dyn Completion>) {
+        self.on_complete = Some(c);
+    }
+
+    fn finish(&mut self) {
+        if let Some(mut c) = self.on_complete.take() {
+            c.complete();
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let out = match &mut this.kind {
+            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Sse(s) => s.poll(cx).map(|o| o.map(|r| r.map(Frame::data))),
+        };
+        if let Poll::Ready(None) = out {
+            this.finish();
+        }
+        out
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(b) => b.is_none(),
+            Kind::Sse(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Kind::Full(None) => SizeHint::with_exact(0),
+            Kind::Sse(_) => SizeHint::default(),
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! [`HttpError`]: the one error type at the HTTP edge.
+//!
+//! Each variant knows its status, its stable `code`, and whose fault it is. Every error
+//! leaves as JSON `{error, code, [details,] requestId}`; never HTML or plain text, and
+//! never anything internal (stack traces, upstream secrets).
+
+use http::{header, HeaderValue, Response, StatusCode};
+use serde::Serialize;
+
+use super::body::ResponseBody;
+use crate::protocol::request::{Issue, RequestError};
+
+/// Who caused a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    Client,
+    Upstream,
+    Server,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("Route not found")]
+    NotFound,
+    #[error("Method not allowed")]
+    MethodNotAllowed { allow: &'static str },
+    #[error("Request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
+    #[error("Unsupported media type: send application/json")]
+    UnsupportedMediaType,
+    #[error("Request body is empty")]
+    EmptyBody,
+    #[error("Request body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("Validation failed")]
+    Validation(Vec<Issue>),
+    #[error("Request body not received in time")]
+    BodyTimeout,
+    #[error("Could not read the request body")]
+    BodyRead,
+    #[error("Server is shutting down")]
+    ShuttingDown,
+}
+
+impl HttpError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            HttpError::NotFound => StatusCode::NOT_FOUND,
+            HttpError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            HttpError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            HttpError::EmptyBody | HttpError::InvalidJson(_) | HttpError::Validation(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            HttpError::BodyRead => StatusCode::BAD_REQUEST,
+            HttpError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            HttpError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            HttpError::NotFound => "not_found",
+            HttpError::MethodNotAllowed { .. } => "method_not_allowed",
+            HttpError::PayloadTooLarge { .. } => "payload_too_large",
+            HttpError::UnsupportedMediaType => "unsupported_media_type",
+            HttpError::EmptyBody => "empty_body",
+            HttpError::InvalidJson(_) => "invalid_json",
+            HttpError::Validation(_) => "validation_failed",
+            HttpError::BodyTimeout => "body_timeout",
+            HttpError::BodyRead => "body_read_failed",
+            HttpError::ShuttingDown => "shutting_down",
+        }
+    }
+
+    pub fn fault(&self) -> Fault {
+        match self {
+            HttpError::ShuttingDown => Fault::Server,
+            _ => Fault::Client,
+        }
+    }
+
+    /// Whether the connection must close after this response (the rest of the
+    /// request was not read, so the next bytes cannot be trusted as a new request).
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            HttpError::PayloadTooLarge { .. } | HttpError::BodyTimeout | HttpError::BodyRead
+        )
+    }
+
+    /// The JSON response for this error.
+    pub fn into_response(self, request_id: &HeaderValue) -> Response<ResponseBody> {
+        #[derive(Serialize)]
+        struct Detail<'a> {
+            path: &'a str,
+            message: &'a str,
+        }
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Body<'a> {
+            error: String,
+            code: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            details: Option<Vec<Detail<'a>>>,
+            request_id: &'a str,
+        }
+        let details = match &self {
+            HttpError::Validation(issues) => Some(
+                issues
+                    .iter()
+                    .map(|i| Detail {
+                        path: &i.path,
+                        message: &i.message,
+                    })
+                    .collect(),
+            ),
+            _ => None,
+        };
+        let body = Body {
+            error: self.to_string(),
+            code: self.code(),
+            details,
+            request_id: request_id.to_str().unwrap_or(""),
+        };
+        let json = serde_json::to_vec(&body).unwrap_or_default();
+        let mut res = Response::new(ResponseBody::full(json.into()));
+        *res.status_mut() = self.status();
+        let h = res.headers_mut();
+        h.insert(header::CONTENT_TYPE, super::headers::JSON.clone());
+        if let HttpError::MethodNotAllowed { allow } = self {
+            h.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if self.closes_connection() {
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if matches!(self, HttpError::ShuttingDown) {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        res
+    }
+}
+
+impl From<RequestError> for HttpError {
+    fn from(e: RequestError) -> Self {
+        match e {
+            RequestError::Empty => HttpError::EmptyBody,
+            RequestError::Malformed(m) => HttpError::InvalidJson(m),
+            RequestError::Invalid(issues) => HttpError::Validation(issues),
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! Routing: method and path bytes to a [`Route`], without allocating.
+//!
+//! Empty path segments are skipped, so trailing and duplicate slashes are ignored (as
+//! Fastify's `ignoreTrailingSlash` and `ignoreDuplicateSlashes` do). The query string
+//! is not part of the match. It must stay a pure function of (method, path).
+
+use http::Method;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Route {
+    Agent,
+    Assist,
+    Stream,
+    Health,
+    HealthLive,
+    HealthReady,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteMatch {
+    Found(Route),
+    /// The path exists but not for this method; the value is the `Allow` header.
+    MethodNotAllowed(&'static str),
+    NotFound,
+}
+
+const POST: &str = "POST";
+const GET: &str = "GET, HEAD";
+
+/// Matches a request line's method and path.
+pub fn route(method: &Method, path: &str) -> RouteMatch {
+    let mut segs = path.split('/').filter(|s| !s.is_empty());
+    let a = segs.next();
+    let b = segs.next();
+    if segs.next().is_some() {
+        return RouteMatch::NotFound;
+    }
+    let (route, allow) = match (a, b) {
+        (Some("agent"), None) => (Route::Agent, POST),
+        (Some("assist"), None) => (Route::Assist, POST),
+        (Some("stream"), None) => (Route::Stream, GET),
+        (Some("health"), None) => (Route::Health, GET),
+        (Some("health"), Some("live")) => (Route::HealthLive, GET),
+        (Some("health"), Some("ready")) => (Route::HealthReady, GET),
+        _ => return RouteMatch::NotFound,
+    };
+    let ok = if allow == POST {
+        method == Method::POST
+    } else {
+        method == Method::GET || method == Method::HEAD
+    };
+    if ok {
+        RouteMatch::Found(route)
+    } else {
+        RouteMatch::MethodNotAllowed(allow)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_and_slashes() {
+        assert_eq!(
+            route(&Method::POST, "/agent"),
+            RouteMatch::Found(Route::Agent)
+        );
+        assert_eq!(
+            route(&Method::POST, "/agent/"),
+            RouteMatch::Found(Route::Agent)
+        );
+        assert_eq!(
+            route(&Method::POST, "//agent//"),
+            RouteMatch::Found(Route::Agent)
+        );
+        assert_eq!(
+            route(&Method::POST, "/assist"),
+            RouteMatch::Found(Route::Assist)
+        );
+        assert_eq!(
+            route(&Method::GET, "/health//live"),
+            RouteMatch::Found(Route::HealthLive)
+        );
+        assert_eq!(
+            route(&Method::HEAD, "/health/ready/"),
+            RouteMatch::Found(Route::HealthReady)
+        );
+        assert_eq!(
+            route(&Method::GET, "/stream"),
+            RouteMatch::Found(Route::Stream)
+        );
+        assert_eq!(
+            route(&Method::GET, "/agent"),
+            RouteMatch::MethodNotAllowed("POST")
+        );
+        assert_eq!(
+            route(&Method::POST, "/health"),
+            RouteMatch::MethodNotAllowed("GET, HEAD")
+        );
+        assert_eq!(route(&Method::GET, "/"), RouteMatch::NotFound);
+        assert_eq!(route(&Method::GET, "/health/live/x"), RouteMatch::NotFound);
+        assert_eq!(route(&Method::POST, "/Agent"), RouteMatch::NotFound);
+    }
+}

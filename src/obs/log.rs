@@ -1,0 +1,29 @@
+//! Logging setup: `tracing` with the level from `LOG_LEVEL`, JSON lines in
+//! production and human-readable lines otherwise. Secrets are never logged.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{Config, LogLevel};
+
+/// Installs the global subscriber (once; later calls are ignored).
+pub fn init(config: &Config) {
+    let level = match config.log_level {
+        LogLevel::Trace => "trace",
+        LogLevel::Debug => "debug",
+        LogLevel::Info => "info",
+        LogLevel::Warn => "warn",
+        LogLevel::Error | LogLevel::Fatal => "error",
+        LogLevel::Silent => "off",
+    };
+    // Dependencies stay at warn unless asked for more through RUST_LOG.
+    let filter = EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn,agentd={level}")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if config.is_production() {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}

@@ -1,0 +1,171 @@
+//! Request counters and response-time histograms, one slot per worker.
+//!
+//! A worker only writes its own slot (relaxed atomics, no lock, no allocation); readers
+//! sum all slots when they need a figure. The histogram is log-linear (8 sub-buckets
+//! per power of two of microseconds, about 12% resolution), fixed in size.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+const SUB: u32 = 8;
+const SUB_BITS: u32 = 3;
+/// Buckets cover 0 µs to 2^40 µs (about 12 days).
+const BUCKETS: usize = ((40 - SUB_BITS + 1) * SUB) as usize + SUB as usize;
+
+/// One worker's figures. Padded to its own cache lines.
+#[repr(align(128))]
+pub struct WorkerStats {
+    requests: AtomicU64,
+    hist: [AtomicU64; BUCKETS],
+}
+
+fn bucket(micros: u64) -> usize {
+    if micros < SUB as u64 {
+        return micros as usize;
+    }
+    let msb = 63 - micros.leading_zeros();
+    let shift = msb - SUB_BITS;
+    let sub = (micros >> shift) as usize & (SUB as usize - 1);
+    (((shift + 1) * SUB) as usize + sub).min(BUCKETS - 1)
+}
+
+/// The upper bound of a bucket, in microseconds.
+fn bucket_upper(i: usize) -> u64 {
+    if i < SUB as usize {
+        return i as u64;
+    }
+    let shift = (i / SUB as usize) as u32 - 1;
+    let sub = (i % SUB as usize) as u64;
+    ((SUB as u64 + sub + 1) << shift) - 1
+}
+
+impl WorkerStats {
+    fn new() -> Self {
+        WorkerStats {
+            requests: AtomicU64::new(0),
+            hist: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// Counts one finished request that took `elapsed`.
+    pub fn record(&self, elapsed: Duration) {
+        self.requests.fetch_add(1, Relaxed);
+        let micros = elapsed.as_micros().min(u64::MAX as u128) as u64;
+        self.hist[bucket(micros)].fetch_add(1, Relaxed);
+    }
+}
+
+/// All workers' slots.
+pub struct Stats {
+    workers: Box<[WorkerStats]>,
+}
+
+/// Percentiles of response time, in milliseconds.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub mean: f64,
+}
+
+impl Stats {
+    pub fn new(workers: usize) -> Self {
+        Stats {
+            workers: (0..workers).map(|_| WorkerStats::new()).collect(),
+        }
+    }
+
+    pub fn worker(&self, i: usize) -> &WorkerStats {
+        &self.workers[i]
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.workers.iter().map(|w| w.requests.load(Relaxed)).sum()
+    }
+
+    /// Percentiles over every request so far.
+    pub fn latency(&self) -> Latency {
+        let mut counts = [0u64; BUCKETS];
+        for w in self.workers.iter() {
+            for (c, h) in counts.iter_mut().zip(w.hist.iter()) {
+                *c += h.load(Relaxed);
+            }
+        }
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return Latency::default();
+        }
+        let at = |q: f64| {
+            let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+            let mut seen = 0;
+            for (i, c) in counts.iter().enumerate() {
+                seen += c;
+                if seen >= rank {
+                    return bucket_upper(i) as f64 / 1000.0;
+                }
+            }
+            0.0
+        };
+        let sum: f64 = counts
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| c as f64 * bucket_upper(i) as f64)
+            .sum();
+        Latency {
+            p50: at(0.50),
+            p95: at(0.95),
+            p99: at(0.99),
+            mean: sum / total as f64 / 1000.0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_monotonic_and_bounded() {
+        let mut last = 0;
+        for v in [
+            0u64,
+            1,
+            7,
+            8,
+            9,
+            15,
+            16,
+            100,
+            1000,
+            123_456,
+            1 << 39,
+            u64::MAX,
+        ] {
+            let b = bucket(v);
+            assert!(b >= last && b < BUCKETS, "{v} -> {b}");
+            if v < (1 << 40) {
+                assert!(
+                    bucket_upper(b) >= v,
+                    "{v} above its bucket {}",
+                    bucket_upper(b)
+                );
+                assert!(bucket_upper(b) as f64 <= v as f64 * 1.125 + 1.0);
+            }
+            last = b;
+        }
+    }
+
+    #[test]
+    fn percentiles_across_workers() {
+        let s = Stats::new(2);
+        for i in 0..100u64 {
+            s.worker((i % 2) as usize)
+                .record(Duration::from_millis(i + 1));
+        }
+        assert_eq!(s.requests(), 100);
+        let l = s.latency();
+        assert!((45.0..=57.0).contains(&l.p50), "{l:?}");
+        assert!((90.0..=108.0).contains(&l.p99), "{l:?}");
+    }
+}

@@ -1,0 +1,276 @@
+//! The per-response event queue between an agent and the client's connection.
+//!
+//! The producer (a [`ResponseHandler`](super::ResponseHandler)) encodes events straight
+//! into one shared buffer; the consumer (the HTTP body) takes everything that is ready
+//! in one piece, so events emitted together leave in one write. The queue is bounded in
+//! bytes: a producer waits while the buffer holds `capacity` bytes or more, and if the
+//! reader stays that far behind past the slow-reader deadline the queue is aborted.
+//! It knows nothing about HTTP and must never hold its lock across an await.
+
+use std::future::poll_fn;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+
+/// Why the producer can no longer send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Closed {
+    /// The consumer went away (the client disconnected or the response was dropped).
+    Disconnected,
+    /// The reader stayed behind past the slow-reader deadline.
+    SlowReader,
+}
+
+#[derive(Debug)]
+struct State {
+    buf: BytesMut,
+    /// The producer wrote its last event.
+    finished: bool,
+    closed: Option<Closed>,
+    consumer: Option<Waker>,
+    producer: Option<Waker>,
+}
+
+/// Limits of one queue.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueLimits {
+    /// Bytes buffered before the producer must wait.
+    pub capacity: usize,
+    /// How long a producer may wait for space before the reader is cut off.
+    pub slow_reader_timeout: Duration,
+}
+
+/// The producer's end.
+#[derive(Debug)]
+pub struct EventSink {
+    shared: Arc<Mutex<State>>,
+    limits: QueueLimits,
+}
+
+/// The consumer's end.
+#[derive(Debug)]
+pub struct EventSource {
+    shared: Arc<Mutex<State>>,
+}
+
+/// What the consumer sees when it polls.
+#[derive(Debug)]
+pub enum Next {
+    Data(Bytes),
+    End,
+    Aborted(Closed),
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    // A panic while holding this lock cannot leave the state torn (every critical
+    // section is a few field writes), so poisoning is ignored.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Creates a queue whose buffer starts with `initial_capacity` bytes.
+pub fn event_queue(limits: QueueLimits, initial_capacity: usize) -> (EventSink, EventSource) {
+    let shared = Arc::new(Mutex::new(State {
+        buf: BytesMut::with_capacity(initial_capacity),
+        finished: false,
+        closed: None,
+        consumer: None,
+        producer: None,
+    }));
+    (
+        EventSink {
+            shared: shared.clone(),
+            limits,
+        },
+        EventSource { shared },
+    )
+}
+
+impl EventSink {
+    /// Waits until the buffer is below capacity. Fails when the consumer is gone, or
+    /// when the reader stays behind past the slow-reader deadline (the queue is then
+    /// aborted so the connection is cut).
+    pub async fn ready(&self) -> Result<(), Closed> {
+        let wait = poll_fn(|cx| self.poll_space(cx));
+        match self.poll_space_now() {
+            Poll::Ready(r) => r,
+            Poll::Pending => {
+                match tokio::time::timeout(self.limits.slow_reader_timeout, wait).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        self.abort(Closed::SlowReader);
+                        Err(Closed::SlowReader)
+                    }
+                }
+            }
+        }
+    }
+
+    fn poll_space_now(&self) -> Poll<Result<(), Closed>> {
+        let st = lock(&self.shared);
+        Self::space(&st, self.limits.capacity)
+    }
+
+    fn space(st: &State, capacity: usize) -> Poll<Result<(), Closed>> {
+        if let Some(c) = st.closed {
+            return Poll::Ready(Err(c));
+        }
+        if st.buf.len() < capacity {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn poll_space(&self, cx: &mut Context<'_>) -> Poll<Result<(), Closed>> {
+        let mut st = lock(&self.shared);
+        let p = Self::space(&st, self.limits.capacity);
+        if p.is_pending() {
+            st.producer = Some(cx.waker().clone());
+        }
+        p
+    }
+
+    /// Appends bytes written by `write` and wakes the consumer. `finish` marks the
+    /// last write. Does not wait: call [`ready`](Self::ready) first.
+    pub fn push(&self, finish: bool, write: impl FnOnce(&mut BytesMut)) -> Result<(), Closed> {
+        let waker = {
+            let mut st = lock(&self.shared);
+            if let Some(c) = st.closed {
+                return Err(c);
+            }
+            write(&mut st.buf);
+            st.finished |= finish;
+            st.consumer.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
+    }
+
+    /// Cuts the stream off: the consumer ends with an error.
+    pub fn abort(&self, why: Closed) {
+        let waker = {
+            let mut st = lock(&self.shared);
+            st.closed.get_or_insert(why);
+            st.consumer.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// True once the consumer is gone or the queue was aborted.
+    pub fn is_closed(&self) -> bool {
+        lock(&self.shared).closed.is_some()
+    }
+}
+
+impl EventSource {
+    /// Takes everything buffered, or reports the end, or registers for a wake-up.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Next> {
+        let (out, waker) = {
+            let mut st = lock(&self.shared);
+            if let Some(c) = st.closed {
+                return Poll::Ready(Next::Aborted(c));
+            }
+            if !st.buf.is_empty() {
+                (
+                    Poll::Ready(Next::Data(st.buf.split().freeze())),
+                    st.producer.take(),
+                )
+            } else if st.finished {
+                return Poll::Ready(Next::End);
+            } else {
+                st.consumer = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        out
+    }
+
+    /// True when the producer finished and everything was taken.
+    pub fn is_end(&self) -> bool {
+        let st = lock(&self.shared);
+        st.finished && st.buf.is_empty() && st.closed.is_none()
+    }
+}
+
+impl Drop for EventSource {
+    fn drop(&mut self) {
+        let waker = {
+            let mut st = lock(&self.shared);
+            st.closed.get_or_insert(Closed::Disconnected);
+            st.producer.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Poll;
+
+    fn limits(capacity: usize, ms: u64) -> QueueLimits {
+        QueueLimits {
+            capacity,
+            slow_reader_timeout: Duration::from_millis(ms),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn coalesces_ready_events_into_one_chunk() {
+        let (sink, mut source) = event_queue(limits(1024, 1000), 64);
+        sink.push(false, |b| b.extend_from_slice(b"a")).unwrap();
+        sink.push(true, |b| b.extend_from_slice(b"b")).unwrap();
+        let next = poll_fn(|cx| source.poll_next(cx).map(Some)).await.unwrap();
+        assert!(matches!(next, Next::Data(ref d) if &d[..] == b"ab"));
+        assert!(matches!(
+            poll_fn(|cx| source.poll_next(cx)).await,
+            Next::End
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_queue_makes_the_producer_wait_then_cuts_a_slow_reader() {
+        let (sink, source) = event_queue(limits(4, 500), 8);
+        sink.ready().await.unwrap();
+        sink.push(false, |b| b.extend_from_slice(b"12345")).unwrap();
+        // Over capacity: nobody reads, so after the deadline the reader is cut off.
+        let started = tokio::time::Instant::now();
+        assert_eq!(sink.ready().await, Err(Closed::SlowReader));
+        assert!(started.elapsed() >= Duration::from_millis(500));
+        let mut source = source;
+        let next = poll_fn(|cx| source.poll_next(cx)).await;
+        assert!(matches!(next, Next::Aborted(Closed::SlowReader)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reading_frees_space() {
+        let (sink, mut source) = event_queue(limits(4, 500), 8);
+        sink.push(false, |b| b.extend_from_slice(b"12345")).unwrap();
+        let waiting = tokio::spawn(async move { sink.ready().await });
+        tokio::task::yield_now().await;
+        assert!(matches!(
+            poll_fn(|cx| Poll::Ready(source.poll_next(cx))).await,
+            Poll::Ready(Next::Data(_))
+        ));
+        assert_eq!(waiting.await.unwrap(), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn dropping_the_consumer_disconnects_the_producer() {
+        let (sink, source) = event_queue(limits(4, 500), 8);
+        drop(source);
+        assert_eq!(sink.ready().await, Err(Closed::Disconnected));
+        assert_eq!(sink.push(false, |_| {}), Err(Closed::Disconnected));
+    }
+}

@@ -1,0 +1,62 @@
+//! The request's typed parts as agents see them: [`Query`] and [`Session`].
+//!
+//! These are owned values built once by the validator; agents read them and never
+//! mutate them. Nothing here parses or validates.
+
+use serde::Serialize;
+use ulid::Ulid;
+
+/// `query`: what the user asked.
+#[derive(Clone, Debug, Serialize)]
+pub struct Query {
+    pub id: Ulid,
+    pub prompt: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<QueryContext>,
+}
+
+/// `query.context`
+#[derive(Clone, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueryContext {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preferences: Option<Preferences>,
+}
+
+/// `query.context.preferences`
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Preferences {
+    /// 0 to 2.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// 1 to 4000.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+}
+
+/// `session`: who is asking, and the conversation so far.
+#[derive(Clone, Debug, Serialize)]
+pub struct Session {
+    pub processor_id: String,
+    pub activity_id: Ulid,
+    pub request_id: Ulid,
+    /// Passed through untouched (a JSON array).
+    pub interactions: serde_json::Value,
+}
+
+impl Session {
+    /// The session agentd makes when a request has none.
+    pub fn synthesized(processor_id: &str) -> Session {
+        Session {
+            processor_id: processor_id.to_owned(),
+            activity_id: super::ids::next_ulid(),
+            request_id: super::ids::next_ulid(),
+            interactions: serde_json::Value::Array(Vec::new()),
+        }
+    }
+}

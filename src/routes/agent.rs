@@ -1,0 +1,206 @@
+//! `POST /agent`, `POST /assist` and `GET /stream`: validate, then run the agent into
+//! an SSE response.
+//!
+//! The agent is polled once inline: an agent that finishes without waiting (the echo
+//! agent) costs no task and its events leave in one write. Otherwise it continues as a
+//! task on this worker that the response body aborts if the client leaves. Whatever
+//! the agent does (returns, fails, panics, overruns `AGENT_TIMEOUT`, or is cut by the
+//! shutdown deadline) the response ends with `done`, after an `atomic.error` when it
+//! did not succeed.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use futures_util::FutureExt;
+use http::{header, HeaderValue, Request, Response};
+use hyper::body::Incoming;
+
+use crate::agent::AgentError;
+use crate::http::body::{read_body, SseBody};
+use crate::http::headers::{EVENT_STREAM, NO, NO_CACHE, X_ACCEL_BUFFERING};
+use crate::http::{HttpError, ResponseBody};
+use crate::protocol::events::Framing;
+use crate::protocol::queue::{event_queue, QueueLimits};
+use crate::protocol::request::{parse_agent_request, prompt_from_query};
+use crate::protocol::{ids, ProtocolError, Query, ResponseHandler, Session};
+use crate::server::shutdown::Phase;
+use crate::server::App;
+
+/// Initial size of a response's event buffer; it grows up to `SSE_QUEUE_BYTES`.
+const INITIAL_EVENT_BUFFER: usize = 1024;
+
+/// True for JSON content types: absent, `application/json` (any parameters) or
+/// `application/*+json`.
+fn is_json_content_type(v: Option<&HeaderValue>) -> bool {
+    let Some(v) = v else { return true };
+    let Ok(s) = v.to_str() else { return false };
+    let essence = s.split(';').next().unwrap_or("").trim();
+    let Some((kind, sub)) = essence.split_once('/') else {
+        return false;
+    };
+    kind.eq_ignore_ascii_case("application")
+        && (sub.eq_ignore_ascii_case("json")
+            || (sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case("+json")))
+}
+
+/// `POST /agent`, `POST /assist`.
+pub async fn assist(
+    req: Request<Incoming>,
+    app: &Arc<App>,
+    request_id: &HeaderValue,
+) -> Result<Response<ResponseBody>, HttpError> {
+    if !is_json_content_type(req.headers().get(header::CONTENT_TYPE)) {
+        return Err(HttpError::UnsupportedMediaType);
+    }
+    let (parts, body) = req.into_parts();
+    let c = &app.config;
+    let mut body = read_body(body, &parts.headers, c.body_limit, c.body_read_timeout()).await?;
+    let (session, query) = parse_agent_request(&mut body.buf, body.len, &c.agent_id)?;
+    drop(body);
+    Ok(start(app, session, query, Framing::Named, request_id))
+}
+
+/// `GET /stream?prompt=…`: the same agent, framed for `EventSource`.
+pub fn stream(
+    req: Request<Incoming>,
+    app: &Arc<App>,
+    request_id: &HeaderValue,
+) -> Result<Response<ResponseBody>, HttpError> {
+    let prompt =
+        prompt_from_query(req.uri().query()).map_err(|i| HttpError::Validation(vec![i]))?;
+    let query = Query {
+        id: ids::next_ulid(),
+        prompt,
+        context: None,
+    };
+    let session = Session::synthesized(&app.config.agent_id);
+    Ok(start(app, session, query, Framing::DataOnly, request_id))
+}
+
+fn start(
+    app: &Arc<App>,
+    session: Session,
+    query: Query,
+    framing: Framing,
+    request_id: &HeaderValue,
+) -> Response<ResponseBody> {
+    let c = &app.config;
+    let limits = QueueLimits {
+        capacity: c.sse_queue_bytes as usize,
+        slow_reader_timeout: c.slow_reader_timeout(),
+    };
+    let (sink, source) = event_queue(limits, INITIAL_EVENT_BUFFER);
+    let handler = ResponseHandler::new(sink, framing, session.processor_id.clone());
+    let mut run = Box::pin(run_agent(
+        app.clone(),
+        session,
+        query,
+        handler,
+        request_id.clone(),
+    ));
+    let agent = match run.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(()) => None,
+        // Spawning polls it again with a real waker.
+        Poll::Pending => Some(tokio::spawn(run).abort_handle()),
+    };
+    let mut res = Response::new(ResponseBody::sse(SseBody::new(
+        source,
+        agent,
+        c.heartbeat(),
+    )));
+    let h = res.headers_mut();
+    h.reserve(6);
+    h.insert(header::CONTENT_TYPE, EVENT_STREAM.clone());
+    h.insert(header::CACHE_CONTROL, NO_CACHE.clone());
+    h.insert(X_ACCEL_BUFFERING, NO.clone());
+    res
+}
+
+enum Outcome {
+    Done,
+    Failed(AgentError),
+    Panicked,
+    TimedOut,
+    ShutdownDeadline,
+}
+
+async fn run_agent(
+    app: Arc<App>,
+    session: Session,
+    query: Query,
+    mut handler: ResponseHandler,
+    request_id: HeaderValue,
+) {
+    let mut phase = app.phase.clone();
+    let outcome = {
+        let assist =
+            AssertUnwindSafe(app.agent.assist(&session, &query, &mut handler)).catch_unwind();
+        tokio::select! {
+            biased;
+            r = tokio::time::timeout(app.config.agent_timeout(), assist) => match r {
+                Ok(Ok(Ok(()))) => Outcome::Done,
+                Ok(Ok(Err(e))) => Outcome::Failed(e),
+                Ok(Err(_)) => Outcome::Panicked,
+                Err(_) => Outcome::TimedOut,
+            },
+            _ = phase.wait_for(|p| *p == Phase::Deadline) => Outcome::ShutdownDeadline,
+        }
+    };
+    finish(&mut handler, outcome, &request_id).await;
+}
+
+/// Ends the response whatever the agent did: error (if any), open streams, `done`.
+async fn finish(handler: &mut ResponseHandler, outcome: Outcome, request_id: &HeaderValue) {
+    if handler.is_disconnected() {
+        return;
+    }
+    let failure = match outcome {
+        Outcome::Done => None,
+        Outcome::Failed(e) => {
+            tracing::warn!(request_id = ?request_id, error = %e, "agent failed");
+            Some(e)
+        }
+        Outcome::Panicked => {
+            tracing::error!(request_id = ?request_id, "agent panicked");
+            Some(AgentError::new("The agent failed while answering", 500))
+        }
+        Outcome::TimedOut => {
+            tracing::warn!(request_id = ?request_id, "agent timed out");
+            Some(AgentError::new("The agent did not answer in time", 504))
+        }
+        Outcome::ShutdownDeadline => Some(AgentError::new("The server is shutting down", 503)),
+    };
+    if handler.is_complete() {
+        return;
+    }
+    if let Some(e) = failure {
+        let sent = handler
+            .emit_error(&e.message, e.code, e.details.as_ref())
+            .await;
+        if let Err(ProtocolError::InvalidContent(_)) = sent {
+            // Details that are not a JSON object are dropped, the error still goes out.
+            let _ = handler.emit_error(&e.message, e.code, None).await;
+        }
+    }
+    let _ = handler.complete().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        let ok = |s: &'static str| is_json_content_type(Some(&HeaderValue::from_static(s)));
+        assert!(is_json_content_type(None));
+        assert!(ok("application/json"));
+        assert!(ok("Application/JSON; charset=utf-8"));
+        assert!(ok("application/vnd.api+json"));
+        assert!(!ok("text/plain"));
+        assert!(!ok("application/x-www-form-urlencoded"));
+        assert!(!ok("application/+json"));
+        assert!(!ok("json"));
+    }
+}

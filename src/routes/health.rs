@@ -1,0 +1,102 @@
+//! `/health`, `/health/live`, `/health/ready`.
+//!
+//! `/health/live` is a constant. `/health` is rendered at most every
+//! [`HEALTH_REFRESH`] per worker and served as shared bytes in between, so a load
+//! balancer hammering it costs no allocation. None of these may block.
+
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, Response, StatusCode};
+use serde::Serialize;
+
+use crate::http::headers::JSON;
+use crate::http::ResponseBody;
+use crate::obs::stats::Latency;
+use crate::server::shutdown::Phase;
+use crate::server::App;
+
+/// How stale `/health` figures may be.
+pub const HEALTH_REFRESH: Duration = Duration::from_millis(250);
+
+thread_local! {
+    static CACHED: RefCell<Option<(Instant, Bytes)>> = const { RefCell::new(None) };
+}
+
+fn json(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
+    let mut res = Response::new(ResponseBody::full(body));
+    *res.status_mut() = status;
+    res.headers_mut().insert(header::CONTENT_TYPE, JSON.clone());
+    res
+}
+
+pub fn live() -> Response<ResponseBody> {
+    json(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))
+}
+
+pub fn ready(app: &App) -> Response<ResponseBody> {
+    match *app.phase.borrow() {
+        Phase::Running => json(StatusCode::OK, Bytes::from_static(br#"{"status":"ready"}"#)),
+        _ => {
+            let mut res = json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Bytes::from_static(br#"{"status":"not ready","reason":"shutting down"}"#),
+            );
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            res
+        }
+    }
+}
+
+pub fn health(app: &App) -> Response<ResponseBody> {
+    let body = CACHED.with(|c| {
+        let mut c = c.borrow_mut();
+        match &*c {
+            Some((at, b)) if at.elapsed() < HEALTH_REFRESH => b.clone(),
+            _ => {
+                let b = render(app);
+                *c = Some((Instant::now(), b.clone()));
+                b
+            }
+        }
+    });
+    json(StatusCode::OK, body)
+}
+
+#[derive(Serialize)]
+struct Memory {
+    rss: u64,
+    #[serde(rename = "rssMB")]
+    rss_mb: f64,
+}
+
+#[derive(Serialize)]
+struct Health<'a> {
+    status: &'a str,
+    agent: &'a str,
+    uptime: f64,
+    memory: Memory,
+    requests: u64,
+    /// Response times in milliseconds.
+    latency: Latency,
+    workers: usize,
+}
+
+fn render(app: &App) -> Bytes {
+    let rss = crate::obs::process::rss_bytes().unwrap_or(0);
+    let h = Health {
+        status: "healthy",
+        agent: app.agent.name(),
+        uptime: app.started.elapsed().as_secs_f64(),
+        memory: Memory {
+            rss,
+            rss_mb: (rss as f64 / 1_048_576.0 * 10.0).round() / 10.0,
+        },
+        requests: app.stats.requests(),
+        latency: app.stats.latency(),
+        workers: app.config.worker_count(),
+    };
+    Bytes::from(serde_json::to_vec(&h).unwrap_or_default())
+}

@@ -1,0 +1,102 @@
+//! The service: every request's path from head to response.
+//!
+//! Request id and start time first, then the route, then the handler; every response
+//! gets `x-request-id` and `X-Response-Time`, and every error is [`HttpError`] JSON.
+//! Finishing a response (or dropping it) records its time and marks the connection
+//! idle. Handlers must not block the worker.
+
+pub mod agent;
+pub mod health;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
+
+use crate::http::activity::ConnActivity;
+use crate::http::body::Completion;
+use crate::http::headers::{self, X_REQUEST_ID, X_RESPONSE_TIME};
+use crate::http::{route, HttpError, ResponseBody, Route, RouteMatch};
+use crate::obs::stats::Stats;
+use crate::server::App;
+
+/// Marks the end of one request: its time goes into the worker's figures and the
+/// connection may go idle.
+struct RequestDone {
+    activity: Arc<ConnActivity>,
+    stats: Arc<Stats>,
+    worker: usize,
+    start: Instant,
+}
+
+impl Completion for RequestDone {
+    fn complete(&mut self) {
+        self.stats.worker(self.worker).record(self.start.elapsed());
+        self.activity.end_request();
+    }
+}
+
+/// Handles one request.
+pub async fn handle(
+    req: Request<Incoming>,
+    app: Arc<App>,
+    activity: Arc<ConnActivity>,
+    worker: usize,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let start = Instant::now();
+    activity.begin_request();
+    let done = RequestDone {
+        activity,
+        stats: app.stats.clone(),
+        worker,
+        start,
+    };
+    let request_id = headers::request_id(req.headers());
+    let log = app
+        .request_logging
+        .then(|| (req.method().clone(), req.uri().clone()));
+    let result = match route(req.method(), req.uri().path()) {
+        RouteMatch::Found(r) => dispatch(r, req, &app, &request_id).await,
+        RouteMatch::MethodNotAllowed(allow) => Err(HttpError::MethodNotAllowed { allow }),
+        RouteMatch::NotFound => Err(HttpError::NotFound),
+    };
+    let mut res = result.unwrap_or_else(|e| {
+        if e.fault() != crate::http::error::Fault::Client {
+            tracing::error!(request_id = ?request_id, code = e.code(), "{e}");
+        }
+        e.into_response(&request_id)
+    });
+    let elapsed = start.elapsed();
+    let h = res.headers_mut();
+    h.insert(X_RESPONSE_TIME, headers::response_time(elapsed));
+    h.insert(X_REQUEST_ID, request_id);
+    if let Some((method, uri)) = log {
+        tracing::info!(
+            method = %method,
+            url = %uri,
+            status = res.status().as_u16(),
+            response_time_ms = elapsed.as_secs_f64() * 1000.0,
+            request_id = ?res.headers().get(X_REQUEST_ID),
+            "request"
+        );
+    }
+    res.body_mut().set_completion(Box::new(done));
+    Ok(res)
+}
+
+async fn dispatch(
+    route: Route,
+    req: Request<Incoming>,
+    app: &Arc<App>,
+    request_id: &HeaderValue,
+) -> Result<Response<ResponseBody>, HttpError> {
+    match route {
+        Route::Agent | Route::Assist => agent::assist(req, app, request_id).await,
+        Route::Stream => agent::stream(req, app, request_id),
+        Route::Health => Ok(health::health(app)),
+        Route::HealthLive => Ok(health::live()),
+        Route::HealthReady => Ok(health::ready(app)),
+    }
+}

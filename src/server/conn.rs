@@ -1,0 +1,149 @@
+//! One client connection: HTTP/1.1 keep-alive or h2c (detected by hyper-util's auto
+//! builder), with the header-read and keep-alive timeouts enforced from the
+//! connection's [`ConnActivity`], and graceful close when the server drains.
+//!
+//! It must never outlive the shutdown deadline by more than the grace the worker
+//! allows, and never wait on a client without a timer.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::shutdown::Phase;
+use super::App;
+use crate::http::activity::{ConnActivity, Verdict};
+
+/// Builds the per-worker connection builder from the configuration.
+pub fn builder(app: &App) -> auto::Builder<TokioExecutor> {
+    let c = &app.config;
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        // Timeouts are enforced by `drive`, which knows keep-alive from header reads.
+        .header_read_timeout(None)
+        .max_headers(c.max_headers as usize)
+        .max_buf_size(c.max_header_bytes as usize);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(c.h2_max_concurrent_streams)
+        .max_header_list_size(c.max_header_bytes as u32)
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(256));
+    b
+}
+
+/// Serves one accepted connection until it ends.
+pub async fn drive(
+    stream: TcpStream,
+    app: Arc<App>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    worker: usize,
+    mut phase: watch::Receiver<Phase>,
+) {
+    let activity = Arc::new(ConnActivity::new());
+    let io = TokioIo::new(TrackedIo {
+        inner: stream,
+        activity: activity.clone(),
+    });
+    let timeouts = (
+        app.config.header_read_timeout(),
+        app.config.keep_alive_timeout(),
+    );
+    let svc_activity = activity.clone();
+    let svc = service_fn(move |req| {
+        crate::routes::handle(req, app.clone(), svc_activity.clone(), worker)
+    });
+    let conn = builder.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(conn);
+    let mut draining = *phase.borrow() != Phase::Running;
+    if draining {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        let wait = match activity.check(timeouts.0, timeouts.1) {
+            Verdict::Wait(ms) => Duration::from_millis(ms.max(1)),
+            Verdict::IdleTimeout => {
+                if !draining {
+                    conn.as_mut().graceful_shutdown();
+                    draining = true;
+                }
+                timeouts.0.max(Duration::from_millis(10))
+            }
+            Verdict::HeaderTimeout => return,
+        };
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = phase.changed(), if !draining => {
+                conn.as_mut().graceful_shutdown();
+                draining = true;
+            }
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// The socket, noting every read in the connection's activity.
+struct TrackedIo {
+    inner: TcpStream,
+    activity: Arc<ConnActivity>,
+}
+
+impl AsyncRead for TrackedIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.on_read();
+        }
+        res
+    }
+}
+
+impl AsyncWrite for TrackedIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

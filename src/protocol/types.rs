@@ -7,7 +7,7 @@ use serde::Serialize;
 use ulid::Ulid;
 
 /// `query`: what the user asked.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Query {
     pub id: Ulid,
     pub prompt: String,
@@ -16,7 +16,7 @@ pub struct Query {
 }
 
 /// `query.context`
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct QueryContext {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -28,7 +28,7 @@ pub struct QueryContext {
 }
 
 /// `query.context.preferences`
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Preferences {
     /// 0 to 2.
@@ -40,7 +40,7 @@ pub struct Preferences {
 }
 
 /// `session`: who is asking, and the conversation so far.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Session {
     pub processor_id: String,
     pub activity_id: Ulid,

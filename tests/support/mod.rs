@@ -1,0 +1,450 @@
+//! Test support: an in-process server on 127.0.0.1:0, raw-socket helpers, an
+//! independent SSE parser (eventsource-stream), and agents that misbehave on purpose.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentd::{Agent, AgentError, Config, Query, ResponseHandler, Server, ServerHandle, Session};
+use async_trait::async_trait;
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub const ID: &str = "01JDX3ABCDEFGHJKMNPQRSTVWX";
+
+/// A config for tests: loopback, a free port, two workers, quiet logs.
+pub fn config() -> Config {
+    let mut c = Config::defaults();
+    c.host = "127.0.0.1".parse().unwrap();
+    c.port = 0;
+    c.workers = Some(2);
+    c.node_env = "production".into();
+    c.request_logging = Some(false);
+    c
+}
+
+pub struct TestServer {
+    pub handle: Option<ServerHandle>,
+    pub addr: SocketAddr,
+}
+
+impl TestServer {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+    pub fn handle(&self) -> &ServerHandle {
+        self.handle.as_ref().unwrap()
+    }
+    /// Shuts down and waits (off the async runtime).
+    pub async fn stop(mut self) -> Duration {
+        let h = self.handle.take().unwrap();
+        let started = std::time::Instant::now();
+        h.shutdown();
+        tokio::task::spawn_blocking(move || h.wait()).await.unwrap();
+        started.elapsed()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.shutdown();
+        }
+    }
+}
+
+pub fn start(config: Config, agent: Arc<dyn Agent>) -> TestServer {
+    let handle = Server::start(config, agent).expect("server starts");
+    let addr = handle.local_addr();
+    TestServer {
+        handle: Some(handle),
+        addr,
+    }
+}
+
+pub fn start_echo() -> TestServer {
+    start_echo_with(config())
+}
+
+pub fn start_echo_with(config: Config) -> TestServer {
+    let agent = agentd::configured_agent(&config);
+    start(config, agent)
+}
+
+pub fn body(prompt: &str) -> String {
+    serde_json::json!({"query": {"id": ID, "prompt": prompt}}).to_string()
+}
+
+pub fn body_with_session(prompt: &str, processor: &str) -> String {
+    serde_json::json!({
+        "query": {"id": ID, "prompt": prompt},
+        "session": {"processor_id": processor, "activity_id": ID, "request_id": ID, "interactions": []}
+    })
+    .to_string()
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+pub async fn post_json(server: &TestServer, path: &str, body: String) -> reqwest::Response {
+    client()
+        .post(server.url(path))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("request")
+}
+
+/// One parsed SSE event.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub event: String,
+    pub data: serde_json::Value,
+    pub raw: String,
+}
+
+/// Parses an SSE body with an independent parser (eventsource-stream).
+pub async fn events(res: reqwest::Response) -> Vec<Event> {
+    let mut out = Vec::new();
+    let mut stream = res.bytes_stream().eventsource();
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .expect("event within 20 s")
+    {
+        let ev = ev.expect("valid SSE");
+        out.push(Event {
+            event: ev.event,
+            data: serde_json::from_str(&ev.data).expect("event data is JSON"),
+            raw: ev.data,
+        });
+    }
+    out
+}
+
+/// Checks the response-level rules: ids strictly increasing, every stream closed with
+/// `" "`, exactly one `done` and it is last, every event fully keyed.
+pub fn assert_well_formed(evs: &[Event]) {
+    assert!(!evs.is_empty());
+    let mut last_id = String::new();
+    let mut open: Vec<String> = Vec::new();
+    for (i, e) in evs.iter().enumerate() {
+        let d = &e.data;
+        let id = d["id"].as_str().unwrap().to_string();
+        assert_eq!(id.len(), 26);
+        assert!(id > last_id, "ids must increase: {id} after {last_id}");
+        last_id = id;
+        assert_eq!(d["schema_version"], "1.0");
+        assert!(d["metadata"].is_null());
+        assert!(d.get("source").is_some());
+        let ct = d["content_type"].as_str().unwrap();
+        if ct == "atomic.done" {
+            assert_eq!(i, evs.len() - 1, "done must be last");
+            assert!(d.get("content").is_none());
+        } else {
+            assert_ne!(e.event, "done");
+        }
+        if ct == "chunked.text" {
+            let sid = d["stream_id"].as_str().unwrap().to_string();
+            if d["is_complete"].as_bool().unwrap() {
+                assert_eq!(d["content"], " ");
+                let pos = open
+                    .iter()
+                    .position(|s| *s == sid)
+                    .expect("completing an open stream");
+                open.remove(pos);
+            } else if !open.contains(&sid) {
+                open.push(sid);
+            }
+        }
+        assert!(
+            !e.raw.contains('\u{2028}') && !e.raw.contains('\u{2029}') && !e.raw.contains('\u{85}')
+        );
+    }
+    assert!(open.is_empty(), "streams left open: {open:?}");
+    assert_eq!(evs.last().unwrap().data["content_type"], "atomic.done");
+}
+
+/// Writes `request` on a new connection and reads until the server closes it or
+/// `timeout` passes.
+pub async fn raw(addr: SocketAddr, request: &[u8], timeout: Duration) -> Vec<u8> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    read_until_close(&mut s, timeout).await
+}
+
+pub async fn read_until_close(s: &mut TcpStream, timeout: Duration) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(timeout, s.read_to_end(&mut out)).await;
+    out
+}
+
+/// Reads one HTTP/1.1 response (head + body, chunked or sized) from `s`.
+pub async fn read_response(s: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let head_end = loop {
+        if let Some(p) = find(&buf, b"\r\n\r\n") {
+            break p + 4;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("head in time")
+            .unwrap();
+        assert!(
+            n > 0,
+            "connection closed before the head: {:?}",
+            String::from_utf8_lossy(&buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
+    let mut rest = buf[head_end..].to_vec();
+    let lower = head.to_ascii_lowercase();
+    let mut body = Vec::new();
+    if lower.contains("transfer-encoding: chunked") {
+        loop {
+            // size line
+            let line_end = loop {
+                if let Some(p) = find(&rest, b"\r\n") {
+                    break p;
+                }
+                fill(s, &mut rest).await;
+            };
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16)
+                    .unwrap();
+            rest.drain(..line_end + 2);
+            while rest.len() < size + 2 {
+                fill(s, &mut rest).await;
+            }
+            body.extend_from_slice(&rest[..size]);
+            rest.drain(..size + 2);
+            if size == 0 {
+                break;
+            }
+        }
+    } else if let Some(cl) = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+    {
+        let cl: usize = cl.trim().parse().unwrap();
+        while rest.len() < cl {
+            fill(s, &mut rest).await;
+        }
+        body = rest[..cl].to_vec();
+    }
+    (head, body)
+}
+
+async fn fill(s: &mut TcpStream, rest: &mut Vec<u8>) {
+    let mut chunk = [0u8; 65536];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+        .await
+        .expect("data in time")
+        .unwrap();
+    assert!(n > 0, "connection closed mid-response");
+    rest.extend_from_slice(&chunk[..n]);
+}
+
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Polls `cond` until true or the timeout passes.
+pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cond()
+}
+
+// ---- agents that do specific things ----
+
+/// Emits a JSON event, a text block, two interleaved streams, and returns without
+/// completing (the server must close the streams and send done).
+pub struct ScriptAgent;
+
+#[async_trait]
+impl Agent for ScriptAgent {
+    fn name(&self) -> &str {
+        "script"
+    }
+    async fn assist(
+        &self,
+        _s: &Session,
+        q: &Query,
+        h: &mut ResponseHandler,
+    ) -> Result<(), AgentError> {
+        h.emit_json("ANALYSIS", &serde_json::json!({"prompt": q.prompt, "n": 1}))
+            .await?;
+        h.emit_text_block("NOTE", "a\nb\u{2028}").await?;
+        let a = h.create_text_stream("A")?;
+        let b = h.create_text_stream("B")?;
+        h.emit_chunk(&a, "a1").await?;
+        h.emit_chunk(&b, "b1").await?;
+        h.emit_chunk(&a, "a2").await?;
+        h.complete_stream(a).await?;
+        h.emit_chunk(&b, "b2").await?;
+        assert!(
+            h.emit_json("X", &serde_json::json!([1])).await.is_err(),
+            "arrays are refused"
+        );
+        assert!(
+            h.emit_text_block("bad\nname", "x").await.is_err(),
+            "newlines in names are refused"
+        );
+        Ok(())
+    }
+}
+
+/// Fails with a chosen error after emitting one chunk on an open stream.
+pub struct FailAgent;
+
+#[async_trait]
+impl Agent for FailAgent {
+    fn name(&self) -> &str {
+        "fail"
+    }
+    async fn assist(
+        &self,
+        _s: &Session,
+        _q: &Query,
+        h: &mut ResponseHandler,
+    ) -> Result<(), AgentError> {
+        let s = h.create_text_stream("OUT")?;
+        h.emit_chunk(&s, "partial").await?;
+        Err(AgentError::new("upstream refused", 418)
+            .with_details(serde_json::json!({"why": "test"})))
+    }
+}
+
+pub struct PanicAgent;
+
+#[async_trait]
+impl Agent for PanicAgent {
+    fn name(&self) -> &str {
+        "panic"
+    }
+    async fn assist(
+        &self,
+        _s: &Session,
+        q: &Query,
+        h: &mut ResponseHandler,
+    ) -> Result<(), AgentError> {
+        if q.prompt == "async" {
+            tokio::task::yield_now().await;
+            h.emit_text_block("T", "before").await?;
+        }
+        panic!("secret stack detail");
+    }
+}
+
+/// Emits `chunks` chunks `delay` apart, then completes. Counts completions.
+pub struct SlowStreamAgent {
+    pub chunks: usize,
+    pub delay: Duration,
+    pub started: Arc<AtomicU64>,
+    pub dropped: Arc<AtomicU64>,
+}
+
+impl SlowStreamAgent {
+    pub fn new(chunks: usize, delay: Duration) -> Self {
+        SlowStreamAgent {
+            chunks,
+            delay,
+            started: Arc::default(),
+            dropped: Arc::default(),
+        }
+    }
+}
+
+struct DropCount(Arc<AtomicU64>);
+impl Drop for DropCount {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Agent for SlowStreamAgent {
+    fn name(&self) -> &str {
+        "slow"
+    }
+    async fn assist(
+        &self,
+        _s: &Session,
+        _q: &Query,
+        h: &mut ResponseHandler,
+    ) -> Result<(), AgentError> {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        let _guard = DropCount(self.dropped.clone());
+        let s = h.create_text_stream("SLOW")?;
+        for i in 0..self.chunks {
+            tokio::time::sleep(self.delay).await;
+            h.emit_chunk(&s, &format!("chunk {i}")).await?;
+        }
+        h.complete_stream(s).await?;
+        h.complete().await?;
+        Ok(())
+    }
+}
+
+/// Emits big chunks as fast as the queue allows; records how it ended.
+pub struct FloodAgent {
+    pub chunk: usize,
+    pub emitted: Arc<AtomicU64>,
+    pub ended_with: Arc<std::sync::Mutex<Option<String>>>,
+    pub finished: Arc<AtomicBool>,
+}
+
+impl FloodAgent {
+    pub fn new(chunk: usize) -> Self {
+        FloodAgent {
+            chunk,
+            emitted: Arc::default(),
+            ended_with: Arc::default(),
+            finished: Arc::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl Agent for FloodAgent {
+    fn name(&self) -> &str {
+        "flood"
+    }
+    async fn assist(
+        &self,
+        _s: &Session,
+        _q: &Query,
+        h: &mut ResponseHandler,
+    ) -> Result<(), AgentError> {
+        let s = h.create_text_stream("FLOOD")?;
+        let text = "x".repeat(self.chunk);
+        let r = loop {
+            if let Err(e) = h.emit_chunk(&s, &text).await {
+                break e;
+            }
+            self.emitted.fetch_add(self.chunk as u64, Ordering::SeqCst);
+            if self.emitted.load(Ordering::SeqCst) > 1 << 30 {
+                panic!("never blocked");
+            }
+        };
+        *self.ended_with.lock().unwrap() = Some(r.to_string());
+        self.finished.store(true, Ordering::SeqCst);
+        Err(r.into())
+    }
+}

@@ -59,6 +59,10 @@ pub async fn drive(
         app.config.header_read_timeout(),
         app.config.keep_alive_timeout(),
     );
+    // The activity changes without waking this loop, so it looks again at least this
+    // often: timeouts fire within a quarter of the shorter one (at most 2 s) late.
+    let recheck = (timeouts.0.min(timeouts.1) / 4)
+        .clamp(Duration::from_millis(10), Duration::from_secs(2));
     let svc_activity = activity.clone();
     let svc = service_fn(move |req| {
         crate::routes::handle(req, app.clone(), svc_activity.clone(), worker)
@@ -71,7 +75,7 @@ pub async fn drive(
     }
     loop {
         let wait = match activity.check(timeouts.0, timeouts.1) {
-            Verdict::Wait(ms) => Duration::from_millis(ms.max(1)),
+            Verdict::Wait(ms) => Duration::from_millis(ms.max(1)).min(recheck),
             Verdict::IdleTimeout => {
                 if !draining {
                     conn.as_mut().graceful_shutdown();

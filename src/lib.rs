@@ -27,11 +27,17 @@ pub fn configured_agent(config: &Config) -> Arc<dyn Agent> {
     }
 }
 
-/// Runs the server until SIGTERM or SIGINT, then shuts down gracefully. What `main`
-/// does.
+/// Runs the configured agent until SIGTERM or SIGINT, then shuts down gracefully.
+/// What `main` does.
 pub fn run(config: Config) -> ExitCode {
-    obs::log::init(&config);
     let agent = configured_agent(&config);
+    run_with_agent(config, agent)
+}
+
+/// Serves `agent` until SIGTERM or SIGINT, then shuts down gracefully: readiness
+/// fails, connections drain, and in-flight responses run until `SHUTDOWN_TIMEOUT`.
+pub fn run_with_agent(config: Config, agent: Arc<dyn Agent>) -> ExitCode {
+    obs::log::init(&config);
     let workers = config.worker_count();
     let handle = match Server::start(config.clone(), agent) {
         Ok(h) => h,

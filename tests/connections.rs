@@ -28,8 +28,12 @@ async fn keep_alive_serves_many_requests_on_one_connection() {
         s.write_all(agent_request("").as_bytes()).await.unwrap();
         let (head, body) = read_response(&mut s).await;
         assert!(head.starts_with("HTTP/1.1 200"));
-        assert!(String::from_utf8(body).unwrap().ends_with("\"metadata\":null}\n\n"));
-        s.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        assert!(String::from_utf8(body)
+            .unwrap()
+            .ends_with("\"metadata\":null}\n\n"));
+        s.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
         let (head, body) = read_response(&mut s).await;
         assert!(head.starts_with("HTTP/1.1 200"));
         assert_eq!(body, br#"{"status":"ok"}"#);
@@ -39,7 +43,12 @@ async fn keep_alive_serves_many_requests_on_one_connection() {
 #[tokio::test]
 async fn connection_close_is_honoured() {
     let server = start_echo();
-    let out = raw(server.addr, agent_request("Connection: close\r\n").as_bytes(), Duration::from_secs(5)).await;
+    let out = raw(
+        server.addr,
+        agent_request("Connection: close\r\n").as_bytes(),
+        Duration::from_secs(5),
+    )
+    .await;
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 200"));
     assert!(text.contains("atomic.done"));
@@ -58,7 +67,10 @@ async fn h2c_prior_knowledge() {
     let res = client.request(req).await.unwrap();
     assert_eq!(res.version(), http::Version::HTTP_2);
     assert_eq!(res.status(), 200);
-    assert_eq!(res.headers()["content-type"], "text/event-stream; charset=utf-8");
+    assert_eq!(
+        res.headers()["content-type"],
+        "text/event-stream; charset=utf-8"
+    );
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
     let text = String::from_utf8(bytes.to_vec()).unwrap();
     assert_eq!(text.matches("event: ").count(), 3);
@@ -69,7 +81,10 @@ async fn h2c_prior_knowledge() {
         let client = client.clone();
         let url = server.url("/health");
         tasks.push(tokio::spawn(async move {
-            let res = client.request(http::Request::get(url).body(Full::default()).unwrap()).await.unwrap();
+            let res = client
+                .request(http::Request::get(url).body(Full::default()).unwrap())
+                .await
+                .unwrap();
             res.status()
         }));
     }
@@ -82,11 +97,24 @@ async fn h2c_prior_knowledge() {
 async fn request_ids_and_response_time() {
     let server = start_echo();
     let c = client();
-    let res = c.get(server.url("/health")).header("x-request-id", "trace-abc.123").send().await.unwrap();
+    let res = c
+        .get(server.url("/health"))
+        .header("x-request-id", "trace-abc.123")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.headers()["x-request-id"], "trace-abc.123");
     let rt = res.headers()["x-response-time"].to_str().unwrap();
-    assert!(rt.ends_with("ms") && rt[..rt.len() - 2].parse::<f64>().is_ok(), "{rt}");
-    let res = c.get(server.url("/nope")).header("x-request-id", "has spaces").send().await.unwrap();
+    assert!(
+        rt.ends_with("ms") && rt[..rt.len() - 2].parse::<f64>().is_ok(),
+        "{rt}"
+    );
+    let res = c
+        .get(server.url("/nope"))
+        .header("x-request-id", "has spaces")
+        .send()
+        .await
+        .unwrap();
     let rid = res.headers()["x-request-id"].to_str().unwrap().to_string();
     assert_eq!(rid.len(), 26, "an insane id is replaced by a ULID");
     let j: serde_json::Value = res.json().await.unwrap();
@@ -101,7 +129,14 @@ async fn health_endpoints() {
         c.get(server.url("/health/live")).send().await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(300)).await; // /health is refreshed every 250 ms
-    let j: serde_json::Value = c.get(server.url("/health")).send().await.unwrap().json().await.unwrap();
+    let j: serde_json::Value = c
+        .get(server.url("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(j["status"], "healthy");
     assert_eq!(j["agent"], "agentd echo agent");
     assert!(j["uptime"].as_f64().unwrap() > 0.0);
@@ -124,7 +159,9 @@ async fn slow_headers_are_cut_at_the_header_timeout() {
     let mut idle = TcpStream::connect(server.addr).await.unwrap();
     // Sends half a head, then trickles.
     let mut slow = TcpStream::connect(server.addr).await.unwrap();
-    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     let started = Instant::now();
     let trickle = async {
         for _ in 0..30 {
@@ -137,7 +174,10 @@ async fn slow_headers_are_cut_at_the_header_timeout() {
     let (_, a) = tokio::join!(trickle, read_until_close(&mut idle, Duration::from_secs(5)));
     assert!(a.is_empty());
     let elapsed = started.elapsed();
-    assert!(elapsed < Duration::from_millis(1300), "idle socket closed after {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(1300),
+        "idle socket closed after {elapsed:?}"
+    );
     let b = read_until_close(&mut slow, Duration::from_secs(5)).await;
     assert!(!String::from_utf8_lossy(&b).contains("200 OK"));
     assert!(started.elapsed() < Duration::from_secs(4));
@@ -150,7 +190,9 @@ async fn idle_keep_alive_connections_close_at_the_keep_alive_timeout() {
     cfg.header_read_timeout = 5_000;
     let server = start_echo_with(cfg);
     let mut s = TcpStream::connect(server.addr).await.unwrap();
-    s.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let _ = read_response(&mut s).await;
     let started = Instant::now();
     let rest = read_until_close(&mut s, Duration::from_secs(5)).await;
@@ -188,9 +230,16 @@ async fn too_many_headers_are_refused() {
     }
     req.push_str("\r\n");
     let out = raw(server.addr, req.as_bytes(), Duration::from_secs(5)).await;
-    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 431"), "{}", String::from_utf8_lossy(&out));
+    assert!(
+        String::from_utf8_lossy(&out).starts_with("HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
     // A huge head is refused too.
-    let big = format!("GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(100_000));
+    let big = format!(
+        "GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(100_000)
+    );
     let out = raw(server.addr, big.as_bytes(), Duration::from_secs(5)).await;
     assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 431"));
 }
@@ -204,15 +253,23 @@ async fn the_connection_cap_pauses_accepting() {
     let mut a = TcpStream::connect(server.addr).await.unwrap();
     let mut b = TcpStream::connect(server.addr).await.unwrap();
     for s in [&mut a, &mut b] {
-        s.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        s.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
         let (h, _) = read_response(s).await;
         assert!(h.starts_with("HTTP/1.1 200"));
     }
     // The third connection waits in the backlog, unanswered.
     let mut c = TcpStream::connect(server.addr).await.unwrap();
-    c.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    c.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = [0u8; 64];
-    assert!(tokio::time::timeout(Duration::from_millis(300), c.read(&mut buf)).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), c.read(&mut buf))
+            .await
+            .is_err()
+    );
     // Freeing a slot lets it in.
     drop(a);
     let (h, _) = read_response(&mut c).await;

@@ -14,18 +14,33 @@ use support::*;
 async fn a_crashed_worker_is_replaced_and_the_others_keep_serving() {
     let server = start_echo();
     let c = client();
-    assert_eq!(c.get(server.url("/health/live")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(server.url("/health/live"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     server.handle().crash_worker(0);
     let started = Instant::now();
     assert!(
-        eventually(Duration::from_secs(1), || server.handle().worker_restarts() == 1).await,
+        eventually(Duration::from_secs(1), || server.handle().worker_restarts()
+            == 1)
+        .await,
         "the worker is back within 1 s"
     );
     assert!(started.elapsed() < Duration::from_secs(1));
     // Every request after the restart succeeds, on fresh connections spread over workers.
     for _ in 0..50 {
         let fresh = client();
-        let res = fresh.post(server.url("/agent")).header("content-type", "application/json").body(body("after")).send().await.unwrap();
+        let res = fresh
+            .post(server.url("/agent"))
+            .header("content-type", "application/json")
+            .body(body("after"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 200);
         assert_well_formed(&events(res).await);
     }
@@ -40,11 +55,23 @@ async fn graceful_shutdown_lets_streams_finish() {
         let c = client();
         let url = server.url("/agent");
         tasks.push(tokio::spawn(async move {
-            let res = c.post(url).header("content-type", "application/json").body(body("x")).send().await.unwrap();
+            let res = c
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body("x"))
+                .send()
+                .await
+                .unwrap();
             events(res).await
         }));
     }
-    assert!(eventually(Duration::from_secs(5), || agent.started.load(Ordering::SeqCst) == 40).await);
+    assert!(
+        eventually(Duration::from_secs(5), || agent
+            .started
+            .load(Ordering::SeqCst)
+            == 40)
+        .await
+    );
     let handle = server.handle.as_ref().unwrap();
     handle.shutdown();
     assert!(eventually(Duration::from_secs(1), || !handle.is_ready()).await);
@@ -69,29 +96,57 @@ async fn the_shutdown_deadline_ends_stragglers_with_error_and_done() {
         let c = client();
         let url = server.url("/agent");
         tasks.push(tokio::spawn(async move {
-            let res = c.post(url).header("content-type", "application/json").body(body("x")).send().await.unwrap();
+            let res = c
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body("x"))
+                .send()
+                .await
+                .unwrap();
             events(res).await
         }));
     }
-    assert!(eventually(Duration::from_secs(5), || agent.started.load(Ordering::SeqCst) == 10).await);
+    assert!(
+        eventually(Duration::from_secs(5), || agent
+            .started
+            .load(Ordering::SeqCst)
+            == 10)
+        .await
+    );
     let stopping = tokio::spawn(server.stop());
     for t in tasks {
         let evs = t.await.unwrap();
         assert_well_formed(&evs);
-        let err = evs.iter().find(|e| e.event == "error").expect("error before done");
+        let err = evs
+            .iter()
+            .find(|e| e.event == "error")
+            .expect("error before done");
         assert_eq!(err.data["content"]["error_code"], 503);
     }
     let took = stopping.await.unwrap();
-    assert!(took < Duration::from_millis(300 + 1500), "stopped in {took:?}");
+    assert!(
+        took < Duration::from_millis(300 + 1500),
+        "stopped in {took:?}"
+    );
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[test]
 fn bad_configuration_exits_2_naming_the_variable() {
-    for (var, val) in [("PORT", "abc"), ("BODY_LIMIT", "-1"), ("WORKERS", "0"), ("LOG_LEVEL", "loud"), ("KEEP_ALIVE_TIMEOUT", "x")] {
+    for (var, val) in [
+        ("PORT", "abc"),
+        ("BODY_LIMIT", "-1"),
+        ("WORKERS", "0"),
+        ("LOG_LEVEL", "loud"),
+        ("KEEP_ALIVE_TIMEOUT", "x"),
+    ] {
         let out = Command::new(env!("CARGO_BIN_EXE_agentd"))
             .env(var, val)
             .stdin(Stdio::null())
@@ -105,11 +160,29 @@ fn bad_configuration_exits_2_naming_the_variable() {
 
 #[test]
 fn help_lists_every_variable_with_its_default() {
-    let out = Command::new(env!("CARGO_BIN_EXE_agentd")).arg("--help").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_agentd"))
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for var in ["PORT", "HOST", "WORKERS", "KEEP_ALIVE_TIMEOUT", "BODY_LIMIT", "CONNECTION_TIMEOUT", "LOG_LEVEL", "NODE_ENV", "AGENT_TIMEOUT", "SHUTDOWN_TIMEOUT", "SSE_QUEUE_BYTES"] {
-        assert!(help.contains(&format!("env: {var}=")), "{var} missing from --help");
+    for var in [
+        "PORT",
+        "HOST",
+        "WORKERS",
+        "KEEP_ALIVE_TIMEOUT",
+        "BODY_LIMIT",
+        "CONNECTION_TIMEOUT",
+        "LOG_LEVEL",
+        "NODE_ENV",
+        "AGENT_TIMEOUT",
+        "SHUTDOWN_TIMEOUT",
+        "SSE_QUEUE_BYTES",
+    ] {
+        assert!(
+            help.contains(&format!("env: {var}=")),
+            "{var} missing from --help"
+        );
     }
     assert!(help.contains("[default: 3000]"));
 }
@@ -131,7 +204,8 @@ fn the_binary_serves_and_exits_0_on_sigterm() {
     let ok = loop {
         if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
             use std::io::{Read, Write};
-            s.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+            s.write_all(b"GET /health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
             let mut out = String::new();
             let _ = s.read_to_string(&mut out);
             break out.starts_with("HTTP/1.1 200");
@@ -155,6 +229,14 @@ fn the_binary_serves_and_exits_0_on_sigterm() {
     assert_eq!(status.code(), Some(0));
     let mut err = String::new();
     use std::io::Read;
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    assert!(err.lines().all(|l| l.starts_with('{')), "production logs are JSON lines: {err}");
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        err.lines().all(|l| l.starts_with('{')),
+        "production logs are JSON lines: {err}"
+    );
 }

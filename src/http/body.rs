@@ -8,8 +8,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -17,7 +18,9 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::task::AbortHandle;
 
+use super::activity::ConnActivity;
 use super::error::HttpError;
+use crate::obs::stats::Stats;
 use crate::protocol::queue::{EventSource, Next};
 use crate::protocol::request::BODY_PADDING;
 
@@ -68,15 +71,26 @@ where
     Ok(ReadBody { buf, len })
 }
 
-/// Runs when a response body is finished or dropped.
-pub trait Completion: Send + Sync + 'static {
-    fn complete(&mut self);
+/// Marks the end of one request when its response body is finished or dropped: its
+/// time goes into the worker's figures and the connection may go idle.
+pub struct RequestDone {
+    pub activity: Arc<ConnActivity>,
+    pub stats: Arc<Stats>,
+    pub worker: usize,
+    pub start: Instant,
+}
+
+impl RequestDone {
+    fn complete(self) {
+        self.stats.worker(self.worker).record(self.start.elapsed());
+        self.activity.end_request();
+    }
 }
 
 /// The response body agentd sends.
 pub struct ResponseBody {
     kind: Kind,
-    on_complete: Option<Box<dyn Completion>>,
+    on_complete: Option<RequestDone>,
 }
 
 enum Kind {
@@ -160,12 +174,12 @@ impl ResponseBody {
     }
 
     /// Sets what runs when the body is finished or dropped.
-    pub fn set_completion(&mut self, c: Box<dyn Completion>) {
+    pub fn set_completion(&mut self, c: RequestDone) {
         self.on_complete = Some(c);
     }
 
     fn finish(&mut self) {
-        if let Some(mut c) = self.on_complete.take() {
+        if let Some(c) = self.on_complete.take() {
             c.complete();
         }
     }

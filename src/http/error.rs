@@ -4,10 +4,10 @@
 //! leaves as JSON `{error, code, [details,] requestId}`; never HTML or plain text, and
 //! never anything internal (stack traces, upstream secrets).
 
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderValue, StatusCode};
 use serde::Serialize;
 
-use super::body::ResponseBody;
+use super::reply::Reply;
 use crate::protocol::request::{Issue, RequestError};
 
 /// Who caused a failure.
@@ -90,8 +90,8 @@ impl HttpError {
         )
     }
 
-    /// The JSON response for this error.
-    pub fn into_response(self, request_id: &HeaderValue) -> Response<ResponseBody> {
+    /// The JSON reply for this error.
+    pub fn into_reply(self, request_id: &HeaderValue) -> Reply {
         #[derive(Serialize)]
         struct Detail<'a> {
             path: &'a str,
@@ -125,20 +125,19 @@ impl HttpError {
             request_id: request_id.to_str().unwrap_or(""),
         };
         let json = serde_json::to_vec(&body).unwrap_or_default();
-        let mut res = Response::new(ResponseBody::full(json.into()));
-        *res.status_mut() = self.status();
-        let h = res.headers_mut();
-        h.insert(header::CONTENT_TYPE, super::headers::JSON.clone());
-        if let HttpError::MethodNotAllowed { allow } = self {
-            h.insert(header::ALLOW, HeaderValue::from_static(allow));
+        let reply = Reply::json(self.status(), json.into());
+        match self {
+            HttpError::MethodNotAllowed { allow } => {
+                reply.with_header(header::ALLOW, HeaderValue::from_static(allow))
+            }
+            HttpError::ShuttingDown => {
+                reply.with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+            }
+            e if e.closes_connection() => {
+                reply.with_header(header::CONNECTION, HeaderValue::from_static("close"))
+            }
+            _ => reply,
         }
-        if self.closes_connection() {
-            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        if matches!(self, HttpError::ShuttingDown) {
-            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        res
     }
 }
 

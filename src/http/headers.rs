@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::protocol::ids::{encode, next_ulid, ULID_LEN};
 
@@ -17,9 +17,9 @@ pub static EVENT_STREAM: HeaderValue = HeaderValue::from_static("text/event-stre
 pub static NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
 pub static NO: HeaderValue = HeaderValue::from_static("no");
 
-pub const X_REQUEST_ID: &str = "x-request-id";
-pub const X_RESPONSE_TIME: &str = "x-response-time";
-pub const X_ACCEL_BUFFERING: &str = "x-accel-buffering";
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_RESPONSE_TIME: HeaderName = HeaderName::from_static("x-response-time");
+pub static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
 /// Longest client-supplied request id kept.
 pub const MAX_REQUEST_ID_LEN: usize = 128;
@@ -55,7 +55,7 @@ fn is_sane_request_id(v: &HeaderValue) -> bool {
 
 /// The client's request id if it is sane, else a new ULID.
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
-    match headers.get(X_REQUEST_ID) {
+    match headers.get(&X_REQUEST_ID) {
         Some(v) if is_sane_request_id(v) => v.clone(),
         _ => {
             let mut buf = [0u8; ULID_LEN];
@@ -96,13 +96,16 @@ mod tests {
     #[test]
     fn request_ids() {
         let mut h = HeaderMap::new();
-        h.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc-123"));
         assert_eq!(request_id(&h), "abc-123");
-        h.insert(X_REQUEST_ID, HeaderValue::from_static("bad id with spaces"));
+        h.insert(
+            &X_REQUEST_ID,
+            HeaderValue::from_static("bad id with spaces"),
+        );
         let id = request_id(&h);
         assert_eq!(id.len(), ULID_LEN);
         h.insert(
-            X_REQUEST_ID,
+            X_REQUEST_ID.clone(),
             HeaderValue::from_str(&"a".repeat(129)).unwrap(),
         );
         assert_eq!(request_id(&h).len(), ULID_LEN);

@@ -6,8 +6,10 @@ pub mod activity;
 pub mod body;
 pub mod error;
 pub mod headers;
+pub mod reply;
 pub mod router;
 
 pub use body::ResponseBody;
 pub use error::HttpError;
+pub use reply::Reply;
 pub use router::{route, Route, RouteMatch};

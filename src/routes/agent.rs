@@ -14,13 +14,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use futures_util::FutureExt;
-use http::{header, HeaderValue, Request, Response};
+use http::{header, HeaderMap, HeaderValue, Request};
 use hyper::body::Incoming;
 
 use crate::agent::AgentError;
 use crate::http::body::{read_body, SseBody};
-use crate::http::headers::{EVENT_STREAM, NO, NO_CACHE, X_ACCEL_BUFFERING};
-use crate::http::{HttpError, ResponseBody};
+use crate::http::{HttpError, Reply, ResponseBody};
 use crate::protocol::events::Framing;
 use crate::protocol::queue::{event_queue, QueueLimits};
 use crate::protocol::request::{parse_agent_request, prompt_from_query};
@@ -48,15 +47,21 @@ fn is_json_content_type(v: Option<&HeaderValue>) -> bool {
 /// `POST /agent`, `POST /assist`.
 pub async fn assist(
     req: Request<Incoming>,
+    headers: &HeaderMap,
     app: &Arc<App>,
     request_id: &HeaderValue,
-) -> Result<Response<ResponseBody>, HttpError> {
-    if !is_json_content_type(req.headers().get(header::CONTENT_TYPE)) {
+) -> Result<Reply, HttpError> {
+    if !is_json_content_type(headers.get(header::CONTENT_TYPE)) {
         return Err(HttpError::UnsupportedMediaType);
     }
-    let (parts, body) = req.into_parts();
     let c = &app.config;
-    let mut body = read_body(body, &parts.headers, c.body_limit, c.body_read_timeout()).await?;
+    let mut body = read_body(
+        req.into_body(),
+        headers,
+        c.body_limit,
+        c.body_read_timeout(),
+    )
+    .await?;
     let (session, query) = parse_agent_request(&mut body.buf, body.len, &c.agent_id)?;
     drop(body);
     Ok(start(app, session, query, Framing::Named, request_id))
@@ -67,7 +72,7 @@ pub fn stream(
     req: Request<Incoming>,
     app: &Arc<App>,
     request_id: &HeaderValue,
-) -> Result<Response<ResponseBody>, HttpError> {
+) -> Result<Reply, HttpError> {
     let prompt =
         prompt_from_query(req.uri().query()).map_err(|i| HttpError::Validation(vec![i]))?;
     let query = Query {
@@ -85,7 +90,7 @@ fn start(
     query: Query,
     framing: Framing,
     request_id: &HeaderValue,
-) -> Response<ResponseBody> {
+) -> Reply {
     let c = &app.config;
     let limits = QueueLimits {
         capacity: c.sse_queue_bytes as usize,
@@ -105,17 +110,11 @@ fn start(
         // Spawning polls it again with a real waker.
         Poll::Pending => Some(tokio::spawn(run).abort_handle()),
     };
-    let mut res = Response::new(ResponseBody::sse(SseBody::new(
+    Reply::sse(ResponseBody::sse(SseBody::new(
         source,
         agent,
         c.heartbeat(),
-    )));
-    let h = res.headers_mut();
-    h.reserve(6);
-    h.insert(header::CONTENT_TYPE, EVENT_STREAM.clone());
-    h.insert(header::CACHE_CONTROL, NO_CACHE.clone());
-    h.insert(X_ACCEL_BUFFERING, NO.clone());
-    res
+    )))
 }
 
 enum Outcome {

@@ -8,11 +8,10 @@ use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{header, Response, StatusCode};
+use http::{header, StatusCode};
 use serde::Serialize;
 
-use crate::http::headers::JSON;
-use crate::http::ResponseBody;
+use crate::http::Reply;
 use crate::obs::stats::Latency;
 use crate::server::shutdown::Phase;
 use crate::server::App;
@@ -24,33 +23,22 @@ thread_local! {
     static CACHED: RefCell<Option<(Instant, Bytes)>> = const { RefCell::new(None) };
 }
 
-fn json(status: StatusCode, body: Bytes) -> Response<ResponseBody> {
-    let mut res = Response::new(ResponseBody::full(body));
-    *res.status_mut() = status;
-    res.headers_mut().insert(header::CONTENT_TYPE, JSON.clone());
-    res
+pub fn live() -> Reply {
+    Reply::json(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))
 }
 
-pub fn live() -> Response<ResponseBody> {
-    json(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))
-}
-
-pub fn ready(app: &App) -> Response<ResponseBody> {
+pub fn ready(app: &App) -> Reply {
     match *app.phase.borrow() {
-        Phase::Running => json(StatusCode::OK, Bytes::from_static(br#"{"status":"ready"}"#)),
-        _ => {
-            let mut res = json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Bytes::from_static(br#"{"status":"not ready","reason":"shutting down"}"#),
-            );
-            res.headers_mut()
-                .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-            res
-        }
+        Phase::Running => Reply::json(StatusCode::OK, Bytes::from_static(br#"{"status":"ready"}"#)),
+        _ => Reply::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Bytes::from_static(br#"{"status":"not ready","reason":"shutting down"}"#),
+        )
+        .with_header(header::RETRY_AFTER, http::HeaderValue::from_static("1")),
     }
 }
 
-pub fn health(app: &App) -> Response<ResponseBody> {
+pub fn health(app: &App) -> Reply {
     let body = CACHED.with(|c| {
         let mut c = c.borrow_mut();
         match &*c {
@@ -62,7 +50,7 @@ pub fn health(app: &App) -> Response<ResponseBody> {
             }
         }
     });
-    json(StatusCode::OK, body)
+    Reply::json(StatusCode::OK, body)
 }
 
 #[derive(Serialize)]

@@ -12,35 +12,18 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
 use crate::http::activity::ConnActivity;
-use crate::http::body::Completion;
+use crate::http::body::RequestDone;
 use crate::http::headers::{self, X_REQUEST_ID, X_RESPONSE_TIME};
-use crate::http::{route, HttpError, ResponseBody, Route, RouteMatch};
-use crate::obs::stats::Stats;
+use crate::http::{route, HttpError, Reply, ResponseBody, Route, RouteMatch};
 use crate::server::App;
-
-/// Marks the end of one request: its time goes into the worker's figures and the
-/// connection may go idle.
-struct RequestDone {
-    activity: Arc<ConnActivity>,
-    stats: Arc<Stats>,
-    worker: usize,
-    start: Instant,
-}
-
-impl Completion for RequestDone {
-    fn complete(&mut self) {
-        self.stats.worker(self.worker).record(self.start.elapsed());
-        self.activity.end_request();
-    }
-}
 
 /// Handles one request.
 pub async fn handle(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     app: Arc<App>,
     activity: Arc<ConnActivity>,
     worker: usize,
@@ -54,46 +37,51 @@ pub async fn handle(
         start,
     };
     let request_id = headers::request_id(req.headers());
+    // The request's header map becomes the response's (see `Reply`).
+    let mut header_map = std::mem::take(req.headers_mut());
     let log = app
         .request_logging
         .then(|| (req.method().clone(), req.uri().clone()));
     let result = match route(req.method(), req.uri().path()) {
-        RouteMatch::Found(r) => dispatch(r, req, &app, &request_id).await,
+        RouteMatch::Found(r) => dispatch(r, req, &header_map, &app, &request_id).await,
         RouteMatch::MethodNotAllowed(allow) => Err(HttpError::MethodNotAllowed { allow }),
         RouteMatch::NotFound => Err(HttpError::NotFound),
     };
-    let mut res = result.unwrap_or_else(|e| {
+    let reply = result.unwrap_or_else(|e| {
         if e.fault() != crate::http::error::Fault::Client {
             tracing::error!(request_id = ?request_id, code = e.code(), "{e}");
         }
-        e.into_response(&request_id)
+        e.into_reply(&request_id)
     });
+    header_map.clear();
+    let mut res = reply.into_response(header_map);
     let elapsed = start.elapsed();
     let h = res.headers_mut();
-    h.insert(X_RESPONSE_TIME, headers::response_time(elapsed));
-    h.insert(X_REQUEST_ID, request_id);
+    h.insert(X_RESPONSE_TIME.clone(), headers::response_time(elapsed));
+    h.insert(X_REQUEST_ID.clone(), request_id);
     if let Some((method, uri)) = log {
         tracing::info!(
             method = %method,
             url = %uri,
             status = res.status().as_u16(),
             response_time_ms = elapsed.as_secs_f64() * 1000.0,
-            request_id = ?res.headers().get(X_REQUEST_ID),
+            request_id = ?res.headers().get(&X_REQUEST_ID),
             "request"
         );
     }
-    res.body_mut().set_completion(Box::new(done));
+    res.body_mut().set_completion(done);
     Ok(res)
 }
 
 async fn dispatch(
     route: Route,
     req: Request<Incoming>,
+    headers: &HeaderMap,
     app: &Arc<App>,
     request_id: &HeaderValue,
-) -> Result<Response<ResponseBody>, HttpError> {
+) -> Result<Reply, HttpError> {
     match route {
-        Route::Agent | Route::Assist => agent::assist(req, app, request_id).await,
+        Route::Agent | Route::Assist => agent::assist(req, headers, app, request_id).await,
         Route::Stream => agent::stream(req, app, request_id),
         Route::Health => Ok(health::health(app)),
         Route::HealthLive => Ok(health::live()),

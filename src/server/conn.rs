@@ -61,8 +61,8 @@ pub async fn drive(
     );
     // The activity changes without waking this loop, so it looks again at least this
     // often: timeouts fire within a quarter of the shorter one (at most 2 s) late.
-    let recheck = (timeouts.0.min(timeouts.1) / 4)
-        .clamp(Duration::from_millis(10), Duration::from_secs(2));
+    let recheck =
+        (timeouts.0.min(timeouts.1) / 4).clamp(Duration::from_millis(10), Duration::from_secs(2));
     let svc_activity = activity.clone();
     let svc = service_fn(move |req| {
         crate::routes::handle(req, app.clone(), svc_activity.clone(), worker)

@@ -1,0 +1,70 @@
+//! [`Reply`]: what a handler answers, before it becomes an HTTP response.
+//!
+//! Handlers say status, kind and body; the service writes the headers into the
+//! request's own header map (cleared), which hyper then keeps for parsing the next
+//! request on the connection, so steady-state responses allocate no header storage.
+
+use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+
+use super::body::ResponseBody;
+use super::headers::{EVENT_STREAM, JSON, NO, NO_CACHE, X_ACCEL_BUFFERING};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContentKind {
+    Json,
+    EventStream,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub kind: ContentKind,
+    pub body: ResponseBody,
+    /// One more header (`Allow`, `Retry-After`, `Connection: close`).
+    pub extra: Option<(HeaderName, HeaderValue)>,
+}
+
+impl Reply {
+    pub fn json(status: StatusCode, body: bytes::Bytes) -> Reply {
+        Reply {
+            status,
+            kind: ContentKind::Json,
+            body: ResponseBody::full(body),
+            extra: None,
+        }
+    }
+
+    pub fn sse(body: ResponseBody) -> Reply {
+        Reply {
+            status: StatusCode::OK,
+            kind: ContentKind::EventStream,
+            body,
+            extra: None,
+        }
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Reply {
+        self.extra = Some((name, value));
+        self
+    }
+
+    /// Builds the response into `headers` (expected empty).
+    pub fn into_response(self, mut headers: HeaderMap) -> Response<ResponseBody> {
+        match self.kind {
+            ContentKind::Json => {
+                headers.insert(header::CONTENT_TYPE, JSON.clone());
+            }
+            ContentKind::EventStream => {
+                headers.insert(header::CONTENT_TYPE, EVENT_STREAM.clone());
+                headers.insert(header::CACHE_CONTROL, NO_CACHE.clone());
+                headers.insert(X_ACCEL_BUFFERING.clone(), NO.clone());
+            }
+        }
+        if let Some((n, v)) = self.extra {
+            headers.insert(n, v);
+        }
+        let mut res = Response::new(self.body);
+        *res.status_mut() = self.status;
+        *res.headers_mut() = headers;
+        res
+    }
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The project's test command: formatting, lints, unit and integration tests, the interop
+# check with the official Python client library, and the benchmark harness end to end.
+# SKIP_INTEROP=1 or SKIP_BENCH=1 leave those parts out.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+step "cargo test"
+cargo test
+step "cargo build --release"
+cargo build --release
+if [[ ${SKIP_INTEROP:-0} != 1 ]]; then
+  step "interop with the official Python client library"
+  AGENTD_BIN=target/release/agentd scripts/interop.sh
+fi
+if [[ ${SKIP_BENCH:-0} != 1 ]]; then
+  step "benchmark harness, quick run"
+  scripts/bench.sh --quick --no-build
+fi
+step "all checks passed"

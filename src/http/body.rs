@@ -213,7 +213,9 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(b) => b.is_none(),
-            Kind::Sse(_) => false,
+            // Saying so as soon as the last event is taken lets hyper write the final
+            // chunk together with it: one write per response instead of two.
+            Kind::Sse(s) => s.source.is_end(),
         }
     }
 

@@ -8,7 +8,7 @@
 //! shutdown deadline) the response ends with `done`, after an `atomic.error` when it
 //! did not succeed.
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -125,6 +125,18 @@ enum Outcome {
     ShutdownDeadline,
 }
 
+type Caught = Result<Result<(), AgentError>, Box<dyn std::any::Any + Send>>;
+
+impl From<Caught> for Outcome {
+    fn from(r: Caught) -> Self {
+        match r {
+            Ok(Ok(())) => Outcome::Done,
+            Ok(Err(e)) => Outcome::Failed(e),
+            Err(_) => Outcome::Panicked,
+        }
+    }
+}
+
 async fn run_agent(
     app: Arc<App>,
     session: Session,
@@ -132,19 +144,27 @@ async fn run_agent(
     mut handler: ResponseHandler,
     request_id: HeaderValue,
 ) {
-    let mut phase = app.phase.clone();
+    let deadline = tokio::time::Instant::now() + app.config.agent_timeout();
     let outcome = {
         let assist =
             AssertUnwindSafe(app.agent.assist(&session, &query, &mut handler)).catch_unwind();
-        tokio::select! {
-            biased;
-            r = tokio::time::timeout(app.config.agent_timeout(), assist) => match r {
-                Ok(Ok(Ok(()))) => Outcome::Done,
-                Ok(Ok(Err(e))) => Outcome::Failed(e),
-                Ok(Err(_)) => Outcome::Panicked,
-                Err(_) => Outcome::TimedOut,
-            },
-            _ = phase.wait_for(|p| *p == Phase::Deadline) => Outcome::ShutdownDeadline,
+        let mut assist = std::pin::pin!(assist);
+        // An agent that finishes without waiting needs neither the timeout's timer nor
+        // the shutdown watch: poll it once before arming them.
+        let first = poll_fn(|cx| Poll::Ready(assist.as_mut().poll(cx))).await;
+        match first {
+            Poll::Ready(r) => Outcome::from(r),
+            Poll::Pending => {
+                let mut phase = app.phase.clone();
+                tokio::select! {
+                    biased;
+                    r = tokio::time::timeout_at(deadline, assist) => match r {
+                        Ok(r) => Outcome::from(r),
+                        Err(_) => Outcome::TimedOut,
+                    },
+                    _ = phase.wait_for(|p| *p == Phase::Deadline) => Outcome::ShutdownDeadline,
+                }
+            }
         }
     };
     finish(&mut handler, outcome, &request_id).await;

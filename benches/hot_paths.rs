@@ -42,7 +42,11 @@ fn validate_request(bencher: Bencher, case: &str) {
     let template = padded(json);
     bencher
         .with_inputs(|| template.clone())
-        .bench_local_refs(|buf| parse_agent_request(buf, json.len(), "agentd").is_ok());
+        .bench_local_refs(|buf| parse_agent_request(buf, json.len(), &agent_id()).is_ok());
+}
+
+fn agent_id() -> std::sync::Arc<str> {
+    std::sync::Arc::from("agentd")
 }
 
 #[divan::bench]
@@ -54,7 +58,7 @@ fn validate_10k_char_prompt(bencher: Bencher) {
     let template = padded(&json);
     bencher
         .with_inputs(|| template.clone())
-        .bench_local_refs(|buf| parse_agent_request(buf, json.len(), "agentd").is_ok());
+        .bench_local_refs(|buf| parse_agent_request(buf, json.len(), &agent_id()).is_ok());
 }
 
 /// The echo agent's three events into one buffer (what one response writes).

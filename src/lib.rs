@@ -38,6 +38,15 @@ pub fn run(config: Config) -> ExitCode {
 /// fails, connections drain, and in-flight responses run until `SHUTDOWN_TIMEOUT`.
 pub fn run_with_agent(config: Config, agent: Arc<dyn Agent>) -> ExitCode {
     obs::log::init(&config);
+    // Handlers go in before the listeners open, so a signal can never find the process
+    // serving but still on the default (killing) disposition.
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return ExitCode::from(1);
+        }
+    };
     let workers = config.worker_count();
     let handle = match Server::start(config.clone(), agent) {
         Ok(h) => h,
@@ -47,10 +56,7 @@ pub fn run_with_agent(config: Config, agent: Arc<dyn Agent>) -> ExitCode {
         }
     };
     tracing::info!(addr = %handle.local_addr(), workers, "agentd listening");
-    if let Err(e) = wait_for_signal() {
-        tracing::error!(error = %e, "cannot install signal handlers");
-        return ExitCode::from(1);
-    }
+    signals.wait();
     tracing::info!("signal received, shutting down");
     handle.shutdown();
     handle.wait();
@@ -58,18 +64,35 @@ pub fn run_with_agent(config: Config, agent: Arc<dyn Agent>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn wait_for_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        Ok(())
-    })
+/// SIGTERM and SIGINT, caught.
+struct Signals {
+    rt: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (term, int) = {
+            let _guard = rt.enter();
+            (
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+            )
+        };
+        Ok(Signals { rt, term, int })
+    }
+
+    fn wait(mut self) {
+        self.rt.block_on(async {
+            tokio::select! {
+                _ = self.term.recv() => {}
+                _ = self.int.recv() => {}
+            }
+        });
+    }
 }

@@ -8,9 +8,11 @@
 //! client's `ResponseEventAdapter` would refuse.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use serde::Serialize;
+use smallvec::SmallVec;
 
 use super::events::{
     is_valid_event_name, write_event, write_json_value, EventBody, Framing, JsonContentError,
@@ -79,8 +81,8 @@ impl StreamSlot {
 pub struct ResponseHandler {
     sink: EventSink,
     framing: Framing,
-    source: String,
-    streams: Vec<StreamSlot>,
+    source: Arc<str>,
+    streams: SmallVec<[StreamSlot; 2]>,
     stream_prefix: [u8; 6],
     complete: bool,
 }
@@ -89,7 +91,7 @@ const ALNUM: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 
 impl ResponseHandler {
     /// A handler writing events whose `source` is `source` into `sink`.
-    pub fn new(sink: EventSink, framing: Framing, source: String) -> Self {
+    pub fn new(sink: EventSink, framing: Framing, source: Arc<str>) -> Self {
         let mut stream_prefix = [0u8; 6];
         for b in &mut stream_prefix {
             *b = ALNUM[fastrand::usize(..ALNUM.len())];
@@ -98,7 +100,7 @@ impl ResponseHandler {
             sink,
             framing,
             source,
-            streams: Vec::new(),
+            streams: SmallVec::new(),
             stream_prefix,
             complete: false,
         }

@@ -177,10 +177,14 @@ impl EventSource {
                 return Poll::Ready(Next::Aborted(c));
             }
             if !st.buf.is_empty() {
-                (
-                    Poll::Ready(Next::Data(st.buf.split().freeze())),
-                    st.producer.take(),
-                )
+                // The last take hands the whole buffer over (free); earlier ones split
+                // it so later events reuse the spare capacity.
+                let data = if st.finished {
+                    std::mem::take(&mut st.buf).freeze()
+                } else {
+                    st.buf.split().freeze()
+                };
+                (Poll::Ready(Next::Data(data)), st.producer.take())
             } else if st.finished {
                 return Poll::Ready(Next::End);
             } else {

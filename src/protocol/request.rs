@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use simd_json::prelude::*;
 use simd_json::tape::Value;
@@ -60,7 +61,7 @@ pub const BODY_PADDING: usize = simd_json::INPUT_PADDING;
 pub fn parse_agent_request(
     body: &mut [u8],
     len: usize,
-    default_processor_id: &str,
+    default_processor_id: &Arc<str>,
 ) -> Result<(Session, Query), RequestError> {
     if body[..len].iter().all(u8::is_ascii_whitespace) {
         return Err(RequestError::Empty);
@@ -68,7 +69,8 @@ pub fn parse_agent_request(
     PARSER.with(|cell| {
         let mut guard = cell.borrow_mut();
         let parser = &mut *guard;
-        let mut tape: Tape<'_> = std::mem::replace(&mut parser.tape, Tape::null()).reset();
+        // `Tape(Vec::new())`, unlike `Tape::null()`, does not allocate.
+        let mut tape: Tape<'_> = std::mem::replace(&mut parser.tape, Tape(Vec::new())).reset();
         let result = match simd_json::fill_tape_padded(body, len, &mut parser.buffers, &mut tape) {
             Ok(()) => validate(tape.as_value(), default_processor_id),
             Err(e) => Err(RequestError::Malformed(e.to_string())),
@@ -92,7 +94,7 @@ impl Issues {
 
 fn validate(
     root: Value<'_, '_>,
-    default_processor_id: &str,
+    default_processor_id: &Arc<str>,
 ) -> Result<(Session, Query), RequestError> {
     let mut issues = Issues::default();
     let Some(obj) = root.as_object() else {
@@ -269,7 +271,7 @@ fn validate_session(v: Value<'_, '_>, issues: &mut Issues) -> Option<Session> {
             None
         }
         Some(p) => match p.as_str() {
-            Some(s) => Some(s.to_owned()),
+            Some(s) => Some(Arc::<str>::from(s)),
             None => {
                 issues.push("/session/processor_id", "must be string");
                 None
@@ -375,7 +377,7 @@ mod tests {
         let mut body = json.as_bytes().to_vec();
         let len = body.len();
         body.resize(len + BODY_PADDING, 0);
-        parse_agent_request(&mut body, len, "agentd")
+        parse_agent_request(&mut body, len, &Arc::from("agentd"))
     }
 
     fn issues(json: &str) -> Vec<(String, String)> {
@@ -395,7 +397,7 @@ mod tests {
         let (s, q) = parse(&format!(r#"{{"query":{{"id":"{ID}","prompt":"hi"}}}}"#)).unwrap();
         assert_eq!(q.prompt, "hi");
         assert_eq!(q.id.to_string(), ID);
-        assert_eq!(s.processor_id, "agentd");
+        assert_eq!(&*s.processor_id, "agentd");
         assert_eq!(s.interactions, serde_json::json!([]));
         assert_ne!(s.activity_id, s.request_id);
     }
@@ -410,7 +412,7 @@ mod tests {
         let prefs = q.context.unwrap().preferences.unwrap();
         assert_eq!(prefs.temperature, Some(0.5));
         assert_eq!(prefs.max_tokens, Some(100));
-        assert_eq!(s.processor_id, "proc");
+        assert_eq!(&*s.processor_id, "proc");
         assert_eq!(s.interactions[0]["request"]["a"], "\u{2028}");
     }
 
@@ -533,7 +535,7 @@ mod tests {
         let len = bad.len();
         bad.resize(len + BODY_PADDING, 0);
         assert!(matches!(
-            parse_agent_request(&mut bad, len, "a"),
+            parse_agent_request(&mut bad, len, &Arc::from("a")),
             Err(RequestError::Malformed(_))
         ));
         let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));

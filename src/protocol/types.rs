@@ -3,6 +3,8 @@
 //! These are owned values built once by the validator; agents read them and never
 //! mutate them. Nothing here parses or validates.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use ulid::Ulid;
 
@@ -42,7 +44,8 @@ pub struct Preferences {
 /// `session`: who is asking, and the conversation so far.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Session {
-    pub processor_id: String,
+    /// Shared, because every event repeats it as `source`.
+    pub processor_id: Arc<str>,
     pub activity_id: Ulid,
     pub request_id: Ulid,
     /// Passed through untouched (a JSON array).
@@ -51,9 +54,9 @@ pub struct Session {
 
 impl Session {
     /// The session agentd makes when a request has none.
-    pub fn synthesized(processor_id: &str) -> Session {
+    pub fn synthesized(processor_id: &Arc<str>) -> Session {
         Session {
-            processor_id: processor_id.to_owned(),
+            processor_id: processor_id.clone(),
             activity_id: super::ids::next_ulid(),
             request_id: super::ids::next_ulid(),
             interactions: serde_json::Value::Array(Vec::new()),

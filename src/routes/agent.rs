@@ -62,7 +62,7 @@ pub async fn assist(
         c.body_read_timeout(),
     )
     .await?;
-    let (session, query) = parse_agent_request(&mut body.buf, body.len, &c.agent_id)?;
+    let (session, query) = parse_agent_request(&mut body.buf, body.len, &app.agent_id)?;
     drop(body);
     Ok(start(app, session, query, Framing::Named, request_id))
 }
@@ -80,7 +80,7 @@ pub fn stream(
         prompt,
         context: None,
     };
-    let session = Session::synthesized(&app.config.agent_id);
+    let session = Session::synthesized(&app.agent_id);
     Ok(start(app, session, query, Framing::DataOnly, request_id))
 }
 

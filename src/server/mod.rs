@@ -29,6 +29,8 @@ pub struct App {
     pub phase: watch::Receiver<Phase>,
     pub started: Instant,
     pub request_logging: bool,
+    /// `AGENT_ID`, shared by every synthesized session.
+    pub agent_id: Arc<str>,
 }
 
 pub(crate) enum Msg {
@@ -72,6 +74,7 @@ impl Server {
         let (phase_tx, phase_rx) = phase_channel();
         let app = Arc::new(App {
             request_logging: config.request_logging(),
+            agent_id: Arc::from(config.agent_id.as_str()),
             config,
             agent,
             stats: Arc::new(Stats::new(workers)),

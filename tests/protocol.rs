@@ -540,3 +540,32 @@ async fn client_disconnect_cancels_a_silent_agent() {
         "the agent's work is dropped when the client leaves"
     );
 }
+
+#[tokio::test]
+async fn heartbeats_keep_a_silent_stream_alive() {
+    let mut cfg = config();
+    cfg.sse_heartbeat = 50;
+    let agent = Arc::new(SlowStreamAgent::new(1, Duration::from_millis(400)));
+    let server = start(cfg, agent);
+    let raw = post_json(&server, "/agent", body("p"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let beats = raw.matches(":\n\n").count();
+    assert!(beats >= 3, "{beats} heartbeats in {raw:?}");
+    // Comments are ignored by SSE parsers: the events are intact.
+    assert!(raw.starts_with(":\n\n"));
+    assert!(raw.ends_with("\"metadata\":null}\n\n"));
+    // Off by default.
+    let server = start(
+        config(),
+        Arc::new(SlowStreamAgent::new(1, Duration::from_millis(200))),
+    );
+    let raw = post_json(&server, "/agent", body("p"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!raw.contains(":\n\n"));
+}

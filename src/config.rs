@@ -14,6 +14,8 @@ use clap::{Parser, ValueEnum};
 pub enum AgentKind {
     /// Echoes the prompt; needs no keys and no network.
     Echo,
+    /// The guide's LLM agent: analysis, the provider's tokens as they arrive, performance.
+    Llm,
 }
 
 /// Logging verbosity (`LOG_LEVEL`), with the guide's pino names.
@@ -88,9 +90,9 @@ pub struct Config {
     #[arg(long, env = "LISTEN_BACKLOG", value_name = "LISTEN_BACKLOG", default_value_t = 1024, value_parser = clap::value_parser!(i32).range(1..=65_535))]
     pub listen_backlog: i32,
 
-    /// The agent to serve.
-    #[arg(long, env = "AGENT", value_name = "AGENT", value_enum, default_value_t = AgentKind::Echo)]
-    pub agent: AgentKind,
+    /// The agent to serve (default: llm when a provider is configured, else echo).
+    #[arg(long, env = "AGENT", value_name = "AGENT", value_enum)]
+    pub agent: Option<AgentKind>,
 
     /// The agent's name (shown by /health).
     #[arg(
@@ -131,6 +133,125 @@ pub struct Config {
     #[arg(long, env = "SSE_HEARTBEAT", value_name = "SSE_HEARTBEAT", default_value_t = 0, value_parser = ms_range(0, 3_600_000))]
     pub sse_heartbeat: u64,
 
+    /// OpenAI API key; setting it enables the OpenAI provider.
+    #[arg(
+        long,
+        env = "OPENAI_API_KEY",
+        value_name = "OPENAI_API_KEY",
+        hide_env_values = true
+    )]
+    pub openai_api_key: Option<String>,
+
+    /// OpenAI (or compatible server) base URL, as the OpenAI SDKs take it.
+    #[arg(
+        long,
+        env = "OPENAI_BASE_URL",
+        value_name = "OPENAI_BASE_URL",
+        default_value = "https://api.openai.com/v1"
+    )]
+    pub openai_base_url: String,
+
+    /// Model asked of the OpenAI provider.
+    #[arg(
+        long,
+        env = "OPENAI_MODEL",
+        value_name = "OPENAI_MODEL",
+        default_value = "gpt-4-turbo"
+    )]
+    pub openai_model: String,
+
+    /// Anthropic API key; setting it enables the Anthropic provider.
+    #[arg(
+        long,
+        env = "ANTHROPIC_API_KEY",
+        value_name = "ANTHROPIC_API_KEY",
+        hide_env_values = true
+    )]
+    pub anthropic_api_key: Option<String>,
+
+    /// Anthropic base URL, as the Anthropic SDKs take it.
+    #[arg(
+        long,
+        env = "ANTHROPIC_BASE_URL",
+        value_name = "ANTHROPIC_BASE_URL",
+        default_value = "https://api.anthropic.com"
+    )]
+    pub anthropic_base_url: String,
+
+    /// Model asked of the Anthropic provider.
+    #[arg(
+        long,
+        env = "ANTHROPIC_MODEL",
+        value_name = "ANTHROPIC_MODEL",
+        default_value = "claude-3-5-sonnet-latest"
+    )]
+    pub anthropic_model: String,
+
+    /// TOML file with several providers, models, scores and the strategy.
+    #[arg(long, env = "LLM_CONFIG", value_name = "LLM_CONFIG")]
+    pub llm_config: Option<std::path::PathBuf>,
+
+    /// Overall deadline of one LLM answer, retries included.
+    #[arg(long, env = "LLM_TIMEOUT", value_name = "LLM_TIMEOUT", default_value_t = 60_000, value_parser = ms_range(1, 3_600_000))]
+    pub llm_timeout: u64,
+
+    /// Time allowed to connect to a provider.
+    #[arg(long, env = "LLM_CONNECT_TIMEOUT", value_name = "LLM_CONNECT_TIMEOUT", default_value_t = 5_000, value_parser = ms_range(1, 600_000))]
+    pub llm_connect_timeout: u64,
+
+    /// Time allowed for a provider's response head.
+    #[arg(long, env = "LLM_FIRST_BYTE_TIMEOUT", value_name = "LLM_FIRST_BYTE_TIMEOUT", default_value_t = 30_000, value_parser = ms_range(1, 3_600_000))]
+    pub llm_first_byte_timeout: u64,
+
+    /// Longest silence allowed between two chunks of a provider's stream.
+    #[arg(long, env = "LLM_IDLE_TIMEOUT", value_name = "LLM_IDLE_TIMEOUT", default_value_t = 30_000, value_parser = ms_range(1, 3_600_000))]
+    pub llm_idle_timeout: u64,
+
+    /// How long an idle pooled connection to a provider is kept.
+    #[arg(long, env = "LLM_POOL_IDLE_TIMEOUT", value_name = "LLM_POOL_IDLE_TIMEOUT", default_value_t = 90_000, value_parser = ms_range(1, 3_600_000))]
+    pub llm_pool_idle_timeout: u64,
+
+    /// Concurrent requests per provider per worker, and idle connections kept per host
+    /// per worker (the guide's maxSockets).
+    #[arg(long, env = "LLM_CONCURRENT_REQUESTS", value_name = "LLM_CONCURRENT_REQUESTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub llm_concurrent_requests: u32,
+
+    /// Retries per provider before the first token (the guide's maxRetries).
+    #[arg(long, env = "LLM_MAX_RETRIES", value_name = "LLM_MAX_RETRIES", default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub llm_max_retries: u32,
+
+    /// First retry delay, doubled each retry, with jitter (the guide's baseDelay).
+    #[arg(long, env = "LLM_RETRY_BASE_DELAY", value_name = "LLM_RETRY_BASE_DELAY", default_value_t = 500, value_parser = ms_range(0, 600_000))]
+    pub llm_retry_base_delay: u64,
+
+    /// Longest retry delay (the guide's maxDelay).
+    #[arg(long, env = "LLM_RETRY_MAX_DELAY", value_name = "LLM_RETRY_MAX_DELAY", default_value_t = 5_000, value_parser = ms_range(0, 600_000))]
+    pub llm_retry_max_delay: u64,
+
+    /// Providers tried per request before giving up (the guide's maxAttempts).
+    #[arg(long, env = "LLM_MAX_ATTEMPTS", value_name = "LLM_MAX_ATTEMPTS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub llm_max_attempts: u32,
+
+    /// Provider selection: round-robin, weighted or least-latency.
+    #[arg(long, env = "LLM_STRATEGY", value_name = "LLM_STRATEGY", value_enum, default_value_t = crate::llm::router::Strategy::RoundRobin)]
+    pub llm_strategy: crate::llm::router::Strategy,
+
+    /// Keep one session.activity_id on one provider.
+    #[arg(long, env = "LLM_STICKY", value_name = "LLM_STICKY", default_value_t = false, action = clap::ArgAction::Set)]
+    pub llm_sticky: bool,
+
+    /// Consecutive failures that open a provider's breaker (the guide's failureThreshold).
+    #[arg(long, env = "LLM_BREAKER_THRESHOLD", value_name = "LLM_BREAKER_THRESHOLD", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub llm_breaker_threshold: u32,
+
+    /// How long an open breaker fails fast before letting a probe through (resetTimeout).
+    #[arg(long, env = "LLM_BREAKER_RESET", value_name = "LLM_BREAKER_RESET", default_value_t = 30_000, value_parser = ms_range(1, 3_600_000))]
+    pub llm_breaker_reset: u64,
+
+    /// Interval of the providers' health probes.
+    #[arg(long, env = "HEALTH_CHECK_INTERVAL", value_name = "HEALTH_CHECK_INTERVAL", default_value_t = 30_000, value_parser = ms_range(100, 86_400_000))]
+    pub health_check_interval: u64,
+
     /// Log level: trace, debug, info, warn, error, fatal, silent.
     #[arg(long, env = "LOG_LEVEL", value_name = "LOG_LEVEL", value_enum, default_value_t = LogLevel::Info, ignore_case = true)]
     pub log_level: LogLevel,
@@ -149,6 +270,9 @@ pub struct Config {
     #[arg(long, env = "REQUEST_LOGGING", value_name = "REQUEST_LOGGING")]
     pub request_logging: Option<bool>,
 }
+
+/// `AGENT_NAME`'s default (the LLM agent calls itself "agentd LLM agent" instead).
+pub const DEFAULT_AGENT_NAME: &str = "agentd echo agent";
 
 fn ms_range(min: u64, max: u64) -> clap::builder::RangedU64ValueParser<u64> {
     clap::value_parser!(u64).range(min..=max)

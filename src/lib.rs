@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod config;
 pub mod http;
+pub mod llm;
 pub mod obs;
 pub mod protocol;
 pub mod routes;
@@ -20,18 +21,44 @@ pub use config::Config;
 pub use protocol::{ProtocolError, Query, ResponseHandler, Session, TextStream};
 pub use server::{Server, ServerHandle};
 
-/// The agent named by the configuration.
-pub fn configured_agent(config: &Config) -> Arc<dyn Agent> {
-    match config.agent {
-        config::AgentKind::Echo => Arc::new(EchoAgent::new(config.agent_name.clone())),
-    }
+/// The agent named by the configuration: `AGENT`, else the LLM agent when a provider
+/// is configured, else the echo agent. Fails on a bad LLM configuration.
+pub fn configured_agent(config: &Config) -> Result<Arc<dyn Agent>, String> {
+    let router = llm::router_from_config(config)?;
+    let kind = config.agent.unwrap_or(if router.is_some() {
+        config::AgentKind::Llm
+    } else {
+        config::AgentKind::Echo
+    });
+    Ok(match (kind, router) {
+        (config::AgentKind::Echo, _) => Arc::new(EchoAgent::new(config.agent_name.clone())),
+        (config::AgentKind::Llm, Some(router)) => {
+            let name = if config.agent_name == config::DEFAULT_AGENT_NAME {
+                "agentd LLM agent".to_owned()
+            } else {
+                config.agent_name.clone()
+            };
+            Arc::new(agent::LlmAgent::new(name, router))
+        }
+        (config::AgentKind::Llm, None) => {
+            return Err(
+                "AGENT=llm needs a provider: set OPENAI_API_KEY, ANTHROPIC_API_KEY or LLM_CONFIG"
+                    .into(),
+            )
+        }
+    })
 }
 
 /// Runs the configured agent until SIGTERM or SIGINT, then shuts down gracefully.
 /// What `main` does.
 pub fn run(config: Config) -> ExitCode {
-    let agent = configured_agent(&config);
-    run_with_agent(config, agent)
+    match configured_agent(&config) {
+        Ok(agent) => run_with_agent(config, agent),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Serves `agent` until SIGTERM or SIGINT, then shuts down gracefully: readiness

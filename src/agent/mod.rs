@@ -5,17 +5,25 @@
 //! when the client leaves, at `AGENT_TIMEOUT`, or at the shutdown deadline.
 
 pub mod echo;
+pub mod llm;
 
 use async_trait::async_trait;
 
 pub use crate::protocol::{ProtocolError, Query, ResponseHandler, Session, TextStream};
 pub use echo::EchoAgent;
+pub use llm::LlmAgent;
 
 /// An agent serving the Sentient protocol.
 #[async_trait]
 pub trait Agent: Send + Sync + 'static {
     /// A human-readable name (shown by `/health`).
     fn name(&self) -> &str;
+
+    /// Whether the agent can answer now (`/health/ready` says 503 with the reason when
+    /// it cannot, e.g. no LLM provider is usable).
+    fn readiness(&self) -> Result<(), &'static str> {
+        Ok(())
+    }
 
     /// Answers one query. Returning without completing the response is fine: the
     /// server closes open streams and sends `done`. An `Err` is sent to the client as

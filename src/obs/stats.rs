@@ -12,11 +12,46 @@ const SUB_BITS: u32 = 3;
 /// Buckets cover 0 µs to 2^40 µs (about 12 days).
 const BUCKETS: usize = ((40 - SUB_BITS + 1) * SUB) as usize + SUB as usize;
 
+/// A fixed-size log-linear histogram of durations, updated with relaxed atomics.
+#[derive(Debug)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS],
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Histogram {
+    pub fn record(&self, d: Duration) {
+        let micros = d.as_micros().min(u64::MAX as u128) as u64;
+        self.counts[bucket(micros)].fetch_add(1, Relaxed);
+    }
+
+    /// Adds this histogram's counts into `into`.
+    fn add_to(&self, into: &mut [u64; BUCKETS]) {
+        for (c, h) in into.iter_mut().zip(self.counts.iter()) {
+            *c += h.load(Relaxed);
+        }
+    }
+
+    /// Percentiles of what was recorded.
+    pub fn latency(&self) -> Latency {
+        let mut counts = [0u64; BUCKETS];
+        self.add_to(&mut counts);
+        Latency::from_counts(&counts)
+    }
+}
+
 /// One worker's figures. Padded to its own cache lines.
 #[repr(align(128))]
 pub struct WorkerStats {
     requests: AtomicU64,
-    hist: [AtomicU64; BUCKETS],
+    hist: Histogram,
 }
 
 fn bucket(micros: u64) -> usize {
@@ -43,15 +78,14 @@ impl WorkerStats {
     fn new() -> Self {
         WorkerStats {
             requests: AtomicU64::new(0),
-            hist: std::array::from_fn(|_| AtomicU64::new(0)),
+            hist: Histogram::default(),
         }
     }
 
     /// Counts one finished request that took `elapsed`.
     pub fn record(&self, elapsed: Duration) {
         self.requests.fetch_add(1, Relaxed);
-        let micros = elapsed.as_micros().min(u64::MAX as u128) as u64;
-        self.hist[bucket(micros)].fetch_add(1, Relaxed);
+        self.hist.record(elapsed);
     }
 }
 
@@ -88,10 +122,14 @@ impl Stats {
     pub fn latency(&self) -> Latency {
         let mut counts = [0u64; BUCKETS];
         for w in self.workers.iter() {
-            for (c, h) in counts.iter_mut().zip(w.hist.iter()) {
-                *c += h.load(Relaxed);
-            }
+            w.hist.add_to(&mut counts);
         }
+        Latency::from_counts(&counts)
+    }
+}
+
+impl Latency {
+    fn from_counts(counts: &[u64; BUCKETS]) -> Latency {
         let total: u64 = counts.iter().sum();
         if total == 0 {
             return Latency::default();

@@ -28,14 +28,19 @@ pub fn live() -> Reply {
 }
 
 pub fn ready(app: &App) -> Reply {
-    match *app.phase.borrow() {
-        Phase::Running => Reply::json(StatusCode::OK, Bytes::from_static(br#"{"status":"ready"}"#)),
-        _ => Reply::json(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Bytes::from_static(br#"{"status":"not ready","reason":"shutting down"}"#),
-        )
-        .with_header(header::RETRY_AFTER, http::HeaderValue::from_static("1")),
-    }
+    let reason = match *app.phase.borrow() {
+        Phase::Running => match app.agent.readiness() {
+            Ok(()) => {
+                return Reply::json(StatusCode::OK, Bytes::from_static(br#"{"status":"ready"}"#))
+            }
+            Err(reason) => reason,
+        },
+        _ => "shutting down",
+    };
+    let body = serde_json::to_vec(&serde_json::json!({"status": "not ready", "reason": reason}))
+        .unwrap_or_default();
+    Reply::json(StatusCode::SERVICE_UNAVAILABLE, body.into())
+        .with_header(header::RETRY_AFTER, http::HeaderValue::from_static("1"))
 }
 
 pub fn health(app: &App) -> Reply {

@@ -71,7 +71,7 @@ pub fn start_echo() -> TestServer {
 }
 
 pub fn start_echo_with(config: Config) -> TestServer {
-    let agent = agentd::configured_agent(&config);
+    let agent = agentd::configured_agent(&config).expect("agent");
     start(config, agent)
 }
 

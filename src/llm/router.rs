@@ -1,0 +1,343 @@
+//! The router: picks providers, retries and fails over, until one stream delivers its
+//! first token.
+//!
+//! Order of candidates: the strategy's (round-robin, weighted by the guide's
+//! performance/cost/reliability/quality scores, or least EWMA time-to-first-token),
+//! with the sticky provider (by `session.activity_id`) first when stickiness is on.
+//! Each candidate gets up to `1 + max_retries` tries with exponential backoff and
+//! jitter (or what `retry-after` asks), then the next candidate, up to `max_attempts`
+//! providers, all within the request's deadline. Once a token has been returned nothing
+//! here retries: a later failure belongs to the caller.
+
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::breaker::BreakerPermit;
+use super::client::{self, PoolConfig};
+use super::error::{ErrorKind, LlmError};
+use super::provider::{CallLimits, LlmStream, Provider};
+use super::ChatRequest;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    RoundRobin,
+    Weighted,
+    LeastLatency,
+}
+
+/// The guide's load-balancing weights.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Weights {
+    pub performance: f64,
+    pub cost: f64,
+    pub reliability: f64,
+    pub quality: f64,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Weights {
+            performance: 0.6,
+            cost: 0.1,
+            reliability: 0.2,
+            quality: 0.1,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl RetryPolicy {
+    /// Delay before retry number `n` (0-based): exponential, capped, with equal jitter
+    /// (half fixed, half random) so synchronized clients spread out.
+    pub fn backoff(&self, n: u32) -> Duration {
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32.checked_shl(n).unwrap_or(u32::MAX))
+            .min(self.max_delay);
+        let half = exp / 2;
+        half + half.mul_f64(fastrand::f64())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    pub strategy: Strategy,
+    pub weights: Weights,
+    pub sticky: bool,
+    pub max_attempts: usize,
+    pub retry: RetryPolicy,
+    pub timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub pool: PoolConfig,
+}
+
+pub struct Router {
+    pub providers: Vec<Arc<Provider>>,
+    pub config: RouterConfig,
+    rr: AtomicUsize,
+}
+
+/// A stream that has produced its first token.
+pub struct OpenStream {
+    pub provider: Arc<Provider>,
+    pub stream: LlmStream,
+    /// The first text delta (empty if the answer was empty).
+    pub first: Option<String>,
+    pub started: Instant,
+    pub ttft: Duration,
+    permit: Option<BreakerPermit>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl OpenStream {
+    /// The stream ended with its end marker.
+    pub fn succeed(&mut self) {
+        let p = &self.provider;
+        p.stats.completed.fetch_add(1, Relaxed);
+        p.stats.latency.record(self.started.elapsed());
+        if let Some(u) = self.stream.usage_in {
+            p.stats.tokens_in.fetch_add(u, Relaxed);
+        }
+        if let Some(u) = self.stream.usage_out {
+            p.stats.tokens_out.fetch_add(u, Relaxed);
+        }
+        if let Some(permit) = self.permit.take() {
+            permit.succeed();
+        }
+    }
+
+    /// The stream failed after its first token.
+    pub fn fail(&mut self, e: &LlmError) {
+        self.provider.record_error(e);
+        if let Some(permit) = self.permit.take() {
+            if e.counts_as_failure() {
+                permit.fail();
+            }
+        }
+    }
+}
+
+impl Router {
+    pub fn new(providers: Vec<Arc<Provider>>, config: RouterConfig) -> Router {
+        Router {
+            providers,
+            config,
+            rr: AtomicUsize::new(0),
+        }
+    }
+
+    /// True when at least one provider is usable.
+    pub fn any_usable(&self) -> bool {
+        self.providers.iter().any(|p| p.is_usable())
+    }
+
+    /// Candidates in the order to try them.
+    pub fn order(&self, sticky_key: Option<u128>) -> Vec<Arc<Provider>> {
+        let n = self.providers.len();
+        let mut idx: Vec<usize> = (0..n).collect();
+        match self.config.strategy {
+            Strategy::RoundRobin => {
+                let start = self.rr.fetch_add(1, Relaxed) % n.max(1);
+                idx.rotate_left(start);
+            }
+            Strategy::LeastLatency => {
+                // Unmeasured providers first, so every provider gets measured.
+                idx.sort_by_key(|&i| self.providers[i].ttft_ewma().unwrap_or(Duration::ZERO));
+            }
+            Strategy::Weighted => {
+                let scores: Vec<f64> = idx
+                    .iter()
+                    .map(|&i| self.score(&self.providers[i]))
+                    .collect();
+                // Weighted random draw for the first; the rest by score.
+                let total: f64 = scores.iter().sum();
+                let mut pick = fastrand::f64() * total;
+                let mut first = 0;
+                for (i, s) in scores.iter().enumerate() {
+                    if pick < *s {
+                        first = i;
+                        break;
+                    }
+                    pick -= s;
+                }
+                idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+                if let Some(pos) = idx.iter().position(|&i| i == first) {
+                    let f = idx.remove(pos);
+                    idx.insert(0, f);
+                }
+            }
+        }
+        if let (true, Some(key)) = (self.config.sticky, sticky_key) {
+            let s = (key % n.max(1) as u128) as usize;
+            if let Some(pos) = idx.iter().position(|&i| i == s) {
+                let f = idx.remove(pos);
+                idx.insert(0, f);
+            }
+        }
+        // Usable providers first; unusable ones stay as a last resort.
+        idx.sort_by_key(|&i| !self.providers[i].is_usable());
+        idx.into_iter().map(|i| self.providers[i].clone()).collect()
+    }
+
+    /// The weighted strategy's score: static scores, with performance scaled down by
+    /// measured latency and reliability by health.
+    fn score(&self, p: &Provider) -> f64 {
+        let w = self.config.weights;
+        let s = p.spec.scores;
+        let perf = match p.ttft_ewma() {
+            Some(t) => s.performance / (1.0 + t.as_secs_f64()),
+            None => s.performance,
+        };
+        let rel = if p.is_usable() { s.reliability } else { 0.0 };
+        (w.performance * perf + w.cost * s.cost + w.reliability * rel + w.quality * s.quality)
+            .max(1e-6)
+    }
+
+    /// Opens a stream and waits for its first token, retrying and failing over.
+    pub async fn open(
+        &self,
+        req: &ChatRequest,
+        sticky_key: Option<u128>,
+    ) -> Result<OpenStream, LlmError> {
+        let started = Instant::now();
+        let deadline = started + self.config.timeout;
+        let client = client::for_this_thread(self.config.pool);
+        let mut last: Option<LlmError> = None;
+        let candidates = self.order(sticky_key);
+        for (n, provider) in candidates
+            .iter()
+            .take(self.config.max_attempts.max(1))
+            .enumerate()
+        {
+            if n > 0 {
+                provider.stats.failovers.fetch_add(1, Relaxed);
+            }
+            let mut tries = 0u32;
+            loop {
+                let Some(permit) = provider.breaker.try_acquire() else {
+                    let e = LlmError::new(
+                        ErrorKind::BreakerOpen,
+                        provider.name(),
+                        "the provider is failing; not tried",
+                    );
+                    provider.record_error(&e);
+                    last = Some(e);
+                    break;
+                };
+                let slot =
+                    match tokio::time::timeout_at(deadline, provider.slots.clone().acquire_owned())
+                        .await
+                    {
+                        Ok(Ok(slot)) => slot,
+                        _ => {
+                            let e = LlmError::new(
+                                ErrorKind::Timeout,
+                                provider.name(),
+                                "every connection to the provider is busy",
+                            );
+                            provider.record_error(&e);
+                            last = Some(e);
+                            break;
+                        }
+                    };
+                let limits = CallLimits {
+                    first_byte: self.config.first_byte_timeout,
+                    idle: self.config.idle_timeout,
+                    deadline,
+                };
+                let attempt_start = Instant::now();
+                let result = match provider.open(&client, req, limits).await {
+                    Ok(mut stream) => stream.next_text().await.map(|first| (stream, first)),
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok((stream, first)) => {
+                        let ttft = attempt_start.elapsed();
+                        provider.record_ttft(ttft);
+                        let mut open = OpenStream {
+                            provider: provider.clone(),
+                            stream,
+                            first,
+                            started: attempt_start,
+                            ttft,
+                            permit: Some(permit),
+                            _slot: slot,
+                        };
+                        if open.first.is_none() {
+                            open.succeed();
+                        }
+                        return Ok(open);
+                    }
+                    Err(e) => {
+                        provider.record_error(&e);
+                        if e.counts_as_failure() {
+                            permit.fail();
+                        }
+                        tracing::warn!(provider = provider.name(), kind = e.kind.as_str(), detail = %e.detail, "LLM call failed");
+                        let retryable = e.is_retryable();
+                        let delay = e
+                            .retry_after
+                            .unwrap_or_else(|| self.config.retry.backoff(tries));
+                        last = Some(e);
+                        if !retryable || tries >= self.config.retry.max_retries {
+                            break;
+                        }
+                        if Instant::now() + delay >= deadline {
+                            break;
+                        }
+                        tokio::time::sleep(delay).await;
+                        tries += 1;
+                        provider.stats.retries.fetch_add(1, Relaxed);
+                    }
+                }
+            }
+            if last
+                .as_ref()
+                .is_some_and(|e| !e.is_retryable() && e.kind != ErrorKind::BreakerOpen)
+            {
+                // The request itself is at fault: another provider would refuse it too.
+                break;
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            LlmError::new(
+                ErrorKind::BreakerOpen,
+                "router",
+                "no LLM provider is configured",
+            )
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let p = RetryPolicy {
+            max_retries: 5,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(5),
+        };
+        for n in 0..10 {
+            let exp = Duration::from_millis(500 * (1u64 << n.min(20))).min(Duration::from_secs(5));
+            for _ in 0..100 {
+                let d = p.backoff(n);
+                assert!(d >= exp / 2 && d <= exp, "retry {n}: {d:?}");
+            }
+        }
+    }
+}

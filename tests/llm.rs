@@ -1,0 +1,440 @@
+//! The LLM agent and connector against a fake upstream that is a real HTTP server
+//! speaking OpenAI's and Anthropic's streaming formats, with faults injected.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use agentd::Config;
+use fake_llm::{Behaviour, Chunking, FakeLlm, Fault, Options};
+use support::*;
+
+fn llm_config() -> Config {
+    let mut c = config();
+    c.workers = Some(1);
+    c.llm_max_retries = 2;
+    c.llm_retry_base_delay = 10;
+    c.llm_retry_max_delay = 50;
+    c.health_check_interval = 60_000;
+    c
+}
+
+fn with_openai(mut c: Config, fake: &FakeLlm) -> Config {
+    c.openai_api_key = Some("sk-test-key".into());
+    c.openai_base_url = fake.openai_base_url();
+    c.openai_model = "fake-gpt".into();
+    c
+}
+
+fn with_anthropic(mut c: Config, fake: &FakeLlm) -> Config {
+    c.anthropic_api_key = Some("ant-test-key".into());
+    c.anthropic_base_url = fake.anthropic_base_url();
+    c.anthropic_model = "fake-claude".into();
+    c
+}
+
+async fn fake(tokens: usize) -> FakeLlm {
+    FakeLlm::start(Options {
+        default: Behaviour {
+            tokens,
+            ..Behaviour::default()
+        },
+        ..Options::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// The chat requests the fake received (health probes left out).
+fn completions(fake: &FakeLlm) -> Vec<fake_llm::Recorded> {
+    fake.requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect()
+}
+
+fn body_of(r: &fake_llm::Recorded) -> &serde_json::Value {
+    &r.body
+}
+
+fn texts(evs: &[Event]) -> Vec<String> {
+    evs.iter()
+        .filter(|e| e.event == "AI_RESPONSE" && e.data["is_complete"] == false)
+        .map(|e| e.data["content"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn error_of(evs: &[Event]) -> Option<serde_json::Value> {
+    evs.iter()
+        .find(|e| e.event == "error")
+        .map(|e| e.data["content"].clone())
+}
+
+async fn ask(server: &TestServer, body: String) -> Vec<Event> {
+    let res = post_json(server, "/agent", body).await;
+    assert_eq!(res.status(), 200);
+    let evs = events(res).await;
+    assert_well_formed(&evs);
+    evs
+}
+
+fn start_llm(c: Config) -> TestServer {
+    let agent = agentd::configured_agent(&c).expect("llm agent");
+    start(c, agent)
+}
+
+#[tokio::test]
+async fn openai_tokens_stream_through_with_analysis_and_performance() {
+    let fake = fake(5).await;
+    let server = start_llm(with_openai(llm_config(), &fake));
+    let body = serde_json::json!({
+        "query": {"id": ID, "prompt": "Explain streams", "context": {"preferences": {"temperature": 1.5, "maxTokens": 77}}},
+    })
+    .to_string();
+    let evs = ask(&server, body).await;
+    let names: Vec<&str> = evs.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(names.first(), Some(&"ANALYSIS"));
+    assert_eq!(&names[names.len() - 2..], &["PERFORMANCE", "done"]);
+    assert_eq!(texts(&evs).len(), 5);
+    assert_eq!(evs[0].data["content"]["provider"], "openai");
+    assert_eq!(evs[0].data["content"]["model"], "fake-gpt");
+    let perf = &evs[evs.len() - 2].data["content"];
+    assert!(
+        perf["tokensOut"].as_u64().is_some(),
+        "usage is counted: {perf}"
+    );
+    let reqs = completions(&fake);
+    assert_eq!(reqs.len(), 1);
+    let r = &reqs[0];
+    assert_eq!(r.header("authorization"), Some("Bearer sk-test-key"));
+    assert_eq!(body_of(r)["model"], "fake-gpt");
+    assert_eq!(body_of(r)["stream"], true);
+    assert_eq!(body_of(r)["stream_options"]["include_usage"], true);
+    assert_eq!(body_of(r)["temperature"], 1.5);
+    assert_eq!(body_of(r)["max_tokens"], 77);
+    assert_eq!(body_of(r)["messages"][1]["content"], "Explain streams");
+}
+
+#[tokio::test]
+async fn anthropic_tokens_stream_through() {
+    let fake = fake(4).await;
+    let server = start_llm(with_anthropic(llm_config(), &fake));
+    let evs = ask(&server, body("hello")).await;
+    assert_eq!(texts(&evs).len(), 4);
+    let r = &completions(&fake)[0];
+    assert_eq!(r.header("x-api-key"), Some("ant-test-key"));
+    assert_eq!(r.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(body_of(r)["stream"], true);
+    assert_eq!(body_of(r)["model"], "fake-claude");
+    assert!(body_of(r)["max_tokens"].as_u64().unwrap() >= 1);
+}
+
+#[tokio::test]
+async fn utf8_split_at_every_byte_arrives_whole() {
+    let fake = FakeLlm::start(Options {
+        default: Behaviour {
+            tokens: 3,
+            token_text: "é⚡😀".into(),
+            chunking: Chunking::SplitEvery(1),
+            ..Behaviour::default()
+        },
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    for cfg in [
+        with_openai(llm_config(), &fake),
+        with_anthropic(llm_config(), &fake),
+    ] {
+        let server = start_llm(cfg);
+        let evs = ask(&server, body("x")).await;
+        let all: String = texts(&evs).concat();
+        assert!(all.contains("é⚡😀"), "{all}");
+        assert!(error_of(&evs).is_none());
+    }
+}
+
+#[tokio::test]
+async fn rate_limits_are_retried_honouring_retry_after() {
+    let fake = fake(2).await;
+    fake.push_fault(Fault::Status {
+        status: 429,
+        retry_after: None,
+        retry_after_ms: Some("300".into()),
+    });
+    let server = start_llm(with_openai(llm_config(), &fake));
+    let started = Instant::now();
+    let evs = ask(&server, body("x")).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "waited as asked"
+    );
+    assert!(error_of(&evs).is_none());
+    assert_eq!(texts(&evs).len(), 2);
+    assert_eq!(completions(&fake).len(), 2);
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_up_to_the_limit() {
+    let fake = fake(2).await;
+    for _ in 0..3 {
+        fake.push_fault(Fault::Status {
+            status: 500,
+            retry_after: None,
+            retry_after_ms: None,
+        });
+    }
+    let server = start_llm(with_openai(llm_config(), &fake));
+    let evs = ask(&server, body("x")).await;
+    let err = error_of(&evs).expect("all three tries failed");
+    assert_eq!(err["error_code"], 502);
+    assert_eq!(err["details"]["kind"], "upstream");
+    assert_eq!(completions(&fake).len(), 3, "1 try + 2 retries");
+    // Nothing of the upstream's error body leaks.
+    assert!(!evs.iter().any(|e| e.raw.contains("sk-test-key")));
+}
+
+#[tokio::test]
+async fn client_errors_are_not_retried() {
+    let fake = fake(2).await;
+    fake.push_fault(Fault::Status {
+        status: 401,
+        retry_after: None,
+        retry_after_ms: None,
+    });
+    let server = start_llm(with_openai(llm_config(), &fake));
+    let evs = ask(&server, body("x")).await;
+    assert_eq!(error_of(&evs).unwrap()["details"]["kind"], "client");
+    assert_eq!(completions(&fake).len(), 1);
+}
+
+#[tokio::test]
+async fn fails_over_to_the_next_provider_before_the_first_token() {
+    let bad = fake(2).await;
+    let good = fake(3).await;
+    for _ in 0..3 {
+        bad.push_fault(Fault::Status {
+            status: 529,
+            retry_after: None,
+            retry_after_ms: None,
+        });
+    }
+    let mut c = with_anthropic(with_openai(llm_config(), &bad), &good);
+    c.llm_max_retries = 0;
+    let server = start_llm(c);
+    // Round-robin starts with openai (the bad one) on the first request.
+    let evs = ask(&server, body("x")).await;
+    assert!(error_of(&evs).is_none(), "{:?}", error_of(&evs));
+    assert_eq!(texts(&evs).len(), 3);
+    assert_eq!(evs[0].data["content"]["provider"], "anthropic");
+    assert_eq!(completions(&bad).len(), 1);
+}
+
+#[tokio::test]
+async fn no_retry_after_the_first_token() {
+    let fake = fake(5).await;
+    fake.push_fault(Fault::MidStreamError { after_tokens: 2 });
+    let server = start_llm(with_openai(llm_config(), &fake));
+    let evs = ask(&server, body("x")).await;
+    assert_eq!(texts(&evs).len(), 2);
+    let err = error_of(&evs).expect("an error, not a silently short answer");
+    assert_eq!(err["details"]["kind"], "upstream");
+    assert_eq!(completions(&fake).len(), 1);
+}
+
+#[tokio::test]
+async fn every_broken_stream_ends_with_error_and_done() {
+    let fake = fake(5).await;
+    let mut c = with_anthropic(llm_config(), &fake);
+    c.llm_idle_timeout = 300;
+    c.llm_max_retries = 0;
+    // Four failures in a row would open the breaker (that it counts streams that fail
+    // after starting is what the breaker test shows); here each fault is seen alone.
+    c.llm_breaker_threshold = 100;
+    let server = start_llm(c);
+    let cases = [
+        (Fault::EofWithoutDone { after_tokens: 2 }, "truncated"),
+        (Fault::Reset { after_tokens: 1 }, "network"),
+        (Fault::Stall { after_tokens: 1 }, "timeout"),
+        (Fault::MidStreamError { after_tokens: 1 }, "overloaded"),
+    ];
+    for (fault, kind) in cases {
+        fake.push_fault(fault);
+        let evs = ask(&server, body("x")).await;
+        let err = error_of(&evs).unwrap_or_else(|| panic!("{kind}: no error event"));
+        assert_eq!(err["details"]["kind"], kind);
+    }
+}
+
+#[tokio::test]
+async fn a_hanging_upstream_times_out() {
+    let fake = fake(2).await;
+    fake.push_fault(Fault::HangBeforeHeaders);
+    let mut c = with_openai(llm_config(), &fake);
+    c.llm_first_byte_timeout = 300;
+    c.llm_max_retries = 0;
+    let server = start_llm(c);
+    let started = Instant::now();
+    let evs = ask(&server, body("x")).await;
+    assert_eq!(error_of(&evs).unwrap()["error_code"], 504);
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn the_breaker_opens_and_fails_fast() {
+    let fake = fake(2).await;
+    for _ in 0..2 {
+        fake.push_fault(Fault::Status {
+            status: 500,
+            retry_after: None,
+            retry_after_ms: None,
+        });
+    }
+    let mut c = with_openai(llm_config(), &fake);
+    c.llm_max_retries = 0;
+    c.llm_breaker_threshold = 2;
+    c.llm_breaker_reset = 300;
+    let server = start_llm(c);
+    for _ in 0..2 {
+        assert!(error_of(&ask(&server, body("x")).await).is_some());
+    }
+    let evs = ask(&server, body("x")).await;
+    let err = error_of(&evs).unwrap();
+    assert_eq!(err["details"]["kind"], "breaker_open");
+    assert_eq!(err["error_code"], 503);
+    assert_eq!(completions(&fake).len(), 2, "not sent while open");
+    let ready = client()
+        .get(server.url("/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    // After the reset timeout a probe goes through and closes it.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let evs = ask(&server, body("x")).await;
+    assert!(error_of(&evs).is_none());
+    assert_eq!(
+        client()
+            .get(server.url("/health/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_aborts_the_upstream_request() {
+    let fake = FakeLlm::start(Options {
+        default: Behaviour {
+            tokens: 1000,
+            token_delay: Duration::from_millis(20),
+            ..Behaviour::default()
+        },
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let server = start_llm(with_openai(llm_config(), &fake));
+    let res = post_json(&server, "/agent", body("x")).await;
+    let mut stream = res.bytes_stream();
+    use futures_util::StreamExt;
+    let _ = stream.next().await;
+    assert!(eventually(Duration::from_secs(5), || fake.in_flight() == 1).await);
+    drop(stream);
+    assert!(
+        eventually(Duration::from_secs(5), || fake.cancelled() == 1).await,
+        "the fake sees the upstream request aborted"
+    );
+}
+
+#[tokio::test]
+async fn sequential_requests_reuse_one_pooled_connection() {
+    let fake = fake(2).await;
+    let server = start_llm(with_openai(llm_config(), &fake));
+    for _ in 0..5 {
+        assert!(error_of(&ask(&server, body("x")).await).is_none());
+    }
+    assert_eq!(completions(&fake).len(), 5);
+    let conns: std::collections::HashSet<u64> =
+        completions(&fake).iter().map(|r| r.connection).collect();
+    assert_eq!(conns.len(), 1, "one TCP connection for sequential requests");
+}
+
+#[tokio::test]
+async fn unhealthy_providers_make_readiness_fail() {
+    let fake = fake(2).await;
+    let mut c = with_openai(llm_config(), &fake);
+    c.health_check_interval = 100;
+    let server = start_llm(c);
+    assert_eq!(
+        client()
+            .get(server.url("/health/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    fake.set_default(Behaviour {
+        tokens: 2,
+        ..Behaviour::default()
+    });
+    for _ in 0..3 {
+        fake.push_fault(Fault::Status {
+            status: 503,
+            retry_after: None,
+            retry_after_ms: None,
+        });
+    }
+    let c = client();
+    let mut saw_503 = false;
+    for _ in 0..40 {
+        if c.get(server.url("/health/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 503
+        {
+            saw_503 = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(saw_503, "a failed probe makes the only provider unusable");
+    // Probes succeed again afterwards.
+    let mut back = false;
+    for _ in 0..40 {
+        if c.get(server.url("/health/ready"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+        {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(back);
+}
+
+#[test]
+fn a_bad_llm_config_file_is_refused_with_its_line() {
+    let dir = std::env::temp_dir().join(format!("agentd-llm-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("llm.toml");
+    std::fs::write(&path, "strategy = \"round-robin\"\n[[providers]]\nname = \"x\"\nkind = \"openai\"\nmodle = \"typo\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_agentd"))
+        .env("LLM_CONFIG", &path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line"), "{err}");
+    assert!(err.contains("modle"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -324,6 +324,105 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::breaker::Breaker;
+    use crate::llm::provider::{ProviderSpec, Scores};
+    use crate::llm::wire::ProviderKind;
+
+    fn router(strategy: Strategy, sticky: bool, scores: &[Scores]) -> Router {
+        let providers = scores
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                Arc::new(Provider::new(
+                    ProviderSpec {
+                        name: format!("p{i}"),
+                        kind: ProviderKind::Openai,
+                        base_url: "http://127.0.0.1:9/v1".into(),
+                        api_key: "k".into(),
+                        model: "m".into(),
+                        scores: *s,
+                    },
+                    Breaker::new(1, Duration::from_secs(60)),
+                    1,
+                ))
+            })
+            .collect();
+        Router::new(
+            providers,
+            RouterConfig {
+                strategy,
+                weights: Weights::default(),
+                sticky,
+                max_attempts: 2,
+                retry: RetryPolicy {
+                    max_retries: 0,
+                    base_delay: Duration::ZERO,
+                    max_delay: Duration::ZERO,
+                },
+                timeout: Duration::from_secs(1),
+                first_byte_timeout: Duration::from_secs(1),
+                idle_timeout: Duration::from_secs(1),
+                pool: PoolConfig {
+                    connect_timeout: Duration::from_secs(1),
+                    idle_timeout: Duration::from_secs(1),
+                    max_idle_per_host: 1,
+                },
+            },
+        )
+    }
+
+    fn names(v: &[Arc<Provider>]) -> Vec<&str> {
+        v.iter().map(|p| p.name()).collect()
+    }
+
+    #[test]
+    fn round_robin_rotates() {
+        let r = router(Strategy::RoundRobin, false, &[Scores::default(); 3]);
+        assert_eq!(names(&r.order(None)), ["p0", "p1", "p2"]);
+        assert_eq!(names(&r.order(None)), ["p1", "p2", "p0"]);
+        assert_eq!(names(&r.order(None)), ["p2", "p0", "p1"]);
+    }
+
+    #[test]
+    fn least_latency_prefers_the_fastest_measured() {
+        let r = router(Strategy::LeastLatency, false, &[Scores::default(); 3]);
+        r.providers[0].record_ttft(Duration::from_millis(300));
+        r.providers[1].record_ttft(Duration::from_millis(100));
+        // p2 is unmeasured: tried first so it gets measured.
+        assert_eq!(names(&r.order(None)), ["p2", "p1", "p0"]);
+        r.providers[2].record_ttft(Duration::from_millis(200));
+        assert_eq!(names(&r.order(None)), ["p1", "p2", "p0"]);
+    }
+
+    #[test]
+    fn weighted_draws_in_proportion_to_scores() {
+        let low = Scores {
+            performance: 0.1,
+            cost: 0.1,
+            reliability: 0.1,
+            quality: 0.1,
+        };
+        let r = router(Strategy::Weighted, false, &[Scores::default(), low]);
+        let firsts = (0..2000)
+            .filter(|_| r.order(None)[0].name() == "p0")
+            .count();
+        // Scores 1.0 vs 0.1: p0 first about 91% of the time.
+        assert!((1700..=1950).contains(&firsts), "{firsts}");
+    }
+
+    #[test]
+    fn sticky_keys_pin_a_provider_and_unusable_ones_go_last() {
+        let r = router(Strategy::RoundRobin, true, &[Scores::default(); 3]);
+        for _ in 0..5 {
+            assert_eq!(r.order(Some(7))[0].name(), "p1", "7 % 3 = 1");
+        }
+        r.providers[1].breaker.try_acquire().unwrap().fail();
+        assert_eq!(r.order(Some(7)).last().unwrap().name(), "p1");
+        assert!(r.any_usable());
+        r.providers[0].healthy.store(false, Relaxed);
+        r.providers[2].healthy.store(false, Relaxed);
+        assert!(!r.any_usable());
+    }
 
     #[test]
     fn backoff_grows_caps_and_jitters() {

@@ -133,6 +133,23 @@ pub struct Config {
     #[arg(long, env = "SSE_HEARTBEAT", value_name = "SSE_HEARTBEAT", default_value_t = 0, value_parser = ms_range(0, 3_600_000))]
     pub sse_heartbeat: u64,
 
+    /// Allowed CORS origins: a comma list, or `*` (any origin, reflected).
+    #[arg(
+        long,
+        env = "CORS_ORIGINS",
+        value_name = "CORS_ORIGINS",
+        default_value = "*"
+    )]
+    pub cors_origins: String,
+
+    /// Send the security headers (helmet's set) on every response.
+    #[arg(long, env = "SECURITY_HEADERS", value_name = "SECURITY_HEADERS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub security_headers: bool,
+
+    /// Take the client's address from `X-Forwarded-For` (only behind a trusted proxy).
+    #[arg(long, env = "TRUST_PROXY", value_name = "TRUST_PROXY", default_value_t = false, action = clap::ArgAction::Set)]
+    pub trust_proxy: bool,
+
     /// OpenAI API key; setting it enables the OpenAI provider.
     #[arg(
         long,

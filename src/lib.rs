@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod edge;
 pub mod http;
 pub mod llm;
 pub mod obs;

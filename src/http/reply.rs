@@ -13,6 +13,8 @@ use super::headers::{EVENT_STREAM, JSON, NO, NO_CACHE, X_ACCEL_BUFFERING};
 pub enum ContentKind {
     Json,
     EventStream,
+    /// No body, no content type (204).
+    Empty,
 }
 
 pub struct Reply {
@@ -42,6 +44,15 @@ impl Reply {
         }
     }
 
+    pub fn empty(status: StatusCode) -> Reply {
+        Reply {
+            status,
+            kind: ContentKind::Empty,
+            body: ResponseBody::empty(),
+            extra: None,
+        }
+    }
+
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Reply {
         self.extra = Some((name, value));
         self
@@ -53,6 +64,7 @@ impl Reply {
             ContentKind::Json => {
                 headers.insert(header::CONTENT_TYPE, JSON.clone());
             }
+            ContentKind::Empty => {}
             ContentKind::EventStream => {
                 headers.insert(header::CONTENT_TYPE, EVENT_STREAM.clone());
                 headers.insert(header::CACHE_CONTROL, NO_CACHE.clone());

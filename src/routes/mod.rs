@@ -9,12 +9,15 @@ pub mod agent;
 pub mod health;
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::edge::cors::Cors;
+use crate::edge::security;
 use crate::http::activity::ConnActivity;
 use crate::http::body::RequestDone;
 use crate::http::headers::{self, X_REQUEST_ID, X_RESPONSE_TIME};
@@ -27,6 +30,7 @@ pub async fn handle(
     app: Arc<App>,
     activity: Arc<ConnActivity>,
     worker: usize,
+    _peer: IpAddr,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
     activity.begin_request();
@@ -42,6 +46,22 @@ pub async fn handle(
     let log = app
         .request_logging
         .then(|| (req.method().clone(), req.uri().clone()));
+    // Only requests that carry an `Origin` pay for CORS.
+    let origin = if header_map.contains_key(http::header::ORIGIN) {
+        app.cors.allowed_origin(&header_map)
+    } else {
+        None
+    };
+    if Cors::is_preflight(req.method(), &header_map) {
+        let requested = header_map
+            .get(http::header::ACCESS_CONTROL_REQUEST_HEADERS)
+            .cloned();
+        header_map.clear();
+        let mut res = Reply::empty(StatusCode::NO_CONTENT).into_response(header_map);
+        let h = res.headers_mut();
+        app.cors.apply_preflight(origin, requested, h);
+        return Ok(finish(res, &app, request_id, start, done, log));
+    }
     let result = match route(req.method(), req.uri().path()) {
         RouteMatch::Found(r) => dispatch(r, req, &header_map, &app, &request_id).await,
         RouteMatch::MethodNotAllowed(allow) => Err(HttpError::MethodNotAllowed { allow }),
@@ -55,8 +75,24 @@ pub async fn handle(
     });
     header_map.clear();
     let mut res = reply.into_response(header_map);
+    app.cors.apply(origin, res.headers_mut());
+    Ok(finish(res, &app, request_id, start, done, log))
+}
+
+/// Headers every response gets, the request log line, and the completion hook.
+fn finish(
+    mut res: Response<ResponseBody>,
+    app: &App,
+    request_id: HeaderValue,
+    start: Instant,
+    done: RequestDone,
+    log: Option<(http::Method, http::Uri)>,
+) -> Response<ResponseBody> {
     let elapsed = start.elapsed();
     let h = res.headers_mut();
+    if app.config.security_headers {
+        security::apply(h);
+    }
     h.insert(X_RESPONSE_TIME.clone(), headers::response_time(elapsed));
     h.insert(X_REQUEST_ID.clone(), request_id);
     if let Some((method, uri)) = log {
@@ -70,7 +106,7 @@ pub async fn handle(
         );
     }
     res.body_mut().set_completion(done);
-    Ok(res)
+    res
 }
 
 async fn dispatch(

@@ -50,6 +50,10 @@ pub async fn drive(
     worker: usize,
     mut phase: watch::Receiver<Phase>,
 ) {
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.ip())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     let activity = Arc::new(ConnActivity::new());
     let io = TokioIo::new(TrackedIo {
         inner: stream,
@@ -65,7 +69,7 @@ pub async fn drive(
         (timeouts.0.min(timeouts.1) / 4).clamp(Duration::from_millis(10), Duration::from_secs(2));
     let svc_activity = activity.clone();
     let svc = service_fn(move |req| {
-        crate::routes::handle(req, app.clone(), svc_activity.clone(), worker)
+        crate::routes::handle(req, app.clone(), svc_activity.clone(), worker, peer)
     });
     let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);

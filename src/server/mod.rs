@@ -31,6 +31,7 @@ pub struct App {
     pub request_logging: bool,
     /// `AGENT_ID`, shared by every synthesized session.
     pub agent_id: Arc<str>,
+    pub cors: crate::edge::cors::Cors,
 }
 
 pub(crate) enum Msg {
@@ -75,6 +76,7 @@ impl Server {
         let app = Arc::new(App {
             request_logging: config.request_logging(),
             agent_id: Arc::from(config.agent_id.as_str()),
+            cors: crate::edge::cors::Cors::new(&config.cors_origins),
             config,
             agent,
             stats: Arc::new(Stats::new(workers)),

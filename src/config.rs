@@ -146,6 +146,19 @@ pub struct Config {
     #[arg(long, env = "SECURITY_HEADERS", value_name = "SECURITY_HEADERS", default_value_t = true, action = clap::ArgAction::Set)]
     pub security_headers: bool,
 
+    /// Compress responses (gzip or deflate, as the client's Accept-Encoding asks).
+    #[arg(long, env = "COMPRESSION", value_name = "COMPRESSION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub compression: bool,
+
+    /// Smallest complete body compressed, in bytes (SSE streams are always compressed
+    /// when asked, flushed after every event).
+    #[arg(long, env = "COMPRESS_THRESHOLD", value_name = "COMPRESS_THRESHOLD", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(0..=1_073_741_824))]
+    pub compress_threshold: u64,
+
+    /// Compression level, 1 (fast) to 9 (small).
+    #[arg(long, env = "COMPRESSION_LEVEL", value_name = "COMPRESSION_LEVEL", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub compression_level: u32,
+
     /// Take the client's address from `X-Forwarded-For` (only behind a trusted proxy).
     #[arg(long, env = "TRUST_PROXY", value_name = "TRUST_PROXY", default_value_t = false, action = clap::ArgAction::Set)]
     pub trust_proxy: bool,

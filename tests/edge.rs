@@ -133,3 +133,137 @@ async fn cors_preflight_and_simple_requests() {
         "https://any.example"
     );
 }
+
+fn gunzip_with_the_gzip_tool(data: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("gzip")
+        .arg("-dc")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the gzip tool");
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn sse_is_compressed_event_by_event() {
+    use std::io::Write;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let agent = Arc::new(SlowStreamAgent::new(3, Duration::from_millis(400)));
+    let server = start(config(), agent);
+    let b = body("x");
+    let req = format!(
+        "POST /agent HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept-Encoding: br;q=1, gzip;q=0.9, deflate;q=0.5\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{}",
+        b.len(),
+        b
+    );
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    // Read until the first event decodes, long before the stream ends (3 x 400 ms).
+    let mut raw = Vec::new();
+    let mut decoder = flate2::write::GzDecoder::new(Vec::new());
+    let mut fed = 0;
+    loop {
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0);
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(p) = find(&raw, b"\r\n\r\n") {
+            // Feed the chunked body's payloads seen so far.
+            let body = &raw[p + 4..];
+            let mut i = 0;
+            let mut payload = Vec::new();
+            while let Some(e) = find(&body[i..], b"\r\n") {
+                let size = usize::from_str_radix(std::str::from_utf8(&body[i..i + e]).unwrap(), 16)
+                    .unwrap();
+                if body.len() < i + e + 2 + size + 2 {
+                    break;
+                }
+                payload.extend_from_slice(&body[i + e + 2..i + e + 2 + size]);
+                i += e + 2 + size + 2;
+            }
+            decoder.write_all(&payload[fed..]).unwrap();
+            decoder.flush().unwrap();
+            fed = payload.len();
+            if String::from_utf8_lossy(decoder.get_ref()).contains("chunk 0") {
+                break;
+            }
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(1100),
+        "first event decoded early"
+    );
+    let head =
+        String::from_utf8_lossy(&raw[..find(&raw, b"\r\n\r\n").unwrap()]).to_ascii_lowercase();
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert!(head.contains("vary: accept-encoding"));
+    // The whole stream, decoded by an independent decoder.
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut raw)).await;
+    let p = find(&raw, b"\r\n\r\n").unwrap();
+    let mut body = &raw[p + 4..];
+    let mut payload = Vec::new();
+    loop {
+        let e = find(body, b"\r\n").unwrap();
+        let size = usize::from_str_radix(std::str::from_utf8(&body[..e]).unwrap(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        payload.extend_from_slice(&body[e + 2..e + 2 + size]);
+        body = &body[e + 2 + size + 2..];
+    }
+    let text = gunzip_with_the_gzip_tool(&payload);
+    assert!(text.contains("chunk 2"));
+    assert!(text.ends_with("\"metadata\":null}\n\n"));
+}
+
+#[tokio::test]
+async fn full_bodies_are_compressed_above_the_threshold_only() {
+    let mut cfg = config();
+    cfg.compress_threshold = 50;
+    let server = start_echo_with(cfg);
+    let c = client();
+    let res = c
+        .get(server.url("/health"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["content-encoding"], "gzip");
+    let raw = res.bytes().await.unwrap();
+    let text = gunzip_with_the_gzip_tool(&raw);
+    assert!(text.contains("\"status\":\"healthy\""));
+    let res = c
+        .get(server.url("/health/live"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !res.headers().contains_key("content-encoding"),
+        "15 bytes stay plain"
+    );
+    let res = c
+        .get(server.url("/health"))
+        .header("accept-encoding", "deflate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["content-encoding"], "deflate");
+    let res = c
+        .get(server.url("/health"))
+        .header("accept-encoding", "identity")
+        .send()
+        .await
+        .unwrap();
+    assert!(!res.headers().contains_key("content-encoding"));
+}

@@ -4,5 +4,6 @@
 //! Each gate is a plain function or a shared value built once at start; none may block
 //! a worker or allocate on the happy path.
 
+pub mod compress;
 pub mod cors;
 pub mod security;

@@ -20,6 +20,7 @@ use tokio::task::AbortHandle;
 
 use super::activity::ConnActivity;
 use super::error::HttpError;
+use crate::edge::compress::{compress_all, Compressor, Encoding};
 use crate::obs::stats::Stats;
 use crate::protocol::queue::{EventSource, Next};
 use crate::protocol::request::BODY_PADDING;
@@ -91,6 +92,8 @@ impl RequestDone {
 pub struct ResponseBody {
     kind: Kind,
     on_complete: Option<RequestDone>,
+    /// Streaming compression of whatever `kind` yields (SSE).
+    compressor: Option<Compressor>,
 }
 
 enum Kind {
@@ -159,6 +162,7 @@ impl ResponseBody {
         ResponseBody {
             kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
             on_complete: None,
+            compressor: None,
         }
     }
 
@@ -170,6 +174,22 @@ impl ResponseBody {
         ResponseBody {
             kind: Kind::Sse(body),
             on_complete: None,
+            compressor: None,
+        }
+    }
+
+    /// Compresses the body with `enc` (and says so in the response's headers).
+    pub fn compress(&mut self, enc: Encoding, level: u32, threshold: usize) -> bool {
+        match &mut self.kind {
+            Kind::Full(Some(b)) if b.len() >= threshold => {
+                *b = compress_all(enc, b, level);
+                true
+            }
+            Kind::Full(_) => false,
+            Kind::Sse(_) => {
+                self.compressor = Some(Compressor::new(enc, level));
+                true
+            }
         }
     }
 
@@ -201,16 +221,28 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         let out = match &mut this.kind {
-            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Sse(s) => s.poll(cx).map(|o| o.map(|r| r.map(Frame::data))),
+            Kind::Full(b) => Poll::Ready(b.take().map(Ok)),
+            Kind::Sse(s) => s.poll(cx),
+        };
+        let out = match (out, &mut this.compressor) {
+            (Poll::Ready(Some(Ok(data))), Some(c)) => Poll::Ready(Some(Ok(c.write(&data)))),
+            (Poll::Ready(None), Some(c)) => {
+                let tail = c.finish();
+                this.compressor = None;
+                Poll::Ready(Some(Ok(tail)))
+            }
+            (other, _) => other,
         };
         if let Poll::Ready(None) = out {
             this.finish();
         }
-        out
+        out.map(|o| o.map(|r| r.map(Frame::data)))
     }
 
     fn is_end_stream(&self) -> bool {
+        if self.compressor.is_some() {
+            return false;
+        }
         match &self.kind {
             Kind::Full(b) => b.is_none(),
             // Saying so as soon as the last event is taken lets hyper write the final

@@ -16,6 +16,7 @@ use std::time::Instant;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::edge::compress;
 use crate::edge::cors::Cors;
 use crate::edge::security;
 use crate::http::activity::ConnActivity;
@@ -23,6 +24,8 @@ use crate::http::body::RequestDone;
 use crate::http::headers::{self, X_REQUEST_ID, X_RESPONSE_TIME};
 use crate::http::{route, HttpError, Reply, ResponseBody, Route, RouteMatch};
 use crate::server::App;
+
+static ACCEPT_ENCODING: HeaderValue = HeaderValue::from_static("Accept-Encoding");
 
 /// Handles one request.
 pub async fn handle(
@@ -52,6 +55,10 @@ pub async fn handle(
     } else {
         None
     };
+    let encoding = match header_map.get(http::header::ACCEPT_ENCODING) {
+        Some(v) if app.config.compression => compress::negotiate(v.as_bytes()),
+        _ => None,
+    };
     if Cors::is_preflight(req.method(), &header_map) {
         let requested = header_map
             .get(http::header::ACCESS_CONTROL_REQUEST_HEADERS)
@@ -76,6 +83,17 @@ pub async fn handle(
     header_map.clear();
     let mut res = reply.into_response(header_map);
     app.cors.apply(origin, res.headers_mut());
+    if let Some(enc) = encoding {
+        let c = &app.config;
+        if res
+            .body_mut()
+            .compress(enc, c.compression_level, c.compress_threshold as usize)
+        {
+            let h = res.headers_mut();
+            h.insert(http::header::CONTENT_ENCODING, enc.header_value());
+            h.append(http::header::VARY, ACCEPT_ENCODING.clone());
+        }
+    }
     Ok(finish(res, &app, request_id, start, done, log))
 }
 

@@ -171,15 +171,20 @@ def _replay_client(status: int, headers: httpx.Headers, chunks: list[bytes]) -> 
     return httpx.Client(transport=httpx.MockTransport(handler))
 
 
-def do_request(client: httpx.Client, method: str, url: str, body: Optional[bytes] = None
-               ) -> tuple[Response, list[str], list[tuple[str, str]]]:
-    """One live request read raw; its exact chunks are then replayed through httpx
-    iter_lines() and httpx-sse's connect_sse()/iter_sse()."""
-    headers = {"accept": "text/event-stream"}
+def do_request(client: httpx.Client, method: str, url: str, body: Optional[bytes] = None,
+               encoding: str = "identity") -> tuple[Response, list[str], list[tuple[str, str]]]:
+    """One live request; its exact chunks (raw for `identity`, else as httpx decodes
+    them) are then replayed through httpx iter_lines() and httpx-sse's
+    connect_sse()/iter_sse()."""
+    headers = {"accept": "text/event-stream", "accept-encoding": encoding}
     if body is not None:
         headers["content-type"] = "application/json"
     with client.stream(method, url, content=body, headers=headers) as r:
-        chunks = list(r.iter_raw())
+        if encoding != "identity" and r.status_code == 200:
+            got = r.headers.get("content-encoding")
+            if got != encoding:
+                raise AssertionError(f"asked for {encoding}, got content-encoding {got!r}")
+        chunks = list(r.iter_raw()) if encoding == "identity" else list(r.iter_bytes())
         resp = Response(r.status_code, r.headers, b"".join(chunks))
     naive: list[str] = []
     sse_events: list[tuple[str, str]] = []
@@ -342,18 +347,19 @@ def main() -> int:
     base = sys.argv[1].rstrip("/")
     cases: list[tuple[str, Callable[[httpx.Client, Ctx], int]]] = []
 
-    def post_case(name: str, route: str, prompt: str, with_session: bool, processor_id: str = PROCESSOR_ID):
+    def post_case(name: str, route: str, prompt: str, with_session: bool, processor_id: str = PROCESSOR_ID,
+                  encoding: str = "identity"):
         def run(client: httpx.Client, ctx: Ctx) -> int:
             body = official_request_body(prompt, processor_id) if with_session else sessionless_body(prompt)
-            resp, naive, sse = do_request(client, "POST", base + route, body)
+            resp, naive, sse = do_request(client, "POST", base + route, body, encoding)
             src = processor_id if with_session else DEFAULT_SOURCE
             return check_stream_response(ctx, resp, naive, sse, True, src, prompt)
         cases.append((name, run))
 
-    def get_case(name: str, prompt: str):
+    def get_case(name: str, prompt: str, encoding: str = "identity"):
         def run(client: httpx.Client, ctx: Ctx) -> int:
             url = base + "/stream?" + urllib.parse.urlencode({"prompt": prompt})
-            resp, naive, sse = do_request(client, "GET", url)
+            resp, naive, sse = do_request(client, "GET", url, None, encoding)
             return check_stream_response(ctx, resp, naive, sse, False, DEFAULT_SOURCE, prompt)
         cases.append((name, run))
 
@@ -382,6 +388,10 @@ def main() -> int:
     get_case("GET /stream emoji", emoji)
     get_case("GET /stream U+2028/U+2029/U+0085", special)
     get_case("GET /stream 10000-char prompt", "c" * 10000)
+    # Compressed streams, decoded by httpx as real clients do.
+    for enc in ("gzip", "deflate"):
+        post_case(f"POST /assist {enc}", "/assist", special, True, encoding=enc)
+        get_case(f"GET /stream {enc}", emoji, encoding=enc)
 
     passed = failed = 0
     with httpx.Client(timeout=TIMEOUT) as client:

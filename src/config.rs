@@ -159,6 +159,32 @@ pub struct Config {
     #[arg(long, env = "COMPRESSION_LEVEL", value_name = "COMPRESSION_LEVEL", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=9))]
     pub compression_level: u32,
 
+    /// Worker scheduling delay that sheds load with 503 (the guide's maxEventLoopDelay; 0 = off).
+    #[arg(long, env = "MAX_EVENT_LOOP_DELAY", value_name = "MAX_EVENT_LOOP_DELAY", default_value_t = 1_000, value_parser = ms_range(0, 3_600_000))]
+    pub max_event_loop_delay: u64,
+
+    /// Resident memory that sheds load, in bytes (the guide's maxRssBytes; 0 = off).
+    #[arg(
+        long,
+        env = "MAX_RSS_BYTES",
+        value_name = "MAX_RSS_BYTES",
+        default_value_t = 1_073_741_824
+    )]
+    pub max_rss_bytes: u64,
+
+    /// Requests in flight (whole process) that shed load (0 = off).
+    #[arg(
+        long,
+        env = "MAX_IN_FLIGHT",
+        value_name = "MAX_IN_FLIGHT",
+        default_value_t = 0
+    )]
+    pub max_in_flight: u64,
+
+    /// `Retry-After` seconds on a shed request (the guide's retryAfter).
+    #[arg(long, env = "SHED_RETRY_AFTER", value_name = "SHED_RETRY_AFTER", default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=86_400))]
+    pub shed_retry_after: u64,
+
     /// Take the client's address from `X-Forwarded-For` (only behind a trusted proxy).
     #[arg(long, env = "TRUST_PROXY", value_name = "TRUST_PROXY", default_value_t = false, action = clap::ArgAction::Set)]
     pub trust_proxy: bool,

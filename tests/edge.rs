@@ -267,3 +267,72 @@ async fn full_bodies_are_compressed_above_the_threshold_only() {
         .unwrap();
     assert!(!res.headers().contains_key("content-encoding"));
 }
+
+#[tokio::test]
+async fn overload_is_shed_but_liveness_answers() {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use std::time::Duration;
+    let mut cfg = config();
+    cfg.max_in_flight = 1;
+    let agent = Arc::new(SlowStreamAgent::new(3, Duration::from_millis(200)));
+    let server = start(cfg, agent.clone());
+    let c = client();
+    let first = tokio::spawn({
+        let c = c.clone();
+        let url = server.url("/agent");
+        async move {
+            let res = c
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body("x"))
+                .send()
+                .await
+                .unwrap();
+            events(res).await
+        }
+    });
+    assert!(
+        eventually(Duration::from_secs(5), || agent
+            .started
+            .load(Ordering::SeqCst)
+            == 1)
+        .await
+    );
+    let res = post_json(&server, "/agent", body("y")).await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "50");
+    let j: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(j["code"], "under_pressure");
+    assert_eq!(
+        c.get(server.url("/health/live"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let ready = c.get(server.url("/health/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.text().await.unwrap().contains("requests in flight"));
+    assert_well_formed(&first.await.unwrap());
+    // Pressure gone: served again.
+    assert_eq!(post_json(&server, "/agent", body("z")).await.status(), 200);
+
+    let mut cfg = config();
+    cfg.max_rss_bytes = 1;
+    let server = start_echo_with(cfg);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        c.get(server.url("/health")).send().await.unwrap().status(),
+        503
+    );
+    assert_eq!(
+        c.get(server.url("/health/live"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}

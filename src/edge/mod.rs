@@ -5,5 +5,8 @@
 //! a worker or allocate on the happy path.
 
 pub mod compress;
+pub mod rate;
+pub mod rate_redis;
 pub mod cors;
 pub mod security;
+pub mod shed;

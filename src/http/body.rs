@@ -21,7 +21,6 @@ use tokio::task::AbortHandle;
 use super::activity::ConnActivity;
 use super::error::HttpError;
 use crate::edge::compress::{compress_all, Compressor, Encoding};
-use crate::obs::stats::Stats;
 use crate::protocol::queue::{EventSource, Next};
 use crate::protocol::request::BODY_PADDING;
 
@@ -76,14 +75,18 @@ where
 /// time goes into the worker's figures and the connection may go idle.
 pub struct RequestDone {
     pub activity: Arc<ConnActivity>,
-    pub stats: Arc<Stats>,
+    pub app: Arc<crate::server::App>,
     pub worker: usize,
     pub start: Instant,
 }
 
 impl RequestDone {
     fn complete(self) {
-        self.stats.worker(self.worker).record(self.start.elapsed());
+        self.app
+            .stats
+            .worker(self.worker)
+            .record(self.start.elapsed());
+        self.app.shedder.end();
         self.activity.end_request();
     }
 }

@@ -40,6 +40,8 @@ pub enum HttpError {
     BodyRead,
     #[error("Server is shutting down")]
     ShuttingDown,
+    #[error("Under pressure!")]
+    UnderPressure { retry_after: u64 },
 }
 
 impl HttpError {
@@ -54,7 +56,9 @@ impl HttpError {
             }
             HttpError::BodyRead => StatusCode::BAD_REQUEST,
             HttpError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            HttpError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::ShuttingDown | HttpError::UnderPressure { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -71,12 +75,13 @@ impl HttpError {
             HttpError::BodyTimeout => "body_timeout",
             HttpError::BodyRead => "body_read_failed",
             HttpError::ShuttingDown => "shutting_down",
+            HttpError::UnderPressure { .. } => "under_pressure",
         }
     }
 
     pub fn fault(&self) -> Fault {
         match self {
-            HttpError::ShuttingDown => Fault::Server,
+            HttpError::ShuttingDown | HttpError::UnderPressure { .. } => Fault::Server,
             _ => Fault::Client,
         }
     }
@@ -132,6 +137,9 @@ impl HttpError {
             }
             HttpError::ShuttingDown => {
                 reply.with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+            }
+            HttpError::UnderPressure { retry_after } => {
+                reply.with_header(header::RETRY_AFTER, HeaderValue::from(retry_after))
             }
             e if e.closes_connection() => {
                 reply.with_header(header::CONNECTION, HeaderValue::from_static("close"))

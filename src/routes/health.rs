@@ -29,11 +29,12 @@ pub fn live() -> Reply {
 
 pub fn ready(app: &App) -> Reply {
     let reason = match *app.phase.borrow() {
-        Phase::Running => match app.agent.readiness() {
-            Ok(()) => {
+        Phase::Running => match (app.shedder.any_pressure(), app.agent.readiness()) {
+            (Some(p), _) => p.as_str(),
+            (None, Err(reason)) => reason,
+            (None, Ok(())) => {
                 return Reply::json(StatusCode::OK, Bytes::from_static(br#"{"status":"ready"}"#))
             }
-            Err(reason) => reason,
         },
         _ => "shutting down",
     };

@@ -37,9 +37,12 @@ pub async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
     activity.begin_request();
+    // Measured before this request counts itself in flight.
+    let pressure = app.shedder.pressure(worker);
+    app.shedder.begin();
     let done = RequestDone {
         activity,
-        stats: app.stats.clone(),
+        app: app.clone(),
         worker,
         start,
     };
@@ -70,7 +73,18 @@ pub async fn handle(
         return Ok(finish(res, &app, request_id, start, done, log));
     }
     let result = match route(req.method(), req.uri().path()) {
-        RouteMatch::Found(r) => dispatch(r, req, &header_map, &app, &request_id).await,
+        RouteMatch::Found(r) => match pressure {
+            Some(p) if !matches!(r, Route::HealthLive | Route::HealthReady) => {
+                app.shedder
+                    .shed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(request_id = ?request_id, reason = p.as_str(), "request shed");
+                Err(HttpError::UnderPressure {
+                    retry_after: app.config.shed_retry_after,
+                })
+            }
+            _ => dispatch(r, req, &header_map, &app, &request_id).await,
+        },
         RouteMatch::MethodNotAllowed(allow) => Err(HttpError::MethodNotAllowed { allow }),
         RouteMatch::NotFound => Err(HttpError::NotFound),
     };

@@ -32,6 +32,7 @@ pub struct App {
     /// `AGENT_ID`, shared by every synthesized session.
     pub agent_id: Arc<str>,
     pub cors: crate::edge::cors::Cors,
+    pub shedder: crate::edge::shed::Shedder,
 }
 
 pub(crate) enum Msg {
@@ -77,6 +78,14 @@ impl Server {
             request_logging: config.request_logging(),
             agent_id: Arc::from(config.agent_id.as_str()),
             cors: crate::edge::cors::Cors::new(&config.cors_origins),
+            shedder: crate::edge::shed::Shedder::new(
+                crate::edge::shed::ShedConfig {
+                    max_delay: Duration::from_millis(config.max_event_loop_delay),
+                    max_rss: config.max_rss_bytes,
+                    max_in_flight: config.max_in_flight,
+                },
+                workers,
+            ),
             config,
             agent,
             stats: Arc::new(Stats::new(workers)),

@@ -77,6 +77,10 @@ async fn serve(id: usize, listener: std::net::TcpListener, app: Arc<App>, crash:
         }
     };
     let builder = Arc::new(conn::builder(&app));
+    let sampler = {
+        let app = app.clone();
+        tokio::spawn(async move { app.shedder.sample(id).await })
+    };
     let tracker = TaskTracker::new();
     let workers = app.config.worker_count() as u64;
     let per_worker = app.config.max_connections.div_ceil(workers).max(1) as usize;
@@ -116,6 +120,7 @@ async fn serve(id: usize, listener: std::net::TcpListener, app: Arc<App>, crash:
         }
     }
     drop(listener);
+    sampler.abort();
     tracker.close();
     let mut phase = app.phase.clone();
     tokio::select! {

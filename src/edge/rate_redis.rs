@@ -1,0 +1,358 @@
+//! The Redis backend of the rate limiter: one fixed-window counter per client IP in
+//! Redis, shared by every agentd instance pointing at the same server.
+//!
+//! Each request runs [`SCRIPT`] once (EVALSHA, loading the script on `NOSCRIPT`): it
+//! increments `<prefix><ip>`, starts the window's expiry on the first hit, and returns
+//! the count and the milliseconds left, atomically.
+//!
+//! Connections: each worker thread runs its own current-thread runtime, and a redis
+//! `ConnectionManager` drives its connection with tasks on the runtime that created it,
+//! so every worker thread keeps its own manager (in a thread-local, keyed by the
+//! limiter), created lazily by the first `check` on that thread, and replaced if the
+//! thread's runtime changes. One manager is never shared across runtimes.
+//!
+//! Failures: every round trip, connecting included, is bounded by `redis_timeout`. A
+//! failed or timed-out round trip drops that worker's connection and starts a
+//! [`COOL_DOWN`] during which the worker's requests are decided by the failure policy
+//! without trying Redis, so an outage costs one bounded wait per worker per cool-down,
+//! not one per request. After the cool-down the next request connects afresh: when
+//! Redis is back, limiting resumes by itself.
+//!
+//! What it must never do: return an error or wait past `redis_timeout`, hold a borrow of
+//! the thread-local across an await, share a connection between runtimes, or log the
+//! URL (it may carry a password).
+
+use std::cell::RefCell;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use super::rate::{Decision, FailurePolicy, RateLimitConfig, RateStats};
+
+/// After a failed Redis round trip, how long a worker decides by the failure policy
+/// without trying Redis again.
+pub const COOL_DOWN: Duration = Duration::from_secs(1);
+
+/// The one script: `KEYS[1]` the client's key, `ARGV[1]` the window in ms. Returns
+/// `{count, ms left}`. A key found without an expiry (written by something else) is
+/// given one, so a client can never be locked out for good.
+pub const SCRIPT: &str = r"
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {count, ttl}
+";
+
+/// Tells limiters apart in the per-thread connection table.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+pub(crate) struct RedisLimiter {
+    id: u64,
+    /// Lives as long as the limiter: the thread-local entries hold a `Weak` to it and
+    /// are pruned once it is gone.
+    alive: Arc<()>,
+    client: redis::Client,
+    script: redis::Script,
+    max: u64,
+    window: Duration,
+    window_ms: u64,
+    policy: FailurePolicy,
+    timeout: Duration,
+    prefix: String,
+}
+
+/// One worker thread's connection to one limiter's Redis.
+struct Slot {
+    id: u64,
+    owner: Weak<()>,
+    /// The runtime `conn` belongs to: a thread that replaced its runtime (the old one
+    /// and its connection tasks are gone) starts afresh.
+    runtime: tokio::runtime::Id,
+    conn: Option<ConnectionManager>,
+    /// Counts the connections made, so a late failure of an old one cannot end a newer.
+    generation: u64,
+    /// No Redis round trip before this instant (the cool-down after a failure).
+    retry_at: Option<Instant>,
+}
+
+thread_local! {
+    static SLOTS: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
+}
+
+impl RedisLimiter {
+    /// Parses the URL; no I/O.
+    pub(crate) fn new(url: &str, cfg: &RateLimitConfig) -> Result<Self, String> {
+        let client = redis::Client::open(url)
+            .map_err(|e| format!("rate limit: bad Redis URL: {}", e.category()))?;
+        let window_ms = u64::try_from(cfg.window.as_millis())
+            .map_err(|_| "rate limit: the window is too long".to_owned())?;
+        Ok(RedisLimiter {
+            id: NEXT_ID.fetch_add(1, Relaxed),
+            alive: Arc::new(()),
+            client,
+            script: redis::Script::new(SCRIPT),
+            max: cfg.max,
+            window: cfg.window,
+            window_ms,
+            policy: cfg.redis_failure,
+            timeout: cfg.redis_timeout,
+            prefix: cfg.redis_prefix.clone(),
+        })
+    }
+
+    /// This thread's connection, made if needed; `None` during a cool-down.
+    fn connection(&self, now: Instant) -> Result<Option<(ConnectionManager, u64)>, String> {
+        let runtime = tokio::runtime::Handle::current().id();
+        SLOTS.with(|slots| {
+            let mut slots = slots.borrow_mut();
+            let i = match slots.iter().position(|s| s.id == self.id) {
+                Some(i) => i,
+                None => {
+                    // Limiters gone since take their connections with them.
+                    slots.retain(|s| s.owner.strong_count() > 0);
+                    slots.push(Slot {
+                        id: self.id,
+                        owner: Arc::downgrade(&self.alive),
+                        runtime,
+                        conn: None,
+                        generation: 0,
+                        retry_at: None,
+                    });
+                    slots.len() - 1
+                }
+            };
+            let slot = &mut slots[i];
+            if slot.runtime != runtime {
+                slot.runtime = runtime;
+                slot.conn = None;
+                slot.retry_at = None;
+            }
+            if let Some(conn) = &slot.conn {
+                return Ok(Some((conn.clone(), slot.generation)));
+            }
+            if slot.retry_at.is_some_and(|t| now < t) {
+                return Ok(None);
+            }
+            slot.retry_at = None;
+            // Lazy: connects on first use, on this thread's runtime, within the
+            // timeout. No retries inside: the cool-down paces the attempts.
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(self.timeout))
+                .set_response_timeout(Some(self.timeout))
+                .set_number_of_retries(0);
+            let conn = match ConnectionManager::new_lazy_with_config(self.client.clone(), config) {
+                Ok(conn) => conn,
+                Err(e) => {
+                    slot.retry_at = Some(now + COOL_DOWN);
+                    return Err(e.to_string());
+                }
+            };
+            slot.generation += 1;
+            slot.conn = Some(conn.clone());
+            Ok(Some((conn, slot.generation)))
+        })
+    }
+
+    /// Drops this thread's connection (if it is still `generation`) and starts the
+    /// cool-down.
+    fn failed(&self, generation: u64) {
+        SLOTS.with(|slots| {
+            let mut slots = slots.borrow_mut();
+            if let Some(slot) = slots.iter_mut().find(|s| s.id == self.id) {
+                if slot.generation == generation && slot.conn.is_some() {
+                    slot.conn = None;
+                    slot.retry_at = Some(Instant::now() + COOL_DOWN);
+                }
+            }
+        });
+    }
+
+    /// Counts one request from `ip` in Redis; on any trouble, the failure policy.
+    pub(crate) async fn check(&self, ip: IpAddr, stats: &RateStats) -> Decision {
+        let (mut conn, generation) = match self.connection(Instant::now()) {
+            Ok(Some(c)) => c,
+            Ok(None) => return self.fail(stats),
+            Err(_) => {
+                stats.redis_errors.fetch_add(1, Relaxed);
+                return self.fail(stats);
+            }
+        };
+        let key = format!("{}{}", self.prefix, ip);
+        let mut call = self.script.prepare_invoke();
+        call.key(key).arg(self.window_ms);
+        let reply = tokio::time::timeout(self.timeout, call.invoke_async::<(u64, i64)>(&mut conn));
+        match reply.await {
+            Ok(Ok((count, ttl_ms))) => {
+                let reset = Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0));
+                Decision::counted(self.max, count, reset.min(self.window))
+            }
+            Ok(Err(_)) | Err(_) => {
+                stats.redis_errors.fetch_add(1, Relaxed);
+                self.failed(generation);
+                self.fail(stats)
+            }
+        }
+    }
+
+    /// The failure policy's decision. The headers report the full allowance (open) or
+    /// none (closed), and a reset at the end of the cool-down.
+    fn fail(&self, stats: &RateStats) -> Decision {
+        let allowed = match self.policy {
+            FailurePolicy::Open => {
+                stats.redis_failed_open.fetch_add(1, Relaxed);
+                true
+            }
+            FailurePolicy::Closed => {
+                stats.redis_failed_closed.fetch_add(1, Relaxed);
+                false
+            }
+        };
+        Decision {
+            allowed,
+            limit: self.max,
+            remaining: if allowed { self.max } else { 0 },
+            reset_after: COOL_DOWN,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::edge::rate::{RateLimiter, RateStats};
+    use std::net::{Ipv4Addr, TcpListener};
+    use std::sync::atomic::AtomicUsize;
+
+    const IP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    const TIMEOUT: Duration = Duration::from_millis(100);
+    /// Scheduling slack on a loaded machine.
+    const MARGIN: Duration = Duration::from_millis(400);
+
+    fn limiter(url: String, policy: FailurePolicy) -> RateLimiter {
+        let mut cfg = RateLimitConfig::new(10, Duration::from_secs(60));
+        cfg.redis_url = Some(url);
+        cfg.redis_failure = policy;
+        cfg.redis_timeout = TIMEOUT;
+        RateLimiter::new(cfg).unwrap()
+    }
+
+    fn counts(s: &RateStats) -> [u64; 4] {
+        [
+            s.rejected.load(Relaxed),
+            s.redis_errors.load(Relaxed),
+            s.redis_failed_open.load(Relaxed),
+            s.redis_failed_closed.load(Relaxed),
+        ]
+    }
+
+    /// A port nothing listens on: connections are refused at once.
+    fn refused_url() -> String {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        format!("redis://127.0.0.1:{port}/")
+    }
+
+    /// A server that accepts connections and never answers; counts them.
+    fn black_hole() -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("redis://{}/", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for s in listener.incoming().flatten() {
+                count.fetch_add(1, Relaxed);
+                held.push(s);
+            }
+        });
+        (url, accepted)
+    }
+
+    #[test]
+    fn the_script_counts_once_and_expires() {
+        assert_eq!(SCRIPT.matches("INCR").count(), 1);
+        assert!(SCRIPT.contains("PEXPIRE") && SCRIPT.contains("PTTL"));
+    }
+
+    #[tokio::test]
+    async fn unreachable_redis_fails_open_then_cools_down() {
+        let l = limiter(refused_url(), FailurePolicy::Open);
+        let t = Instant::now();
+        let d = l.check(IP).await;
+        assert!(d.allowed);
+        assert_eq!((d.limit, d.remaining, d.reset_after), (10, 10, COOL_DOWN));
+        // During the cool-down Redis is not tried again.
+        for _ in 0..50 {
+            assert!(l.check(IP).await.allowed);
+        }
+        assert!(t.elapsed() < TIMEOUT + MARGIN, "{:?}", t.elapsed());
+        assert_eq!(counts(l.stats()), [0, 1, 51, 0]);
+    }
+
+    #[tokio::test]
+    async fn silent_redis_times_out_and_fails_closed() {
+        let (url, accepted) = black_hole();
+        let l = limiter(url, FailurePolicy::Closed);
+        let t = Instant::now();
+        let d = l.check(IP).await;
+        let waited = t.elapsed();
+        assert!(!d.allowed && d.remaining == 0);
+        assert!(waited >= TIMEOUT - Duration::from_millis(5), "{waited:?}");
+        assert!(waited < TIMEOUT + MARGIN, "{waited:?}");
+        let t = Instant::now();
+        assert!(!l.check(IP).await.allowed);
+        assert!(
+            t.elapsed() < Duration::from_millis(50),
+            "cool-down: no wait"
+        );
+        assert_eq!(counts(l.stats()), [2, 1, 0, 2]);
+        assert_eq!(accepted.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn a_new_runtime_on_the_thread_gets_a_new_connection() {
+        let (url, accepted) = black_hole();
+        let l = limiter(url, FailurePolicy::Open);
+        for round in 1..=2 {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                l.check(IP).await;
+                l.check(IP).await;
+            });
+            // Within each runtime the second check is in the cool-down; the second
+            // runtime does not inherit the first one's connection or cool-down.
+            assert_eq!(accepted.load(Relaxed), round);
+        }
+        assert_eq!(counts(l.stats())[1], 2);
+    }
+
+    #[test]
+    fn dropped_limiters_leave_the_thread_table() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let url = refused_url();
+        rt.block_on(async {
+            for _ in 0..20 {
+                limiter(url.clone(), FailurePolicy::Open).check(IP).await;
+            }
+        });
+        assert!(SLOTS.with(|s| s.borrow().len()) <= 1);
+    }
+}

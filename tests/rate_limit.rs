@@ -1,0 +1,358 @@
+//! The rate limiter driven directly (no server): against real `redis-server` processes
+//! started on free ports, as agentd instances on separate OS threads each with its own
+//! current-thread runtime (as workers run), and through Redis outages.
+//!
+//! Needs `redis-server` on the PATH (`apt-get install -y redis-server`).
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use agentd::edge::rate::{FailurePolicy, RateLimitConfig, RateLimiter, RateStats};
+use agentd::edge::rate_redis::COOL_DOWN;
+
+const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7));
+const OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 8));
+/// Scheduling slack on a loaded machine, on top of the Redis timeout.
+const MARGIN: Duration = Duration::from_millis(400);
+
+/// A `redis-server` child process, killed (by its PID) when dropped.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Redis {
+    /// Starts one on a free port.
+    fn start() -> Redis {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            match Redis::start_on(port) {
+                Ok(r) => return r,
+                Err(e) => last = e,
+            }
+        }
+        panic!("could not start redis-server: {last}");
+    }
+
+    /// Starts one on `port`, waiting until it answers PING.
+    fn start_on(port: u16) -> Result<Redis, String> {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run redis-server ({e}); these tests need it: \
+                     apt-get install -y redis-server"
+                )
+            });
+        let mut redis = Redis {
+            child: Some(child),
+            port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if ping(port) {
+                return Ok(redis);
+            }
+            if let Ok(Some(status)) = redis.child.as_mut().unwrap().try_wait() {
+                redis.child = None;
+                return Err(format!("redis-server on port {port} exited: {status}"));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("redis-server on port {port} never answered"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's PID.
+        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether a Redis answers PING on `port` within a short wait.
+fn ping(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 7];
+    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+fn config(redis: Option<&Redis>, max: u64, policy: FailurePolicy) -> RateLimitConfig {
+    let mut cfg = RateLimitConfig::new(max, Duration::from_secs(60));
+    cfg.redis_url = redis.map(Redis::url);
+    cfg.redis_failure = policy;
+    cfg.redis_timeout = Duration::from_millis(200);
+    cfg
+}
+
+/// Runs `f` on a new OS thread with its own current-thread runtime, like a worker.
+fn on_worker<T: Send + 'static>(
+    f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f())
+    })
+}
+
+fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn stat(s: &RateStats) -> [u64; 4] {
+    [
+        s.rejected.load(Relaxed),
+        s.redis_errors.load(Relaxed),
+        s.redis_failed_open.load(Relaxed),
+        s.redis_failed_closed.load(Relaxed),
+    ]
+}
+
+/// Checks `CLIENT` until a decision comes from Redis rather than from the failure
+/// policy (a fresh Redis counts from 1: `remaining < max`); returns how long it took.
+async fn until_redis_answers(limiter: &RateLimiter, max: u64) -> Duration {
+    let start = Instant::now();
+    loop {
+        let d = limiter.check(CLIENT).await;
+        if d.allowed && d.remaining < max {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < COOL_DOWN * 3,
+            "limiting did not resume: {d:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[test]
+fn two_instances_share_one_limit_through_redis() {
+    let redis = Redis::start();
+    const MAX: u64 = 10;
+    // Two agentd instances, each with two workers: four OS threads, four runtimes.
+    let instances: Vec<Arc<RateLimiter>> = (0..2)
+        .map(|_| {
+            Arc::new(RateLimiter::new(config(Some(&redis), MAX, FailurePolicy::Closed)).unwrap())
+        })
+        .collect();
+    let start = Arc::new(Barrier::new(4));
+    let workers: Vec<_> = (0..4)
+        .map(|i| {
+            let limiter = instances[i % 2].clone();
+            let start = start.clone();
+            on_worker(move || {
+                Box::pin(async move {
+                    start.wait();
+                    let mut allowed = 0;
+                    for _ in 0..8 {
+                        let d = limiter.check(CLIENT).await;
+                        assert_eq!(d.limit, MAX);
+                        assert!(d.reset_after <= Duration::from_secs(60));
+                        assert!(d.reset_after > Duration::from_secs(50), "{d:?}");
+                        allowed += u64::from(d.allowed);
+                    }
+                    allowed
+                })
+            })
+        })
+        .collect();
+    let allowed: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert_eq!(allowed, MAX, "one limit across both instances");
+    let stats: Vec<[u64; 4]> = instances.iter().map(|l| stat(l.stats())).collect();
+    assert_eq!(stats[0][0] + stats[1][0], 32 - MAX, "rejections counted");
+    assert!(stats.iter().all(|s| s[1..] == [0, 0, 0]), "{stats:?}");
+
+    // Another client has its own window, and the count is shared from either side.
+    let rt = current_thread_runtime();
+    rt.block_on(async {
+        let d = instances[0].check(OTHER).await;
+        assert!(d.allowed && d.remaining == MAX - 1, "{d:?}");
+        let d = instances[1].check(OTHER).await;
+        assert!(d.allowed && d.remaining == MAX - 2, "{d:?}");
+    });
+}
+
+#[test]
+fn redis_window_rolls_over() {
+    let redis = Redis::start();
+    let mut cfg = config(Some(&redis), 2, FailurePolicy::Closed);
+    cfg.window = Duration::from_millis(300);
+    let limiter = RateLimiter::new(cfg).unwrap();
+    current_thread_runtime().block_on(async {
+        assert!(limiter.check(CLIENT).await.allowed);
+        assert!(limiter.check(CLIENT).await.allowed);
+        let d = limiter.check(CLIENT).await;
+        assert!(!d.allowed && d.remaining == 0);
+        assert!(d.reset_after <= Duration::from_millis(300));
+        // Wait out the window (as a client told `retry-after` would).
+        tokio::time::sleep(d.reset_after + Duration::from_millis(20)).await;
+        let d = limiter.check(CLIENT).await;
+        assert!(d.allowed && d.remaining == 1, "{d:?}");
+    });
+    assert_eq!(stat(limiter.stats()), [1, 0, 0, 0]);
+}
+
+/// Redis killed: every check returns within the timeout (most without trying, during
+/// the cool-down), decided by the policy and counted; restarted on the same port:
+/// limiting resumes by itself.
+fn outage(policy: FailurePolicy) {
+    const MAX: u64 = 5;
+    let mut redis = Redis::start();
+    let port = redis.port;
+    let cfg = config(Some(&redis), MAX, policy);
+    let timeout = cfg.redis_timeout;
+    let limiter = RateLimiter::new(cfg).unwrap();
+    current_thread_runtime().block_on(async {
+        let d = limiter.check(CLIENT).await;
+        assert!(d.allowed && d.remaining == MAX - 1, "{d:?}");
+
+        redis.kill();
+        let outage = Instant::now();
+        for _ in 0..20 {
+            let t = Instant::now();
+            let d = limiter.check(CLIENT).await;
+            assert!(
+                t.elapsed() < timeout + MARGIN,
+                "check took {:?}",
+                t.elapsed()
+            );
+            assert_eq!(d.allowed, policy == FailurePolicy::Open, "{d:?}");
+        }
+        assert!(outage.elapsed() < timeout + MARGIN, "no wait per request");
+        let [rejected, errors, open, closed] = stat(limiter.stats());
+        assert!(errors >= 1);
+        match policy {
+            FailurePolicy::Open => assert_eq!([rejected, open, closed], [0, 20, 0]),
+            FailurePolicy::Closed => assert_eq!([rejected, open, closed], [20, 0, 20]),
+        }
+
+        // Back on the same port (empty: nothing was persisted).
+        redis = Redis::start_on(port).expect("restart on the same port");
+        let took = until_redis_answers(&limiter, MAX).await;
+        assert!(took <= COOL_DOWN + MARGIN, "resumed after {took:?}");
+        // That answer was the fresh window's first request; 4 more are allowed.
+        let mut allowed = 0;
+        for _ in 0..6 {
+            allowed += u64::from(limiter.check(CLIENT).await.allowed);
+        }
+        assert_eq!(allowed, MAX - 1, "limiting again");
+    });
+    drop(redis);
+}
+
+#[test]
+fn redis_outage_fails_open_and_recovers() {
+    outage(FailurePolicy::Open);
+}
+
+#[test]
+fn redis_outage_fails_closed_and_recovers() {
+    outage(FailurePolicy::Closed);
+}
+
+/// A Redis that stops answering (SIGSTOP: the kernel still accepts connections) costs
+/// at most the timeout, then the cool-down answers at once; it resumes after SIGCONT.
+#[test]
+fn stalled_redis_is_bounded_by_the_timeout() {
+    const MAX: u64 = 100;
+    let redis = Redis::start();
+    let cfg = config(Some(&redis), MAX, FailurePolicy::Closed);
+    let timeout = cfg.redis_timeout;
+    let limiter = RateLimiter::new(cfg).unwrap();
+    current_thread_runtime().block_on(async {
+        assert!(limiter.check(CLIENT).await.allowed);
+        redis.signal(libc::SIGSTOP);
+        let t = Instant::now();
+        let d = limiter.check(CLIENT).await;
+        let waited = t.elapsed();
+        assert!(!d.allowed);
+        assert!(waited >= timeout - Duration::from_millis(5), "{waited:?}");
+        assert!(waited < timeout + MARGIN, "{waited:?}");
+        let t = Instant::now();
+        for _ in 0..10 {
+            assert!(!limiter.check(CLIENT).await.allowed);
+        }
+        assert!(
+            t.elapsed() < Duration::from_millis(50),
+            "cool-down answers at once"
+        );
+        assert_eq!(stat(limiter.stats()), [11, 1, 0, 11]);
+
+        redis.signal(libc::SIGCONT);
+        let took = until_redis_answers(&limiter, MAX).await;
+        assert!(took <= COOL_DOWN + MARGIN, "resumed after {took:?}");
+    });
+}
+
+#[test]
+fn memory_limiter_is_one_limit_for_all_workers() {
+    const MAX: u64 = 50;
+    let limiter = Arc::new(RateLimiter::new(config(None, MAX, FailurePolicy::Open)).unwrap());
+    let start = Arc::new(Barrier::new(2));
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let limiter = limiter.clone();
+            let start = start.clone();
+            on_worker(move || {
+                Box::pin(async move {
+                    start.wait();
+                    let mut allowed = 0;
+                    for _ in 0..40 {
+                        allowed += u64::from(limiter.check(CLIENT).await.allowed);
+                    }
+                    allowed
+                })
+            })
+        })
+        .collect();
+    let allowed: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert_eq!(allowed, MAX);
+    assert_eq!(stat(limiter.stats()), [80 - MAX, 0, 0, 0]);
+}

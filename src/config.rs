@@ -185,6 +185,41 @@ pub struct Config {
     #[arg(long, env = "SHED_RETRY_AFTER", value_name = "SHED_RETRY_AFTER", default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub shed_retry_after: u64,
 
+    /// Requests allowed per client IP per window (unset or 0 = no limit; the guide
+    /// uses 1000).
+    #[arg(
+        long,
+        env = "RATE_LIMIT_MAX",
+        value_name = "RATE_LIMIT_MAX",
+        default_value_t = 0
+    )]
+    pub rate_limit_max: u64,
+
+    /// The rate limit's fixed window (the guide: 900000, 15 minutes).
+    #[arg(long, env = "RATE_LIMIT_WINDOW", value_name = "RATE_LIMIT_WINDOW", default_value_t = 900_000, value_parser = ms_range(1, 31_536_000_000))]
+    pub rate_limit_window: u64,
+
+    /// Most client IPs the in-memory limiter remembers at once (memory bound).
+    #[arg(long, env = "RATE_LIMIT_MAX_KEYS", value_name = "RATE_LIMIT_MAX_KEYS", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub rate_limit_max_keys: u64,
+
+    /// Redis shared by every instance for one global limit (redis://host:port/db).
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        value_name = "REDIS_URL",
+        hide_env_values = true
+    )]
+    pub redis_url: Option<String>,
+
+    /// When Redis is unreachable: `open` lets requests through, `closed` refuses them.
+    #[arg(long, env = "RATE_LIMIT_REDIS_FAILURE", value_name = "RATE_LIMIT_REDIS_FAILURE", value_enum, default_value_t = crate::edge::rate::FailurePolicy::Open)]
+    pub rate_limit_redis_failure: crate::edge::rate::FailurePolicy,
+
+    /// Longest wait for one Redis round trip.
+    #[arg(long, env = "RATE_LIMIT_REDIS_TIMEOUT", value_name = "RATE_LIMIT_REDIS_TIMEOUT", default_value_t = 100, value_parser = ms_range(1, 60_000))]
+    pub rate_limit_redis_timeout: u64,
+
     /// Take the client's address from `X-Forwarded-For` (only behind a trusted proxy).
     #[arg(long, env = "TRUST_PROXY", value_name = "TRUST_PROXY", default_value_t = false, action = clap::ArgAction::Set)]
     pub trust_proxy: bool,

@@ -336,3 +336,73 @@ async fn overload_is_shed_but_liveness_answers() {
         200
     );
 }
+
+#[tokio::test]
+async fn rate_limits_per_client_ip() {
+    let mut cfg = config();
+    cfg.rate_limit_max = 3;
+    cfg.rate_limit_window = 60_000;
+    cfg.trust_proxy = true;
+    let server = start_echo_with(cfg);
+    let c = client();
+    for remaining in ["2", "1", "0"] {
+        let res = post_json(&server, "/agent", body("x")).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.headers()["x-ratelimit-limit"], "3");
+        assert_eq!(res.headers()["x-ratelimit-remaining"], remaining);
+        let reset: u64 = res.headers()["x-ratelimit-reset"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&reset));
+    }
+    let res = c.get(server.url("/health")).send().await.unwrap();
+    assert_eq!(res.status(), 429);
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry));
+    let j: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(j["code"], "rate_limited");
+    assert_eq!(j["error"], "Rate limit exceeded");
+    assert_eq!(j["statusCode"], 429);
+    assert_eq!(j["message"], "Too many requests from 127.0.0.1");
+    assert!(j["requestId"].is_string() && j["expiresIn"].is_u64() && j["date"].is_u64());
+    // Probes are never limited.
+    assert_eq!(
+        c.get(server.url("/health/live"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Behind a trusted proxy each forwarded client has its own budget.
+    let res = c
+        .get(server.url("/health"))
+        .header("x-forwarded-for", "203.0.113.7, 10.0.0.1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-ratelimit-remaining"], "2");
+
+    // Without TRUST_PROXY the header is ignored.
+    let mut cfg = config();
+    cfg.rate_limit_max = 1;
+    let server = start_echo_with(cfg);
+    assert_eq!(
+        c.get(server.url("/health")).send().await.unwrap().status(),
+        200
+    );
+    let res = c
+        .get(server.url("/health"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+}

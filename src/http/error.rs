@@ -42,6 +42,11 @@ pub enum HttpError {
     ShuttingDown,
     #[error("Under pressure!")]
     UnderPressure { retry_after: u64 },
+    #[error("Rate limit exceeded")]
+    RateLimited {
+        ip: std::net::IpAddr,
+        reset_secs: u64,
+    },
 }
 
 impl HttpError {
@@ -59,6 +64,7 @@ impl HttpError {
             HttpError::ShuttingDown | HttpError::UnderPressure { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            HttpError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -76,6 +82,7 @@ impl HttpError {
             HttpError::BodyRead => "body_read_failed",
             HttpError::ShuttingDown => "shutting_down",
             HttpError::UnderPressure { .. } => "under_pressure",
+            HttpError::RateLimited { .. } => "rate_limited",
         }
     }
 
@@ -129,7 +136,22 @@ impl HttpError {
             details,
             request_id: request_id.to_str().unwrap_or(""),
         };
-        let json = serde_json::to_vec(&body).unwrap_or_default();
+        let json = match &self {
+            // The guide's rate-limit body, plus the code and request id every error has.
+            HttpError::RateLimited { ip, reset_secs } => serde_json::to_vec(&serde_json::json!({
+                "error": body.error,
+                "code": body.code,
+                "statusCode": 429,
+                "message": format!("Too many requests from {ip}"),
+                "date": std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+                "expiresIn": reset_secs,
+                "requestId": body.request_id,
+            })),
+            _ => serde_json::to_vec(&body),
+        }
+        .unwrap_or_default();
         let reply = Reply::json(self.status(), json.into());
         match self {
             HttpError::MethodNotAllowed { allow } => {
@@ -137,6 +159,9 @@ impl HttpError {
             }
             HttpError::ShuttingDown => {
                 reply.with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+            }
+            HttpError::RateLimited { reset_secs, .. } => {
+                reply.with_header(header::RETRY_AFTER, HeaderValue::from(reset_secs))
             }
             HttpError::UnderPressure { retry_after } => {
                 reply.with_header(header::RETRY_AFTER, HeaderValue::from(retry_after))

@@ -30,6 +30,11 @@ thread_local! {
     static ARENA: RefCell<BytesMut> = RefCell::new(BytesMut::with_capacity(ARENA_BLOCK));
 }
 
+/// A decimal number as a header value, without allocating.
+pub fn number(n: u64) -> HeaderValue {
+    arena_value(itoa::Buffer::new().format(n).as_bytes())
+}
+
 /// Copies `bytes` (visible ASCII) into a header value cut from the worker's arena.
 fn arena_value(bytes: &[u8]) -> HeaderValue {
     ARENA.with(|a| {

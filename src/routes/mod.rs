@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::edge::compress;
@@ -26,6 +26,25 @@ use crate::http::{route, HttpError, Reply, ResponseBody, Route, RouteMatch};
 use crate::server::App;
 
 static ACCEPT_ENCODING: HeaderValue = HeaderValue::from_static("Accept-Encoding");
+static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+/// The client's address: the peer's, or with `trust_proxy` the first valid address in
+/// `X-Forwarded-For` (what the proxy saw).
+fn client_ip(h: &HeaderMap, peer: IpAddr, trust_proxy: bool) -> IpAddr {
+    if trust_proxy {
+        if let Some(ip) = h
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.split(',').next())
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return ip;
+        }
+    }
+    peer
+}
 
 /// Handles one request.
 pub async fn handle(
@@ -33,7 +52,7 @@ pub async fn handle(
     app: Arc<App>,
     activity: Arc<ConnActivity>,
     worker: usize,
-    _peer: IpAddr,
+    peer: IpAddr,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
     activity.begin_request();
@@ -72,9 +91,13 @@ pub async fn handle(
         app.cors.apply_preflight(origin, requested, h);
         return Ok(finish(res, &app, request_id, start, done, log));
     }
+    let mut limit = None;
     let result = match route(req.method(), req.uri().path()) {
         RouteMatch::Found(r) => match pressure {
-            Some(p) if !matches!(r, Route::HealthLive | Route::HealthReady) => {
+            _ if matches!(r, Route::HealthLive | Route::HealthReady) => {
+                dispatch(r, req, &header_map, &app, &request_id).await
+            }
+            Some(p) => {
                 app.shedder
                     .shed
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -83,7 +106,20 @@ pub async fn handle(
                     retry_after: app.config.shed_retry_after,
                 })
             }
-            _ => dispatch(r, req, &header_map, &app, &request_id).await,
+            None => match &app.rate {
+                None => dispatch(r, req, &header_map, &app, &request_id).await,
+                Some(limiter) => {
+                    let ip = client_ip(&header_map, peer, app.config.trust_proxy);
+                    let d = limiter.check(ip).await;
+                    let reset_secs = d.reset_after.as_millis().div_ceil(1000) as u64;
+                    limit = Some((d, reset_secs));
+                    if d.allowed {
+                        dispatch(r, req, &header_map, &app, &request_id).await
+                    } else {
+                        Err(HttpError::RateLimited { ip, reset_secs })
+                    }
+                }
+            },
         },
         RouteMatch::MethodNotAllowed(allow) => Err(HttpError::MethodNotAllowed { allow }),
         RouteMatch::NotFound => Err(HttpError::NotFound),
@@ -97,6 +133,12 @@ pub async fn handle(
     header_map.clear();
     let mut res = reply.into_response(header_map);
     app.cors.apply(origin, res.headers_mut());
+    if let Some((d, reset_secs)) = limit {
+        let h = res.headers_mut();
+        h.insert(X_RATELIMIT_LIMIT.clone(), headers::number(d.limit));
+        h.insert(X_RATELIMIT_REMAINING.clone(), headers::number(d.remaining));
+        h.insert(X_RATELIMIT_RESET.clone(), headers::number(reset_secs));
+    }
     if let Some(enc) = encoding {
         let c = &app.config;
         if res

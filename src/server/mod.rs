@@ -33,6 +33,8 @@ pub struct App {
     pub agent_id: Arc<str>,
     pub cors: crate::edge::cors::Cors,
     pub shedder: crate::edge::shed::Shedder,
+    /// `None` when `RATE_LIMIT_MAX` is 0.
+    pub rate: Option<crate::edge::rate::RateLimiter>,
 }
 
 pub(crate) enum Msg {
@@ -53,6 +55,19 @@ fn worker_start_hook() -> Option<fn()> {
     WORKER_START_HOOK.get().copied()
 }
 
+fn rate_limiter(c: &Config) -> Result<Option<crate::edge::rate::RateLimiter>, String> {
+    use crate::edge::rate::{RateLimitConfig, RateLimiter};
+    if c.rate_limit_max == 0 {
+        return Ok(None);
+    }
+    let mut rc = RateLimitConfig::new(c.rate_limit_max, Duration::from_millis(c.rate_limit_window));
+    rc.max_keys = c.rate_limit_max_keys as usize;
+    rc.redis_url = c.redis_url.clone().filter(|u| !u.is_empty());
+    rc.redis_failure = c.rate_limit_redis_failure;
+    rc.redis_timeout = Duration::from_millis(c.rate_limit_redis_timeout);
+    RateLimiter::new(rc).map(Some)
+}
+
 /// A running server.
 pub struct ServerHandle {
     addr: SocketAddr,
@@ -71,6 +86,8 @@ impl Server {
     /// accepting (connections made before that wait in the backlog).
     pub fn start(config: Config, agent: Arc<dyn Agent>) -> std::io::Result<ServerHandle> {
         let workers = config.worker_count();
+        let rate = rate_limiter(&config)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let listeners = listener::bind_all(config.listen_addr(), workers, config.listen_backlog)?;
         let addr = listeners[0].local_addr()?;
         let (phase_tx, phase_rx) = phase_channel();
@@ -78,6 +95,7 @@ impl Server {
             request_logging: config.request_logging(),
             agent_id: Arc::from(config.agent_id.as_str()),
             cors: crate::edge::cors::Cors::new(&config.cors_origins),
+            rate,
             shedder: crate::edge::shed::Shedder::new(
                 crate::edge::shed::ShedConfig {
                     max_delay: Duration::from_millis(config.max_event_loop_delay),

@@ -163,17 +163,29 @@ impl RedisLimiter {
     }
 
     /// Drops this thread's connection (if it is still `generation`) and starts the
-    /// cool-down.
-    fn failed(&self, generation: u64) {
-        SLOTS.with(|slots| {
+    /// cool-down; logs once per connection lost, so at most once per cool-down.
+    fn failed(&self, generation: u64, error: &dyn std::fmt::Display) {
+        let dropped = SLOTS.with(|slots| {
             let mut slots = slots.borrow_mut();
-            if let Some(slot) = slots.iter_mut().find(|s| s.id == self.id) {
-                if slot.generation == generation && slot.conn.is_some() {
-                    slot.conn = None;
-                    slot.retry_at = Some(Instant::now() + COOL_DOWN);
-                }
+            let Some(slot) = slots.iter_mut().find(|s| s.id == self.id) else {
+                return false;
+            };
+            if slot.generation != generation || slot.conn.is_none() {
+                return false;
             }
+            slot.conn = None;
+            slot.retry_at = Some(Instant::now() + COOL_DOWN);
+            true
         });
+        if dropped {
+            // The error, never the URL (it may carry a password).
+            tracing::warn!(
+                %error,
+                policy = ?self.policy,
+                cool_down_ms = COOL_DOWN.as_millis() as u64,
+                "rate limit: Redis failed; deciding by the failure policy",
+            );
+        }
     }
 
     /// Counts one request from `ip` in Redis; on any trouble, the failure policy.
@@ -181,8 +193,9 @@ impl RedisLimiter {
         let (mut conn, generation) = match self.connection(Instant::now()) {
             Ok(Some(c)) => c,
             Ok(None) => return self.fail(stats),
-            Err(_) => {
+            Err(e) => {
                 stats.redis_errors.fetch_add(1, Relaxed);
+                tracing::warn!(error = %e, "rate limit: cannot set up a Redis connection");
                 return self.fail(stats);
             }
         };
@@ -195,9 +208,14 @@ impl RedisLimiter {
                 let reset = Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0));
                 Decision::counted(self.max, count, reset.min(self.window))
             }
-            Ok(Err(_)) | Err(_) => {
+            Ok(Err(e)) => {
                 stats.redis_errors.fetch_add(1, Relaxed);
-                self.failed(generation);
+                self.failed(generation, &e);
+                self.fail(stats)
+            }
+            Err(_) => {
+                stats.redis_errors.fetch_add(1, Relaxed);
+                self.failed(generation, &"no answer within the Redis timeout");
                 self.fail(stats)
             }
         }

@@ -11,6 +11,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+mod support;
+
 use agentd::edge::rate::{FailurePolicy, RateLimitConfig, RateLimiter, RateStats};
 use agentd::edge::rate_redis::COOL_DOWN;
 
@@ -355,4 +357,61 @@ fn memory_limiter_is_one_limit_for_all_workers() {
     let allowed: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
     assert_eq!(allowed, MAX);
     assert_eq!(stat(limiter.stats()), [80 - MAX, 0, 0, 0]);
+}
+
+/// Two agentd servers (real sockets, real HTTP) sharing one Redis: one global limit;
+/// Redis killed: the fail-open policy, no hang; Redis back: limiting resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agentd_servers_share_one_limit_and_survive_redis_outages() {
+    let mut redis = Redis::start();
+    let port = redis.port;
+    let server_with = |url: String| {
+        let mut c = support::config();
+        c.rate_limit_max = 6;
+        c.rate_limit_window = 60_000;
+        c.redis_url = Some(url);
+        c.rate_limit_redis_timeout = 200;
+        support::start_echo_with(c)
+    };
+    let a = server_with(redis.url());
+    let b = server_with(redis.url());
+    let client = support::client();
+    let status = |url: String| {
+        let client = client.clone();
+        async move { client.get(url).send().await.unwrap().status().as_u16() }
+    };
+    let mut ok = 0;
+    let mut limited = 0;
+    for i in 0..10 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        match status(s.url("/health")).await {
+            200 => ok += 1,
+            429 => limited += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((ok, limited), (6, 4), "one limit across both servers");
+
+    redis.kill();
+    for s in [&a, &b] {
+        let started = Instant::now();
+        assert_eq!(status(s.url("/health")).await, 200, "fail open");
+        assert!(
+            started.elapsed() < Duration::from_millis(200) + MARGIN,
+            "no hang"
+        );
+    }
+
+    let _redis = Redis::start_on(port).expect("redis restarts on its port");
+    // After the cool-down the limit applies again (a fresh Redis: a fresh window).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut resumed = false;
+    while Instant::now() < deadline {
+        if status(a.url("/health")).await == 429 {
+            resumed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(resumed, "limiting resumes once Redis is back");
 }

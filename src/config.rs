@@ -185,6 +185,54 @@ pub struct Config {
     #[arg(long, env = "SHED_RETRY_AFTER", value_name = "SHED_RETRY_AFTER", default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub shed_retry_after: u64,
 
+    /// HS256 secret: tokens on /agent are verified with it.
+    #[arg(
+        long,
+        env = "JWT_SECRET",
+        value_name = "JWT_SECRET",
+        hide_env_values = true
+    )]
+    pub jwt_secret: Option<String>,
+
+    /// RS256 public key: PEM text, or the path of a PEM file.
+    #[arg(long, env = "JWT_PUBLIC_KEY", value_name = "JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<String>,
+
+    /// Clock leeway for `exp` and `nbf`.
+    #[arg(long, env = "JWT_LEEWAY", value_name = "JWT_LEEWAY", default_value_t = 30_000, value_parser = ms_range(0, 86_400_000))]
+    pub jwt_leeway: u64,
+
+    /// Required `iss` claim, when set.
+    #[arg(long, env = "JWT_ISSUER", value_name = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Required `aud` claim, when set.
+    #[arg(long, env = "JWT_AUDIENCE", value_name = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Require a valid token on /agent, /assist and /stream (otherwise a token is
+    /// verified only when sent, as in the guide).
+    #[arg(long, env = "AUTH_REQUIRED", value_name = "AUTH_REQUIRED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub auth_required: bool,
+
+    /// Roles (the token's `role` claim) allowed on the agent routes; no claim = `user`.
+    #[arg(
+        long,
+        env = "AGENT_ROLES",
+        value_name = "AGENT_ROLES",
+        default_value = "user,admin"
+    )]
+    pub agent_roles: String,
+
+    /// API keys for POST /agent-api (`X-API-Key`), comma-separated.
+    #[arg(
+        long,
+        env = "API_KEY_SECRET",
+        value_name = "API_KEY_SECRET",
+        hide_env_values = true
+    )]
+    pub api_key_secret: Option<String>,
+
     /// Requests allowed per client IP per window (unset or 0 = no limit; the guide
     /// uses 1000).
     #[arg(

@@ -406,3 +406,130 @@ async fn rate_limits_per_client_ip() {
         .unwrap();
     assert_eq!(res.status(), 429);
 }
+
+fn hs256(secret: &str, claims: serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
+async fn jwt_on_the_agent_routes() {
+    let mut cfg = config();
+    cfg.jwt_secret = Some("s3cret".into());
+    let server = start_echo_with(cfg);
+    let c = client();
+    let send = |auth: Option<String>| {
+        let mut r = c
+            .post(server.url("/agent"))
+            .header("content-type", "application/json")
+            .body(body("x"));
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        r.send()
+    };
+    // Optional, as in the guide: no header is fine.
+    assert_eq!(send(None).await.unwrap().status(), 200);
+    let good = hs256(
+        "s3cret",
+        serde_json::json!({"sub": "u1", "role": "user", "exp": now() + 60}),
+    );
+    let res = send(Some(format!("Bearer {good}"))).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_well_formed(&events(res).await);
+    for bad in [
+        format!(
+            "Bearer {}",
+            hs256("wrong", serde_json::json!({"exp": now() + 60}))
+        ),
+        format!(
+            "Bearer {}",
+            hs256("s3cret", serde_json::json!({"exp": now() - 3600}))
+        ),
+        format!("Bearer {}", &good[..good.len() - 5]),
+        good.clone(),
+        "Bearer".into(),
+    ] {
+        let res = send(Some(bad)).await.unwrap();
+        assert_eq!(res.status(), 401);
+        assert_eq!(res.headers()["www-authenticate"], "Bearer");
+        let j: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(j["error"], "Invalid token");
+        assert_eq!(j["code"], "invalid_token");
+    }
+    let guest = hs256(
+        "s3cret",
+        serde_json::json!({"role": "guest", "exp": now() + 60}),
+    );
+    let res = send(Some(format!("Bearer {guest}"))).await.unwrap();
+    assert_eq!(res.status(), 403);
+    // Required.
+    let mut cfg = config();
+    cfg.jwt_secret = Some("s3cret".into());
+    cfg.auth_required = true;
+    let server = start_echo_with(cfg);
+    let res = c.get(server.url("/stream?prompt=x")).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    let res = c
+        .get(server.url("/stream?prompt=x"))
+        .header("authorization", format!("Bearer {good}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        c.get(server.url("/health")).send().await.unwrap().status(),
+        200,
+        "health needs no token"
+    );
+}
+
+#[tokio::test]
+async fn api_keys_on_agent_api() {
+    let mut cfg = config();
+    cfg.api_key_secret = Some("key-one, key-two".into());
+    let server = start_echo_with(cfg);
+    let c = client();
+    let send = |key: Option<&'static str>| {
+        let mut r = c
+            .post(server.url("/agent-api"))
+            .header("content-type", "application/json")
+            .body(body("x"));
+        if let Some(k) = key {
+            r = r.header("x-api-key", k);
+        }
+        r.send()
+    };
+    for k in ["key-one", "key-two"] {
+        let res = send(Some(k)).await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert_well_formed(&events(res).await);
+    }
+    for k in [None, Some("key-on"), Some("key-one-and-more"), Some("")] {
+        let res = send(k).await.unwrap();
+        assert_eq!(res.status(), 401, "{k:?}");
+        let j: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(j["code"], "invalid_api_key");
+    }
+    // No key configured: /agent-api is closed.
+    let server = start_echo();
+    let res = c
+        .post(server.url("/agent-api"))
+        .header("x-api-key", "x")
+        .body(body("x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+}

@@ -42,6 +42,12 @@ pub enum HttpError {
     ShuttingDown,
     #[error("Under pressure!")]
     UnderPressure { retry_after: u64 },
+    #[error("Invalid token")]
+    InvalidToken,
+    #[error("Forbidden")]
+    Forbidden,
+    #[error("Invalid API key")]
+    InvalidApiKey,
     #[error("Rate limit exceeded")]
     RateLimited {
         ip: std::net::IpAddr,
@@ -65,6 +71,8 @@ impl HttpError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             HttpError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            HttpError::InvalidToken | HttpError::InvalidApiKey => StatusCode::UNAUTHORIZED,
+            HttpError::Forbidden => StatusCode::FORBIDDEN,
         }
     }
 
@@ -83,6 +91,9 @@ impl HttpError {
             HttpError::ShuttingDown => "shutting_down",
             HttpError::UnderPressure { .. } => "under_pressure",
             HttpError::RateLimited { .. } => "rate_limited",
+            HttpError::InvalidToken => "invalid_token",
+            HttpError::Forbidden => "forbidden",
+            HttpError::InvalidApiKey => "invalid_api_key",
         }
     }
 
@@ -159,6 +170,9 @@ impl HttpError {
             }
             HttpError::ShuttingDown => {
                 reply.with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+            }
+            HttpError::InvalidToken => {
+                reply.with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
             }
             HttpError::RateLimited { reset_secs, .. } => {
                 reply.with_header(header::RETRY_AFTER, HeaderValue::from(reset_secs))

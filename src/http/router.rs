@@ -9,6 +9,8 @@ use http::Method;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Route {
     Agent,
+    /// `/agent` behind an API key.
+    AgentApi,
     Assist,
     Stream,
     Health,
@@ -38,6 +40,7 @@ pub fn route(method: &Method, path: &str) -> RouteMatch {
     let (route, allow) = match (a, b) {
         (Some("agent"), None) => (Route::Agent, POST),
         (Some("assist"), None) => (Route::Assist, POST),
+        (Some("agent-api"), None) => (Route::AgentApi, POST),
         (Some("stream"), None) => (Route::Stream, GET),
         (Some("health"), None) => (Route::Health, GET),
         (Some("health"), Some("live")) => (Route::HealthLive, GET),

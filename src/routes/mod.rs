@@ -30,6 +30,30 @@ static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limi
 static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
 static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
+/// Authentication for the agent routes: a bearer token (verified when sent, required
+/// with `AUTH_REQUIRED`, its role checked) and, on `/agent-api`, the API key.
+fn authorize(route: Route, h: &HeaderMap, app: &App) -> Result<(), HttpError> {
+    use crate::edge::auth::AuthError;
+    let map = |e: AuthError| match e {
+        AuthError::InvalidToken => HttpError::InvalidToken,
+        AuthError::Forbidden => HttpError::Forbidden,
+        AuthError::InvalidApiKey => HttpError::InvalidApiKey,
+    };
+    match route {
+        Route::AgentApi => {
+            app.auth
+                .check_api_key(h.get("x-api-key").map(|v| v.as_bytes()))
+                .map_err(map)?;
+        }
+        Route::Agent | Route::Assist | Route::Stream => {}
+        _ => return Ok(()),
+    }
+    app.auth
+        .check_bearer(h.get(http::header::AUTHORIZATION).map(|v| v.as_bytes()))
+        .map_err(map)?;
+    Ok(())
+}
+
 /// The client's address: the peer's, or with `trust_proxy` the first valid address in
 /// `X-Forwarded-For` (what the proxy saw).
 fn client_ip(h: &HeaderMap, peer: IpAddr, trust_proxy: bool) -> IpAddr {
@@ -106,19 +130,22 @@ pub async fn handle(
                     retry_after: app.config.shed_retry_after,
                 })
             }
-            None => match &app.rate {
-                None => dispatch(r, req, &header_map, &app, &request_id).await,
-                Some(limiter) => {
-                    let ip = client_ip(&header_map, peer, app.config.trust_proxy);
-                    let d = limiter.check(ip).await;
-                    let reset_secs = d.reset_after.as_millis().div_ceil(1000) as u64;
-                    limit = Some((d, reset_secs));
-                    if d.allowed {
-                        dispatch(r, req, &header_map, &app, &request_id).await
-                    } else {
-                        Err(HttpError::RateLimited { ip, reset_secs })
+            None => match authorize(r, &header_map, &app) {
+                Err(e) => Err(e),
+                Ok(()) => match &app.rate {
+                    None => dispatch(r, req, &header_map, &app, &request_id).await,
+                    Some(limiter) => {
+                        let ip = client_ip(&header_map, peer, app.config.trust_proxy);
+                        let d = limiter.check(ip).await;
+                        let reset_secs = d.reset_after.as_millis().div_ceil(1000) as u64;
+                        limit = Some((d, reset_secs));
+                        if d.allowed {
+                            dispatch(r, req, &header_map, &app, &request_id).await
+                        } else {
+                            Err(HttpError::RateLimited { ip, reset_secs })
+                        }
                     }
-                }
+                },
             },
         },
         RouteMatch::MethodNotAllowed(allow) => Err(HttpError::MethodNotAllowed { allow }),
@@ -191,7 +218,9 @@ async fn dispatch(
     request_id: &HeaderValue,
 ) -> Result<Reply, HttpError> {
     match route {
-        Route::Agent | Route::Assist => agent::assist(req, headers, app, request_id).await,
+        Route::Agent | Route::Assist | Route::AgentApi => {
+            agent::assist(req, headers, app, request_id).await
+        }
         Route::Stream => agent::stream(req, app, request_id),
         Route::Health => Ok(health::health(app)),
         Route::HealthLive => Ok(health::live()),

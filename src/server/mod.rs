@@ -35,6 +35,7 @@ pub struct App {
     pub shedder: crate::edge::shed::Shedder,
     /// `None` when `RATE_LIMIT_MAX` is 0.
     pub rate: Option<crate::edge::rate::RateLimiter>,
+    pub auth: crate::edge::auth::Authenticator,
 }
 
 pub(crate) enum Msg {
@@ -53,6 +54,33 @@ pub fn set_worker_start_hook(hook: fn()) {
 
 fn worker_start_hook() -> Option<fn()> {
     WORKER_START_HOOK.get().copied()
+}
+
+fn authenticator(c: &Config) -> Result<crate::edge::auth::Authenticator, String> {
+    use crate::edge::auth::{AuthConfig, Authenticator};
+    let list = |s: &str| -> Vec<String> {
+        s.split(',')
+            .map(|x| x.trim().to_owned())
+            .filter(|x| !x.is_empty())
+            .collect()
+    };
+    let public_key = match c.jwt_public_key.as_deref().filter(|k| !k.is_empty()) {
+        Some(k) if k.trim_start().starts_with("-----BEGIN") => Some(k.to_owned()),
+        Some(path) => {
+            Some(std::fs::read_to_string(path).map_err(|e| format!("JWT_PUBLIC_KEY {path}: {e}"))?)
+        }
+        None => None,
+    };
+    Authenticator::new(AuthConfig {
+        jwt_secret: c.jwt_secret.clone().filter(|s| !s.is_empty()),
+        jwt_public_key: public_key,
+        leeway: Duration::from_millis(c.jwt_leeway),
+        issuer: c.jwt_issuer.clone(),
+        audience: c.jwt_audience.clone(),
+        required: c.auth_required,
+        agent_roles: list(&c.agent_roles),
+        api_keys: c.api_key_secret.as_deref().map(list).unwrap_or_default(),
+    })
 }
 
 fn rate_limiter(c: &Config) -> Result<Option<crate::edge::rate::RateLimiter>, String> {
@@ -86,8 +114,9 @@ impl Server {
     /// accepting (connections made before that wait in the backlog).
     pub fn start(config: Config, agent: Arc<dyn Agent>) -> std::io::Result<ServerHandle> {
         let workers = config.worker_count();
-        let rate = rate_limiter(&config)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        let rate = rate_limiter(&config).map_err(invalid)?;
+        let auth = authenticator(&config).map_err(invalid)?;
         let listeners = listener::bind_all(config.listen_addr(), workers, config.listen_backlog)?;
         let addr = listeners[0].local_addr()?;
         let (phase_tx, phase_rx) = phase_channel();
@@ -96,6 +125,7 @@ impl Server {
             agent_id: Arc::from(config.agent_id.as_str()),
             cors: crate::edge::cors::Cors::new(&config.cors_origins),
             rate,
+            auth,
             shedder: crate::edge::shed::Shedder::new(
                 crate::edge::shed::ShedConfig {
                     max_delay: Duration::from_millis(config.max_event_loop_delay),

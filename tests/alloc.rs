@@ -76,11 +76,7 @@ async fn allocations_per_request_on_workers() {
     let health =
         allocs_per_request(&server, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n", 2000).await;
     let b = body("Hello Fast Agent!");
-    let agent_req = format!(
-        "POST /agent HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
-        b.len(),
-        b
-    );
+    let agent_req = raw_agent_request(&b, "");
     let agent = allocs_per_request(&server, agent_req.as_bytes(), 2000).await;
     println!("allocations per request on the worker: /health/live {live:.2}, /health {health:.2}, /agent {agent:.2}");
     // Both /health routes make no allocation in agentd's code: the 2 left are hyper's

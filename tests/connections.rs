@@ -13,11 +13,7 @@ use tokio::net::TcpStream;
 
 fn agent_request(extra_headers: &str) -> String {
     let b = body("keep");
-    format!(
-        "POST /agent HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{extra_headers}Content-Length: {}\r\n\r\n{}",
-        b.len(),
-        b
-    )
+    raw_agent_request(&b, extra_headers)
 }
 
 #[tokio::test]

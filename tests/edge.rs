@@ -157,10 +157,9 @@ async fn sse_is_compressed_event_by_event() {
     let agent = Arc::new(SlowStreamAgent::new(3, Duration::from_millis(400)));
     let server = start(config(), agent);
     let b = body("x");
-    let req = format!(
-        "POST /agent HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nAccept-Encoding: br;q=1, gzip;q=0.9, deflate;q=0.5\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{}",
-        b.len(),
-        b
+    let req = raw_agent_request(
+        &b,
+        "Accept-Encoding: br;q=1, gzip;q=0.9, deflate;q=0.5\r\nConnection: close\r\n",
     );
     let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     s.write_all(req.as_bytes()).await.unwrap();

@@ -52,18 +52,7 @@ async fn graceful_shutdown_lets_streams_finish() {
     let server = start(config(), agent.clone());
     let mut tasks = Vec::new();
     for _ in 0..40 {
-        let c = client();
-        let url = server.url("/agent");
-        tasks.push(tokio::spawn(async move {
-            let res = c
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body("x"))
-                .send()
-                .await
-                .unwrap();
-            events(res).await
-        }));
+        tasks.push(spawn_agent(&server, "x"));
     }
     assert!(
         eventually(Duration::from_secs(5), || agent
@@ -93,18 +82,7 @@ async fn the_shutdown_deadline_ends_stragglers_with_error_and_done() {
     let server = start(cfg, agent.clone());
     let mut tasks = Vec::new();
     for _ in 0..10 {
-        let c = client();
-        let url = server.url("/agent");
-        tasks.push(tokio::spawn(async move {
-            let res = c
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body("x"))
-                .send()
-                .await
-                .unwrap();
-            events(res).await
-        }));
+        tasks.push(spawn_agent(&server, "x"));
     }
     assert!(
         eventually(Duration::from_secs(5), || agent

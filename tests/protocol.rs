@@ -14,11 +14,7 @@ use tokio::io::AsyncWriteExt;
 async fn echo_response_bytes_are_exact() {
     let server = start_echo();
     let body = body("Hello Fast Agent!");
-    let req = format!(
-        "POST /agent HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
-        body.len(),
-        body
-    );
+    let req = raw_agent_request(&body, "");
     let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     s.write_all(req.as_bytes()).await.unwrap();
     let (head, body) = read_response(&mut s).await;
@@ -435,11 +431,7 @@ async fn client_disconnect_cancels_the_agent() {
     let agent = Arc::new(SlowStreamAgent::new(1_000_000, Duration::from_millis(20)));
     let server = start(config(), agent.clone());
     let b = body("p");
-    let req = format!(
-        "POST /agent HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
-        b.len(),
-        b
-    );
+    let req = raw_agent_request(&b, "");
     let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     s.write_all(req.as_bytes()).await.unwrap();
     let mut first = [0u8; 256];
@@ -472,11 +464,7 @@ async fn slow_reader_is_cut_off_and_its_agent_stops() {
     let agent = Arc::new(FloodAgent::new(16 * 1024));
     let server = start(cfg, agent.clone());
     let b = body("p");
-    let req = format!(
-        "POST /agent HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
-        b.len(),
-        b
-    );
+    let req = raw_agent_request(&b, "");
     // Tiny receive buffer, then never read.
     let sock = tokio::net::TcpSocket::new_v4().unwrap();
     sock.set_recv_buffer_size(4096).unwrap();
@@ -516,11 +504,7 @@ async fn client_disconnect_cancels_a_silent_agent() {
     let agent = Arc::new(SlowStreamAgent::new(1, Duration::from_secs(60)));
     let server = start(config(), agent.clone());
     let b = body("p");
-    let req = format!(
-        "POST /agent HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
-        b.len(),
-        b
-    );
+    let req = raw_agent_request(&b, "");
     let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     s.write_all(req.as_bytes()).await.unwrap();
     assert!(

@@ -87,6 +87,32 @@ pub fn body_with_session(prompt: &str, processor: &str) -> String {
     .to_string()
 }
 
+/// A raw HTTP/1.1 `POST /agent` carrying `body`; `extra_headers` are whole lines
+/// (`"Name: value\r\n"`).
+pub fn raw_agent_request(body: &str, extra_headers: &str) -> String {
+    format!(
+        "POST /agent HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{extra_headers}Content-Length: {}\r\n\r\n{}",
+        body.len(),
+        body
+    )
+}
+
+/// Starts `POST /agent` with `prompt` in the background; resolves to its events.
+pub fn spawn_agent(server: &TestServer, prompt: &str) -> tokio::task::JoinHandle<Vec<Event>> {
+    let url = server.url("/agent");
+    let b = body(prompt);
+    tokio::spawn(async move {
+        let res = client()
+            .post(url)
+            .header("content-type", "application/json")
+            .body(b)
+            .send()
+            .await
+            .unwrap();
+        events(res).await
+    })
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))

@@ -18,6 +18,9 @@ pub enum Framing {
     Named,
     /// `data: <json>\n\n` only (`/stream`, for browsers' `EventSource.onmessage`).
     DataOnly,
+    /// `<json>\n`: one compact JSON object per line (WebSocket messages are cut from
+    /// these lines; the JSON itself never contains a raw newline).
+    Lines,
 }
 
 /// The body of one event after the common keys.
@@ -70,7 +73,10 @@ pub fn write_event(
         buf.put_slice(event_name.as_bytes());
         buf.put_u8(b'\n');
     }
-    buf.put_slice(b"data: {\"content_type\":\"");
+    if framing != Framing::Lines {
+        buf.put_slice(b"data: ");
+    }
+    buf.put_slice(b"{\"content_type\":\"");
     buf.put_slice(body.content_type().as_bytes());
     buf.put_slice(b"\",\"event_name\":");
     write_json_str(buf, event_name);
@@ -118,7 +124,11 @@ pub fn write_event(
         }
         EventBody::Done => {}
     }
-    buf.put_slice(b"}\n\n");
+    buf.put_slice(if framing == Framing::Lines {
+        b"}\n"
+    } else {
+        b"}\n\n"
+    });
 }
 
 /// Longest event name accepted, in bytes.

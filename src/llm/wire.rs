@@ -201,6 +201,22 @@ struct AnthropicDelta {
 struct AnthropicUsage {
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+}
+
+impl AnthropicUsage {
+    /// Anthropic leaves cached prompt tokens out of `input_tokens`: count them in.
+    fn input(&self) -> Option<u64> {
+        match (
+            self.input_tokens,
+            self.cache_read_input_tokens,
+            self.cache_creation_input_tokens,
+        ) {
+            (None, None, None) => None,
+            (a, b, c) => Some(a.unwrap_or(0) + b.unwrap_or(0) + c.unwrap_or(0)),
+        }
+    }
 }
 
 /// Decodes one Anthropic stream event into `out`.
@@ -216,7 +232,7 @@ pub fn decode_anthropic(
         "message_start" => {
             if let Some(u) = parsed.message.and_then(|m| m.usage) {
                 out.push(StreamItem::Usage {
-                    input: u.input_tokens,
+                    input: u.input(),
                     output: None,
                 });
             }
@@ -236,7 +252,7 @@ pub fn decode_anthropic(
             }
             if let Some(u) = parsed.usage {
                 out.push(StreamItem::Usage {
-                    input: u.input_tokens,
+                    input: u.input(),
                     output: u.output_tokens,
                 });
             }

@@ -185,6 +185,14 @@ pub struct Config {
     #[arg(long, env = "SHED_RETRY_AFTER", value_name = "SHED_RETRY_AFTER", default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub shed_retry_after: u64,
 
+    /// Serve Prometheus metrics at /metrics (also enabled by PROMETHEUS_METRICS).
+    #[arg(long, env = "ENABLE_METRICS", value_name = "ENABLE_METRICS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub enable_metrics: bool,
+
+    /// The guide's other name for ENABLE_METRICS.
+    #[arg(long, env = "PROMETHEUS_METRICS", value_name = "PROMETHEUS_METRICS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub prometheus_metrics: bool,
+
     /// HS256 secret: tokens on /agent are verified with it.
     #[arg(
         long,

@@ -356,7 +356,7 @@ async fn rate_limits_per_client_ip() {
             .unwrap();
         assert!((1..=60).contains(&reset));
     }
-    let res = c.get(server.url("/health")).send().await.unwrap();
+    let res = c.get(server.url("/stream?prompt=x")).send().await.unwrap();
     assert_eq!(res.status(), 429);
     let retry: u64 = res.headers()["retry-after"]
         .to_str()
@@ -379,9 +379,13 @@ async fn rate_limits_per_client_ip() {
             .status(),
         200
     );
+    assert_eq!(
+        c.get(server.url("/health")).send().await.unwrap().status(),
+        200
+    );
     // Behind a trusted proxy each forwarded client has its own budget.
     let res = c
-        .get(server.url("/health"))
+        .get(server.url("/stream?prompt=x"))
         .header("x-forwarded-for", "203.0.113.7, 10.0.0.1")
         .send()
         .await
@@ -394,11 +398,15 @@ async fn rate_limits_per_client_ip() {
     cfg.rate_limit_max = 1;
     let server = start_echo_with(cfg);
     assert_eq!(
-        c.get(server.url("/health")).send().await.unwrap().status(),
+        c.get(server.url("/stream?prompt=x"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
         200
     );
     let res = c
-        .get(server.url("/health"))
+        .get(server.url("/stream?prompt=x"))
         .header("x-forwarded-for", "203.0.113.9")
         .send()
         .await

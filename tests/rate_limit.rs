@@ -384,7 +384,7 @@ async fn two_agentd_servers_share_one_limit_and_survive_redis_outages() {
     let mut limited = 0;
     for i in 0..10 {
         let s = if i % 2 == 0 { &a } else { &b };
-        match status(s.url("/health")).await {
+        match status(s.url("/stream?prompt=x")).await {
             200 => ok += 1,
             429 => limited += 1,
             other => panic!("unexpected status {other}"),
@@ -395,7 +395,7 @@ async fn two_agentd_servers_share_one_limit_and_survive_redis_outages() {
     redis.kill();
     for s in [&a, &b] {
         let started = Instant::now();
-        assert_eq!(status(s.url("/health")).await, 200, "fail open");
+        assert_eq!(status(s.url("/stream?prompt=x")).await, 200, "fail open");
         assert!(
             started.elapsed() < Duration::from_millis(200) + MARGIN,
             "no hang"
@@ -407,7 +407,7 @@ async fn two_agentd_servers_share_one_limit_and_survive_redis_outages() {
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut resumed = false;
     while Instant::now() < deadline {
-        if status(a.url("/health")).await == 429 {
+        if status(a.url("/stream?prompt=x")).await == 429 {
             resumed = true;
             break;
         }

@@ -74,6 +74,10 @@ impl Agent for LlmAgent {
         &self.name
     }
 
+    fn llm_router(&self) -> Option<&Arc<Router>> {
+        Some(&self.router)
+    }
+
     fn readiness(&self) -> Result<(), &'static str> {
         if self.router.any_usable() {
             Ok(())

@@ -25,6 +25,11 @@ pub trait Agent: Send + Sync + 'static {
         Ok(())
     }
 
+    /// The LLM router behind this agent, for metrics and health (none by default).
+    fn llm_router(&self) -> Option<&std::sync::Arc<crate::llm::Router>> {
+        None
+    }
+
     /// Answers one query. Returning without completing the response is fine: the
     /// server closes open streams and sends `done`. An `Err` is sent to the client as
     /// `atomic.error` (its message and code are shown, so keep them safe), then `done`.

@@ -78,14 +78,26 @@ pub struct RequestDone {
     pub app: Arc<crate::server::App>,
     pub worker: usize,
     pub start: Instant,
+    /// Index into `ROUTE_LABELS`.
+    pub route: usize,
+    pub status: u16,
+    pub sse: bool,
 }
 
 impl RequestDone {
-    fn complete(self) {
-        self.app
-            .stats
-            .worker(self.worker)
-            .record(self.start.elapsed());
+    fn complete(self, sent: Option<(u64, u64)>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let elapsed = self.start.elapsed();
+        let w = self.app.stats.worker(self.worker);
+        w.record(elapsed);
+        w.record_route(self.route, self.status, elapsed);
+        if let Some((events, bytes)) = sent {
+            w.events_sent.fetch_add(events, Relaxed);
+            w.bytes_sent.fetch_add(bytes, Relaxed);
+        }
+        if self.sse {
+            w.streams_closed.fetch_add(1, Relaxed);
+        }
         self.app.shedder.end();
         self.activity.end_request();
     }
@@ -203,8 +215,16 @@ impl ResponseBody {
 
     fn finish(&mut self) {
         if let Some(c) = self.on_complete.take() {
-            c.complete();
+            let sent = match &self.kind {
+                Kind::Sse(s) => Some(s.source.counts()),
+                Kind::Full(_) => None,
+            };
+            c.complete(sent);
         }
+    }
+
+    pub fn is_sse(&self) -> bool {
+        matches!(self.kind, Kind::Sse(_))
     }
 }
 

@@ -9,12 +9,17 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use super::body::ResponseBody;
 use super::headers::{EVENT_STREAM, JSON, NO, NO_CACHE, X_ACCEL_BUFFERING};
 
+static PROMETHEUS: HeaderValue =
+    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ContentKind {
     Json,
     EventStream,
     /// No body, no content type (204).
     Empty,
+    /// `text/plain; version=0.0.4`
+    Prometheus,
 }
 
 pub struct Reply {
@@ -44,6 +49,16 @@ impl Reply {
         }
     }
 
+    /// Prometheus text exposition.
+    pub fn prometheus(text: String) -> Reply {
+        Reply {
+            status: StatusCode::OK,
+            kind: ContentKind::Prometheus,
+            body: ResponseBody::full(text.into()),
+            extra: None,
+        }
+    }
+
     pub fn empty(status: StatusCode) -> Reply {
         Reply {
             status,
@@ -65,6 +80,9 @@ impl Reply {
                 headers.insert(header::CONTENT_TYPE, JSON.clone());
             }
             ContentKind::Empty => {}
+            ContentKind::Prometheus => {
+                headers.insert(header::CONTENT_TYPE, PROMETHEUS.clone());
+            }
             ContentKind::EventStream => {
                 headers.insert(header::CONTENT_TYPE, EVENT_STREAM.clone());
                 headers.insert(header::CACHE_CONTROL, NO_CACHE.clone());

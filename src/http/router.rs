@@ -16,7 +16,44 @@ pub enum Route {
     Health,
     HealthLive,
     HealthReady,
+    HealthDetailed,
+    Metrics,
+    Stats,
 }
+
+impl Route {
+    /// Probes and operator endpoints: never shed (they report the pressure instead).
+    pub fn is_probe(self) -> bool {
+        matches!(
+            self,
+            Route::HealthLive | Route::HealthReady | Route::HealthDetailed | Route::Metrics
+        )
+    }
+
+    /// Routes the rate limiter leaves alone: probes and operator endpoints.
+    pub fn is_rate_exempt(self) -> bool {
+        self.is_probe() || matches!(self, Route::Health | Route::Stats)
+    }
+
+    /// Index into [`crate::obs::stats::ROUTE_LABELS`].
+    pub fn label(self) -> usize {
+        match self {
+            Route::Agent => 0,
+            Route::Assist => 1,
+            Route::AgentApi => 2,
+            Route::Stream => 3,
+            Route::Health => 5,
+            Route::HealthLive => 6,
+            Route::HealthReady => 7,
+            Route::HealthDetailed => 8,
+            Route::Metrics => 9,
+            Route::Stats => 10,
+        }
+    }
+}
+
+/// The label of requests that matched no route.
+pub const UNROUTED_LABEL: usize = 11;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RouteMatch {
@@ -45,6 +82,9 @@ pub fn route(method: &Method, path: &str) -> RouteMatch {
         (Some("health"), None) => (Route::Health, GET),
         (Some("health"), Some("live")) => (Route::HealthLive, GET),
         (Some("health"), Some("ready")) => (Route::HealthReady, GET),
+        (Some("health"), Some("detailed")) => (Route::HealthDetailed, GET),
+        (Some("metrics"), None) => (Route::Metrics, GET),
+        (Some("stats"), None) => (Route::Stats, GET),
         _ => return RouteMatch::NotFound,
     };
     let ok = if allow == POST {

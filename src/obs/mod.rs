@@ -1,5 +1,6 @@
 //! Observability: per-worker statistics and logging.
 
 pub mod log;
+pub mod metrics;
 pub mod process;
 pub mod stats;

@@ -39,6 +39,32 @@ impl Histogram {
         }
     }
 
+    /// Counts at or below each of [`PROM_BUCKETS`] (cumulative), then the total, and
+    /// the approximate sum in seconds. Bounds fall on the internal buckets (~12%).
+    pub fn cumulative(&self) -> (Vec<u64>, u64, f64) {
+        let mut counts = [0u64; BUCKETS];
+        self.add_to(&mut counts);
+        let mut out = Vec::with_capacity(PROM_BUCKETS.len());
+        for le in PROM_BUCKETS {
+            let le_us = (le * 1e6) as u64;
+            out.push(
+                counts
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| bucket_upper(*i) <= le_us)
+                    .map(|(_, c)| c)
+                    .sum(),
+            );
+        }
+        let total = counts.iter().sum();
+        let sum = counts
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| c as f64 * bucket_upper(i) as f64 / 1e6)
+            .sum();
+        (out, total, sum)
+    }
+
     /// Percentiles of what was recorded.
     pub fn latency(&self) -> Latency {
         let mut counts = [0u64; BUCKETS];
@@ -47,11 +73,72 @@ impl Histogram {
     }
 }
 
+/// Prometheus bucket bounds for request durations, in seconds.
+pub const PROM_BUCKETS: [f64; 18] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
+];
+
+/// A Prometheus histogram with [`PROM_BUCKETS`] (non-cumulative counts; +Inf last).
+#[derive(Debug)]
+pub struct PromHistogram {
+    pub counts: [AtomicU64; PROM_BUCKETS.len() + 1],
+    pub sum_us: AtomicU64,
+}
+
+impl Default for PromHistogram {
+    fn default() -> Self {
+        PromHistogram {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl PromHistogram {
+    pub fn record(&self, d: Duration) {
+        let s = d.as_secs_f64();
+        let i = PROM_BUCKETS
+            .iter()
+            .position(|b| s <= *b)
+            .unwrap_or(PROM_BUCKETS.len());
+        self.counts[i].fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
+    }
+}
+
+/// Routes as metric labels (bounded: never raw paths).
+pub const ROUTE_LABELS: [&str; 12] = [
+    "agent",
+    "assist",
+    "agent_api",
+    "stream",
+    "ws",
+    "health",
+    "health_live",
+    "health_ready",
+    "health_detailed",
+    "metrics",
+    "stats",
+    "other",
+];
+/// Status classes as metric labels.
+pub const CLASS_LABELS: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
 /// One worker's figures. Padded to its own cache lines.
 #[repr(align(128))]
 pub struct WorkerStats {
     requests: AtomicU64,
     hist: Histogram,
+    pub by_route: [[AtomicU64; 5]; ROUTE_LABELS.len()],
+    pub latency_by_route: [PromHistogram; ROUTE_LABELS.len()],
+    pub events_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    /// Opened minus closed, on this worker (may dip below zero between workers).
+    pub connections: AtomicU64,
+    pub connections_closed: AtomicU64,
+    pub streams_opened: AtomicU64,
+    pub streams_closed: AtomicU64,
 }
 
 fn bucket(micros: u64) -> usize {
@@ -79,6 +166,14 @@ impl WorkerStats {
         WorkerStats {
             requests: AtomicU64::new(0),
             hist: Histogram::default(),
+            by_route: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            latency_by_route: std::array::from_fn(|_| PromHistogram::default()),
+            events_sent: AtomicU64::new(0),
+            bytes_sent: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            connections_closed: AtomicU64::new(0),
+            streams_opened: AtomicU64::new(0),
+            streams_closed: AtomicU64::new(0),
         }
     }
 
@@ -86,6 +181,14 @@ impl WorkerStats {
     pub fn record(&self, elapsed: Duration) {
         self.requests.fetch_add(1, Relaxed);
         self.hist.record(elapsed);
+    }
+
+    /// Counts one finished request by route label index and status.
+    pub fn record_route(&self, route: usize, status: u16, elapsed: Duration) {
+        let route = route.min(ROUTE_LABELS.len() - 1);
+        let class = ((status / 100).clamp(1, 5) - 1) as usize;
+        self.by_route[route][class].fetch_add(1, Relaxed);
+        self.latency_by_route[route].record(elapsed);
     }
 }
 
@@ -112,6 +215,15 @@ impl Stats {
 
     pub fn worker(&self, i: usize) -> &WorkerStats {
         &self.workers[i]
+    }
+
+    pub fn workers(&self) -> &[WorkerStats] {
+        &self.workers
+    }
+
+    /// Sums one counter over every worker.
+    pub fn sum(&self, f: impl Fn(&WorkerStats) -> &AtomicU64) -> u64 {
+        self.workers.iter().map(|w| f(w).load(Relaxed)).sum()
     }
 
     pub fn requests(&self) -> u64 {

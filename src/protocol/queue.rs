@@ -31,6 +31,9 @@ struct State {
     closed: Option<Closed>,
     consumer: Option<Waker>,
     producer: Option<Waker>,
+    /// Events pushed and bytes taken (for metrics).
+    events: u64,
+    bytes: u64,
 }
 
 /// Limits of one queue.
@@ -77,6 +80,8 @@ pub fn event_queue(limits: QueueLimits, initial_capacity: usize) -> (EventSink, 
         closed: None,
         consumer: None,
         producer: None,
+        events: 0,
+        bytes: 0,
     }));
     (
         EventSink {
@@ -141,6 +146,7 @@ impl EventSink {
                 return Err(c);
             }
             write(&mut st.buf);
+            st.events += 1;
             st.finished |= finish;
             st.consumer.take()
         };
@@ -184,6 +190,7 @@ impl EventSource {
                 } else {
                     st.buf.split().freeze()
                 };
+                st.bytes += data.len() as u64;
                 (Poll::Ready(Next::Data(data)), st.producer.take())
             } else if st.finished {
                 return Poll::Ready(Next::End);
@@ -196,6 +203,12 @@ impl EventSource {
             w.wake();
         }
         out
+    }
+
+    /// Events pushed and bytes taken so far.
+    pub fn counts(&self) -> (u64, u64) {
+        let st = lock(&self.shared);
+        (st.events, st.bytes)
     }
 
     /// True when the producer finished and everything was taken.

@@ -94,3 +94,83 @@ fn render(app: &App) -> Bytes {
     };
     Bytes::from(serde_json::to_vec(&h).unwrap_or_default())
 }
+
+/// `/health/detailed`: the guide's aggregate checks. 503 when a required part is down
+/// (no usable LLM provider, Redis down with the `closed` policy) or load is being shed.
+pub async fn detailed(app: &App) -> Reply {
+    use serde_json::json;
+    let mut unhealthy = false;
+    let mut degraded = false;
+    let rss = crate::obs::process::rss_bytes().unwrap_or(0);
+    let pressure = app.shedder.any_pressure();
+    unhealthy |= pressure.is_some();
+    let mut checks = serde_json::Map::new();
+    checks.insert(
+        "memory".into(),
+        json!({"status": if pressure == Some(crate::edge::shed::Pressure::Memory) { "down" } else { "up" },
+               "rss": rss, "limit": app.config.max_rss_bytes}),
+    );
+    checks.insert(
+        "runtime".into(),
+        json!({"status": if pressure == Some(crate::edge::shed::Pressure::SchedulingDelay) { "down" } else { "up" },
+               "maxDelayMs": app.config.max_event_loop_delay}),
+    );
+    if let Some(router) = app.agent.llm_router() {
+        let usable = router.providers.iter().filter(|p| p.is_usable()).count();
+        unhealthy |= usable == 0;
+        degraded |= usable < router.providers.len();
+        checks.insert(
+            "providers".into(),
+            json!({"status": if usable > 0 { "up" } else { "down" }, "usable": usable, "total": router.providers.len()}),
+        );
+    }
+    if let Some(url) = app.config.redis_url.as_deref().filter(|u| !u.is_empty()) {
+        let up = redis_answers(
+            url,
+            std::time::Duration::from_millis(app.config.rate_limit_redis_timeout.max(200)),
+        )
+        .await;
+        if !up {
+            if app.config.rate_limit_redis_failure == crate::edge::rate::FailurePolicy::Closed {
+                unhealthy = true;
+            } else {
+                degraded = true;
+            }
+        }
+        checks.insert(
+            "redis".into(),
+            json!({"status": if up { "up" } else { "down" }}),
+        );
+    }
+    let status = if unhealthy {
+        "unhealthy"
+    } else if degraded {
+        "degraded"
+    } else {
+        "healthy"
+    };
+    let body = json!({
+        "status": status,
+        "agent": app.agent.name(),
+        "uptime": app.started.elapsed().as_secs_f64(),
+        "checks": checks,
+    });
+    let code = if unhealthy {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    Reply::json(code, serde_json::to_vec(&body).unwrap_or_default().into())
+}
+
+/// One PING to Redis on a fresh connection, within `timeout`.
+async fn redis_answers(url: &str, timeout: std::time::Duration) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let ping = async {
+        let mut c = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("PING").query_async::<String>(&mut c).await.ok()
+    };
+    matches!(tokio::time::timeout(timeout, ping).await, Ok(Some(p)) if p == "PONG")
+}

@@ -83,11 +83,14 @@ pub async fn handle(
     // Measured before this request counts itself in flight.
     let pressure = app.shedder.pressure(worker);
     app.shedder.begin();
-    let done = RequestDone {
+    let mut done = RequestDone {
         activity,
         app: app.clone(),
         worker,
         start,
+        route: crate::http::router::UNROUTED_LABEL,
+        status: 0,
+        sse: false,
     };
     let request_id = headers::request_id(req.headers());
     // The request's header map becomes the response's (see `Reply`).
@@ -116,11 +119,14 @@ pub async fn handle(
         return Ok(finish(res, &app, request_id, start, done, log));
     }
     let mut limit = None;
-    let result = match route(req.method(), req.uri().path()) {
+    let routed = route(req.method(), req.uri().path());
+    done.route = match routed {
+        RouteMatch::Found(r) => r.label(),
+        _ => crate::http::router::UNROUTED_LABEL,
+    };
+    let result = match routed {
         RouteMatch::Found(r) => match pressure {
-            _ if matches!(r, Route::HealthLive | Route::HealthReady) => {
-                dispatch(r, req, &header_map, &app, &request_id).await
-            }
+            _ if r.is_probe() => dispatch(r, req, &header_map, &app, &request_id).await,
             Some(p) => {
                 app.shedder
                     .shed
@@ -133,6 +139,9 @@ pub async fn handle(
             None => match authorize(r, &header_map, &app) {
                 Err(e) => Err(e),
                 Ok(()) => match &app.rate {
+                    _ if r.is_rate_exempt() => {
+                        dispatch(r, req, &header_map, &app, &request_id).await
+                    }
                     None => dispatch(r, req, &header_map, &app, &request_id).await,
                     Some(limiter) => {
                         let ip = client_ip(&header_map, peer, app.config.trust_proxy);
@@ -186,10 +195,18 @@ fn finish(
     app: &App,
     request_id: HeaderValue,
     start: Instant,
-    done: RequestDone,
+    mut done: RequestDone,
     log: Option<(http::Method, http::Uri)>,
 ) -> Response<ResponseBody> {
     let elapsed = start.elapsed();
+    done.status = res.status().as_u16();
+    done.sse = res.body().is_sse();
+    if done.sse {
+        app.stats
+            .worker(done.worker)
+            .streams_opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     let h = res.headers_mut();
     if app.config.security_headers {
         security::apply(h);
@@ -225,5 +242,16 @@ async fn dispatch(
         Route::Health => Ok(health::health(app)),
         Route::HealthLive => Ok(health::live()),
         Route::HealthReady => Ok(health::ready(app)),
+        Route::HealthDetailed => Ok(health::detailed(app).await),
+        Route::Stats => Ok(Reply::json(
+            StatusCode::OK,
+            serde_json::to_vec(&crate::obs::metrics::stats_json(app))
+                .unwrap_or_default()
+                .into(),
+        )),
+        Route::Metrics if app.config.enable_metrics || app.config.prometheus_metrics => {
+            Ok(Reply::prometheus(crate::obs::metrics::render(app)))
+        }
+        Route::Metrics => Err(HttpError::NotFound),
     }
 }

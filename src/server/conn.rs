@@ -55,6 +55,7 @@ pub async fn drive(
         .map(|a| a.ip())
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     let activity = Arc::new(ConnActivity::new());
+    let _open = ConnCounter::open(app.clone(), worker);
     let io = TokioIo::new(TrackedIo {
         inner: stream,
         activity: activity.clone(),
@@ -102,6 +103,29 @@ pub async fn drive(
             }
             _ = tokio::time::sleep(wait) => {}
         }
+    }
+}
+
+/// Counts the connection open for as long as it lives (closed on any exit path).
+struct ConnCounter(Arc<App>, usize);
+
+impl ConnCounter {
+    fn open(app: Arc<App>, worker: usize) -> ConnCounter {
+        app.stats
+            .worker(worker)
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ConnCounter(app, worker)
+    }
+}
+
+impl Drop for ConnCounter {
+    fn drop(&mut self) {
+        self.0
+            .stats
+            .worker(self.1)
+            .connections_closed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -36,6 +36,8 @@ pub struct App {
     /// `None` when `RATE_LIMIT_MAX` is 0.
     pub rate: Option<crate::edge::rate::RateLimiter>,
     pub auth: crate::edge::auth::Authenticator,
+    /// Workers replaced after a panic.
+    pub restarts: AtomicU64,
 }
 
 pub(crate) enum Msg {
@@ -103,7 +105,6 @@ pub struct ServerHandle {
     tx: mpsc::Sender<Msg>,
     supervisor: Option<std::thread::JoinHandle<()>>,
     crash: Vec<Arc<Notify>>,
-    restarts: Arc<AtomicU64>,
 }
 
 /// Starts servers.
@@ -126,6 +127,7 @@ impl Server {
             cors: crate::edge::cors::Cors::new(&config.cors_origins),
             rate,
             auth,
+            restarts: AtomicU64::new(0),
             shedder: crate::edge::shed::Shedder::new(
                 crate::edge::shed::ShedConfig {
                     max_delay: Duration::from_millis(config.max_event_loop_delay),
@@ -151,14 +153,12 @@ impl Server {
                 tx.clone(),
             )?;
         }
-        let restarts = Arc::new(AtomicU64::new(0));
         let sup = Supervisor {
             app: app.clone(),
             phase: phase_tx,
             listeners,
             crash: crash.clone(),
             tx: tx.clone(),
-            restarts: restarts.clone(),
         };
         let supervisor = std::thread::Builder::new()
             .name("agentd-supervisor".into())
@@ -169,7 +169,6 @@ impl Server {
             tx,
             supervisor: Some(supervisor),
             crash,
-            restarts,
         })
     }
 }
@@ -200,7 +199,7 @@ impl ServerHandle {
 
     /// How many workers were replaced after a panic.
     pub fn worker_restarts(&self) -> u64 {
-        self.restarts.load(Ordering::Relaxed)
+        self.app.restarts.load(Ordering::Relaxed)
     }
 
     /// Makes worker `id` panic (to exercise the supervisor).
@@ -226,7 +225,6 @@ struct Supervisor {
     listeners: Vec<std::net::TcpListener>,
     crash: Vec<Arc<Notify>>,
     tx: mpsc::Sender<Msg>,
-    restarts: Arc<AtomicU64>,
 }
 
 impl Supervisor {
@@ -291,7 +289,7 @@ impl Supervisor {
             self.tx.clone(),
         ) {
             Ok(_) => {
-                self.restarts.fetch_add(1, Ordering::Relaxed);
+                self.app.restarts.fetch_add(1, Ordering::Relaxed);
                 true
             }
             Err(e) => {

@@ -84,7 +84,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 log "starting $BIN on $BASE"
-PORT="$PORT_NUM" HOST=127.0.0.1 WORKERS=2 NODE_ENV=production "$BIN" >"$SERVER_LOG" 2>&1 &
+PORT="$PORT_NUM" HOST=127.0.0.1 WORKERS=2 NODE_ENV=production ENABLE_METRICS=true "$BIN" >"$SERVER_LOG" 2>&1 &
 SERVER_PID=$!
 
 # Wait for GET /health/live == 200, at most ~10 s.
@@ -117,3 +117,4 @@ log "agentd is live (pid $SERVER_PID)"
 
 # --- check --------------------------------------------------------------------
 timeout "${INTEROP_TIMEOUT:-180}" "$VPY" "$CHECK" "$BASE"
+timeout 60 "$VPY" "$ROOT/scripts/interop/metrics_check.py" "$BASE"

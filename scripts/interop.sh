@@ -117,4 +117,5 @@ log "agentd is live (pid $SERVER_PID)"
 
 # --- check --------------------------------------------------------------------
 timeout "${INTEROP_TIMEOUT:-180}" "$VPY" "$CHECK" "$BASE"
+timeout "${INTEROP_TIMEOUT:-180}" "$VPY" "$ROOT/scripts/interop/ws_check.py" "$BASE"
 timeout 60 "$VPY" "$ROOT/scripts/interop/metrics_check.py" "$BASE"

@@ -133,6 +133,16 @@ pub struct Config {
     #[arg(long, env = "SSE_HEARTBEAT", value_name = "SSE_HEARTBEAT", default_value_t = 0, value_parser = ms_range(0, 3_600_000))]
     pub sse_heartbeat: u64,
 
+    /// Largest WebSocket message accepted on `/ws`, in bytes (a larger one closes the
+    /// socket with 1009).
+    #[arg(long, env = "WS_MAX_MESSAGE", value_name = "WS_MAX_MESSAGE", default_value_t = 1_048_576, value_parser = clap::value_parser!(u64).range(64..=1_073_741_824))]
+    pub ws_max_message: u64,
+
+    /// How long a `/ws` socket may go without a message from the client (and no answer
+    /// running) before it is closed.
+    #[arg(long, env = "WS_IDLE_TIMEOUT", value_name = "WS_IDLE_TIMEOUT", default_value_t = 120_000, value_parser = ms_range(1, 86_400_000))]
+    pub ws_idle_timeout: u64,
+
     /// Allowed CORS origins: a comma list, or `*` (any origin, reflected).
     #[arg(
         long,

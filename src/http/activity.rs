@@ -7,14 +7,26 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-#[derive(Debug)]
+/// What keeps a connection counted (its slot under `MAX_CONNECTIONS`, its place in the
+/// worker's drain): held by the connection, and by a WebSocket that outlives it.
+pub type ConnHold = std::sync::Arc<dyn std::any::Any + Send + Sync>;
+
 pub struct ConnActivity {
+    pub hold: Option<ConnHold>,
     epoch: Instant,
     in_flight: AtomicU32,
     /// Milliseconds since `epoch` when the last request finished.
     idle_since: AtomicU64,
     /// Milliseconds since `epoch` + 1 when bytes of a new head started arriving; 0 = none.
     head_started: AtomicU64,
+}
+
+impl std::fmt::Debug for ConnActivity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnActivity")
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for ConnActivity {
@@ -26,7 +38,12 @@ impl Default for ConnActivity {
 impl ConnActivity {
     /// A new connection counts as awaiting its first head from now.
     pub fn new() -> Self {
+        Self::with_hold(None)
+    }
+
+    pub fn with_hold(hold: Option<ConnHold>) -> Self {
         ConnActivity {
+            hold,
             epoch: Instant::now(),
             in_flight: AtomicU32::new(0),
             idle_since: AtomicU64::new(0),

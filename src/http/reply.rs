@@ -11,6 +11,8 @@ use super::headers::{EVENT_STREAM, JSON, NO, NO_CACHE, X_ACCEL_BUFFERING};
 
 static PROMETHEUS: HeaderValue =
     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8");
+static UPGRADE: HeaderValue = HeaderValue::from_static("upgrade");
+static WEBSOCKET: HeaderValue = HeaderValue::from_static("websocket");
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ContentKind {
@@ -59,6 +61,17 @@ impl Reply {
         }
     }
 
+    /// `101 Switching Protocols` to WebSocket (`Connection: upgrade`, `Upgrade:
+    /// websocket`); `accept` is the `Sec-WebSocket-Accept` value.
+    pub fn websocket_upgrade(accept: HeaderValue) -> Reply {
+        Reply {
+            status: StatusCode::SWITCHING_PROTOCOLS,
+            kind: ContentKind::Empty,
+            body: ResponseBody::empty(),
+            extra: Some((header::SEC_WEBSOCKET_ACCEPT, accept)),
+        }
+    }
+
     pub fn empty(status: StatusCode) -> Reply {
         Reply {
             status,
@@ -79,7 +92,12 @@ impl Reply {
             ContentKind::Json => {
                 headers.insert(header::CONTENT_TYPE, JSON.clone());
             }
-            ContentKind::Empty => {}
+            ContentKind::Empty => {
+                if self.status == StatusCode::SWITCHING_PROTOCOLS {
+                    headers.insert(header::CONNECTION, UPGRADE.clone());
+                    headers.insert(header::UPGRADE, WEBSOCKET.clone());
+                }
+            }
             ContentKind::Prometheus => {
                 headers.insert(header::CONTENT_TYPE, PROMETHEUS.clone());
             }

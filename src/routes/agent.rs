@@ -137,7 +137,7 @@ impl From<Caught> for Outcome {
     }
 }
 
-async fn run_agent(
+pub(crate) async fn run_agent(
     app: Arc<App>,
     session: Session,
     query: Query,

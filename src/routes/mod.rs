@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod health;
+pub mod ws;
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -45,7 +46,7 @@ fn authorize(route: Route, h: &HeaderMap, app: &App) -> Result<(), HttpError> {
                 .check_api_key(h.get("x-api-key").map(|v| v.as_bytes()))
                 .map_err(map)?;
         }
-        Route::Agent | Route::Assist | Route::Stream => {}
+        Route::Agent | Route::Assist | Route::Stream | Route::Ws => {}
         _ => return Ok(()),
     }
     app.auth
@@ -120,6 +121,12 @@ pub async fn handle(
     }
     let mut limit = None;
     let routed = route(req.method(), req.uri().path());
+    if routed == RouteMatch::Found(Route::Ws) {
+        // An upgraded socket keeps its connection counted until it closes.
+        if let Some(hold) = done.activity.hold.clone() {
+            req.extensions_mut().insert(ws::Hold(hold));
+        }
+    }
     done.route = match routed {
         RouteMatch::Found(r) => r.label(),
         _ => crate::http::router::UNROUTED_LABEL,
@@ -239,6 +246,7 @@ async fn dispatch(
             agent::assist(req, headers, app, request_id).await
         }
         Route::Stream => agent::stream(req, app, request_id),
+        Route::Ws => ws::upgrade(req, headers, app, request_id),
         Route::Health => Ok(health::health(app)),
         Route::HealthLive => Ok(health::live()),
         Route::HealthReady => Ok(health::ready(app)),

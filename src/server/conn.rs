@@ -49,12 +49,13 @@ pub async fn drive(
     builder: Arc<auto::Builder<TokioExecutor>>,
     worker: usize,
     mut phase: watch::Receiver<Phase>,
+    hold: crate::http::activity::ConnHold,
 ) {
     let peer = stream
         .peer_addr()
         .map(|a| a.ip())
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-    let activity = Arc::new(ConnActivity::new());
+    let activity = Arc::new(ConnActivity::with_hold(Some(hold)));
     let _open = ConnCounter::open(app.clone(), worker);
     let io = TokioIo::new(TrackedIo {
         inner: stream,

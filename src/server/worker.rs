@@ -106,10 +106,8 @@ async fn serve(id: usize, listener: std::net::TcpListener, app: Arc<App>, crash:
                 backoff = Duration::from_millis(5);
                 let _ = stream.set_nodelay(true);
                 let (app, builder, phase) = (app.clone(), builder.clone(), app.phase.clone());
-                tracker.spawn(async move {
-                    conn::drive(stream, app, builder, id, phase).await;
-                    drop(permit);
-                });
+                let hold: crate::http::activity::ConnHold = Arc::new((permit, tracker.token()));
+                tracker.spawn(conn::drive(stream, app, builder, id, phase, hold));
             }
             Err(e) => {
                 // EMFILE/ENFILE/ENOBUFS and friends: wait for resources to come back.

@@ -28,7 +28,10 @@
 # drift hits all alike): start it, wait for GET /health/live, warm up, then measure one
 # wrk run while sampling the server's process tree (scripts/bench/measure.py): CPU
 # utime+stime from /proc/<pid>/stat (workers included) per completed request, and peak
-# resident memory. Medians over repetitions go into the table.
+# resident memory. Medians over repetitions go into the table. The binaries are copied
+# into the run's folder first, so a rebuild during the run changes nothing. Before each
+# measurement the harness waits for the machine to be idle, and a measurement during which
+# other processes took CPU anyway is repeated (--max-other, --retries, --quiet-wait).
 # With 2+ cores the server and the load generator are pinned apart (taskset): the server
 # on the first half of the CPUs (CPU 0 on 2 cores), wrk on the rest (CPU 1).
 #
@@ -89,7 +92,7 @@ RETRIES=2
 QUIET_WAIT=30
 SSE_CONNECTIONS=10000
 PORT_BASE=${BENCH_PORT_BASE:-39100}
-ORIG_ARGS="$*"
+ORIG_ARGS=$(python3 -c 'import shlex, sys; print(shlex.join(sys.argv[1:]))' "$@" 2>/dev/null || echo "$*")
 
 usage() { sed -n '2,/^$/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 die() { echo "bench: $*" >&2; exit 1; }

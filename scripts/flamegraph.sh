@@ -31,7 +31,7 @@ FREQ=999
 BUILD=1
 SCENARIO=''
 PORT=${FLAMEGRAPH_PORT:-39190}
-ORIG_ARGS="$*"
+ORIG_ARGS=$(python3 -c 'import shlex, sys; print(shlex.join(sys.argv[1:]))' "$@" 2>/dev/null || echo "$*")
 
 usage() { sed -n '2,/^$/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 die() { echo "flamegraph: $*" >&2; exit 1; }

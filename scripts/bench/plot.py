@@ -23,15 +23,16 @@ EXTRA_COLORS = ["#2b8a3e", "#ae3ec9", "#f59f00", "#0ca678"]
 FONT = "font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\""
 
 
-def nice_max(v):
-    """A round axis maximum at or above v."""
+def axis(v):
+    """A round tick step and the axis top (a whole number of steps, 5 at most) for max v."""
     if v <= 0:
-        return 1.0
-    exp = 10 ** math.floor(math.log10(v))
-    for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
-        if m * exp >= v:
-            return m * exp
-    return 10 * exp
+        return 1.0, 1.0
+    exp = 10 ** math.floor(math.log10(v / 5))
+    for m in (1, 2, 2.5, 5, 10, 20):
+        step = m * exp
+        if math.ceil(v / step - 1e-9) <= 5:
+            return step, step * math.ceil(v / step - 1e-9)
+    return v, v
 
 
 def short(v):
@@ -54,12 +55,13 @@ def short(v):
 
 def panel(out, summary, scenarios, servers, colors, key, title, x0, y0, w, h):
     vals = [s[key] for s in summary if s.get(key) is not None]
-    top = nice_max(max(vals) if vals else 1)
+    step, top = axis(max(vals) if vals else 1)
+    ticks = int(round(top / step))
     out.append(f'<text x="{x0}" y="{y0 - 12}" font-size="14" font-weight="bold" {FONT}>{escape(title)}</text>')
     # grid and axis labels
-    for i in range(5):
-        v = top * i / 4
-        y = y0 + h - h * i / 4
+    for i in range(ticks + 1):
+        v = step * i
+        y = y0 + h - h * v / top
         out.append(f'<line x1="{x0}" y1="{y:.1f}" x2="{x0 + w}" y2="{y:.1f}" stroke="#dee2e6" stroke-width="1"/>')
         out.append(f'<text x="{x0 - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" fill="#495057" {FONT}>{short(v) if v else "0"}</text>')
     by = {(s["scenario"], s["server"]): s for s in summary}
@@ -99,7 +101,8 @@ def render(summary, meta):
            f'{escape(str(meta.get("date", "")))}, commit {escape(str(meta.get("commit", "")))}</text>',
            f'<text x="{x0}" y="42" font-size="11" fill="#495057" {FONT}>{escape(str(meta.get("nproc", "?")))} CPU(s), '
            f'{escape(str(meta.get("cpu_model", "")))}; server on {escape(str(meta.get("server_cores", "?")))} core(s)'
-           f'{", pinned" if meta.get("pinned") else ""}; sse-10k bars are the burst of streams on held connections</text>']
+           f'{", pinned" if meta.get("pinned") else ""}'
+           f'{"; sse-10k bars are the burst of streams on held connections" if "sse-10k" in scenarios else ""}</text>']
     panel(out, summary, scenarios, servers, colors, "rps",
           "Requests per second (higher is better)", x0, 90, w, h)
     panel(out, summary, scenarios, servers, colors, "cpu_us_per_req",

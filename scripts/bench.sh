@@ -22,7 +22,12 @@
 #                          hold 10,000 echo streams open mid-response; what a server pays
 #                          for 10,000 streaming clients is the held connections plus
 #                          10,000 simultaneous streams, and that is what this measures.
-#   llm                    placeholder: skipped until agentd has an LLM connector
+#   llm                    agentd's overhead on the LLM path: `cargo bench --bench
+#                          llm_overhead` streams the same answers from a local fake
+#                          upstream (20 tokens, 20 ms to the first, 5 ms apart) straight
+#                          and through agentd's LLM agent at 50 req/s (open loop), and
+#                          reports time to first token and total latency, p50/p99, and
+#                          the difference (in-process servers; not interleaved)
 #
 # Method: for each repetition, for each scenario, each server in turn (interleaved, so
 # drift hits all alike): start it, wait for GET /health/live, warm up, then measure one
@@ -60,7 +65,7 @@
 #   --no-build           use the binaries already built
 #   --no-results         write bench-out/ only, leave benches/RESULTS.md and results.svg alone
 #   --quick              smoke run: 1 rep x 2 s, 1 s warm-up, scenarios health-50, agent-50,
-#                        agent-close and sse-10k (1,000 connections); writes bench-out/ only
+#                        agent-close, sse-10k (1,000 connections) and llm; writes bench-out/ only
 #   -h, --help           this text
 #
 # Exit status: non-zero when a build, a server start, the response check, or an agentd
@@ -123,7 +128,7 @@ done
 
 if [[ $QUICK == 1 ]]; then
   DURATION=2; REPS=1; WARMUP=1; SSE_CONNECTIONS=1000; RESULTS=0
-  [[ $SCENARIO_SET == 1 ]] || SCENARIO_RE='health-50|agent-50|agent-close|sse-10k'
+  [[ $SCENARIO_SET == 1 ]] || SCENARIO_RE='health-50|agent-50|agent-close|sse-10k|llm'
 fi
 [[ $DURATION =~ ^[0-9]+$ && $DURATION -ge 1 ]] || die "--duration wants whole seconds >= 1"
 [[ $REPS =~ ^[0-9]+$ && $REPS -ge 1 ]] || die "--reps wants an integer >= 1"
@@ -142,22 +147,46 @@ SCENARIOS=(
   "agent-256|wrk|POST /agent|256|"
   "agent-close|wrk|POST /agent|50|close"
   "sse-10k|hold|POST /agent|$SSE_CONNECTIONS|"
-  "llm|skip|POST /agent|50|"
+  "llm|llm|POST /agent|50|"
 )
 SELECTED=()
 SKIPPED=0
+RUN_LLM=0
 for s in "${SCENARIOS[@]}"; do
   name=${s%%|*}
   if [[ $name =~ ^($SCENARIO_RE)$ ]]; then
-    if [[ $s == *"|skip|"* ]]; then
-      log "scenario $name: skipped (no LLM connector in agentd yet; it will measure streams paced by a real model)"
+    if [[ $s == *"|llm|"* ]]; then
+      RUN_LLM=1
       SKIPPED=1
       continue
     fi
     SELECTED+=("$s")
   fi
 done
+run_llm_overhead() {
+  local secs=$DURATION out
+  [[ $QUICK == 1 ]] && secs=2
+  log "scenario llm: cargo bench --bench llm_overhead -- --rate 50 --seconds $secs"
+  mkdir -p "$OUT"
+  out=$(cd "$ROOT" && cargo bench --quiet --bench llm_overhead -- --rate 50 --seconds "$secs" 2>>"$OUT/llm-overhead.log") \
+    || die "the LLM overhead benchmark failed (see $OUT/llm-overhead.log)"
+  printf '%s\n' "$out" > "$OUT/llm-overhead.md"
+  printf '%s\n' "$out" >&2
+  if [[ $RESULTS == 1 ]]; then
+    {
+      printf '\n## LLM path: agentd overhead over the upstream\n\n'
+      printf 'Command: `cargo bench --bench llm_overhead -- --rate 50 --seconds %s`\n' "$secs"
+      printf '%s\n' "$out"
+    } >> "$ROOT/benches/RESULTS.md"
+  fi
+}
 if [[ ${#SELECTED[@]} == 0 ]]; then
+  if [[ $RUN_LLM == 1 ]]; then
+    RESULTS=0
+    OUT=$ROOT/bench-out/$(date -u +%Y%m%d-%H%M%S)-llm
+    run_llm_overhead
+    exit 0
+  fi
   [[ $SKIPPED == 1 ]] && exit 0
   die "no scenario matches '$SCENARIO_RE'"
 fi
@@ -530,6 +559,7 @@ else
   report+=(--svg "$OUT/results.svg")
 fi
 "${report[@]}"
+[[ $RUN_LLM == 1 ]] && run_llm_overhead
 log "raw results: $OUT (results.csv, results.json, summary.md)"
 if [[ $FAILED == 1 ]]; then
   die "agentd failed or had errors in at least one run (see the table and $LOGS)"

@@ -9,10 +9,10 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
-step "cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets -- -D warnings
-step "cargo test"
-cargo test
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+step "cargo test --workspace"
+cargo test --workspace
 step "cargo build --release"
 cargo build --release
 if [[ ${SKIP_INTEROP:-0} != 1 ]]; then

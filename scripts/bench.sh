@@ -96,7 +96,10 @@ MAX_OTHER=0.15
 RETRIES=2
 QUIET_WAIT=30
 SSE_CONNECTIONS=10000
-PORT_BASE=${BENCH_PORT_BASE:-39100}
+# Below the ephemeral range, so no outgoing connection (of a test, of the load
+# generator) can be holding the port when a server binds it.
+EPHEMERAL_LOW=$(awk '{print $1}' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+PORT_BASE=${BENCH_PORT_BASE:-$(( EPHEMERAL_LOW - 2000 ))}
 ORIG_ARGS=$(python3 -c 'import shlex, sys; print(shlex.join(sys.argv[1:]))' "$@" 2>/dev/null || echo "$*")
 
 usage() { sed -n '2,/^$/p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }

@@ -413,6 +413,10 @@ pub struct Config {
     #[arg(long, env = "LOG_LEVEL", value_name = "LOG_LEVEL", value_enum, default_value_t = LogLevel::Info, ignore_case = true)]
     pub log_level: LogLevel,
 
+    /// Log line format: `json` or `pretty` (default: json in production, else pretty).
+    #[arg(long, env = "LOG_FORMAT", value_name = "LOG_FORMAT", value_parser = ["json", "pretty"])]
+    pub log_format: Option<String>,
+
     /// `production` logs JSON lines and no per-request lines; anything else logs
     /// human-readable lines and one line per request.
     #[arg(

@@ -218,3 +218,45 @@ fn the_binary_serves_and_exits_0_on_sigterm() {
         "production logs are JSON lines: {err}"
     );
 }
+
+#[test]
+fn request_log_lines_in_json() {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_agentd"))
+        .env("PORT", port.to_string())
+        .env("HOST", "127.0.0.1")
+        .env("WORKERS", "1")
+        .env("NODE_ENV", "development")
+        .env("LOG_FORMAT", "json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            use std::io::{Read, Write};
+            s.write_all(b"GET /health/live?x=1 HTTP/1.1\r\nHost: x\r\nx-request-id: log-test-1\r\nConnection: close\r\n\r\n").unwrap();
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.contains("log-test-1"))
+        .unwrap_or_else(|| panic!("no request line in {err}"));
+    let j: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+    assert_eq!(j["method"], "GET");
+    assert_eq!(j["url"], "/health/live?x=1");
+    assert_eq!(j["status"], 200);
+    assert!(j["response_time_ms"].is_number());
+    assert_eq!(j["request_id"], "log-test-1");
+}

@@ -86,7 +86,9 @@ fn start_llm(c: Config) -> TestServer {
 #[tokio::test]
 async fn openai_tokens_stream_through_with_analysis_and_performance() {
     let fake = fake(5).await;
-    let server = start_llm(with_openai(llm_config(), &fake));
+    let mut c = with_openai(llm_config(), &fake);
+    c.enable_metrics = true;
+    let server = start_llm(c);
     let body = serde_json::json!({
         "query": {"id": ID, "prompt": "Explain streams", "context": {"preferences": {"temperature": 1.5, "maxTokens": 77}}},
     })
@@ -99,6 +101,21 @@ async fn openai_tokens_stream_through_with_analysis_and_performance() {
     assert_eq!(evs[0].data["content"]["provider"], "openai");
     assert_eq!(evs[0].data["content"]["model"], "fake-gpt");
     let perf = &evs[evs.len() - 2].data["content"];
+    let metrics = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for family in [
+        "agentd_llm_overhead_seconds_count{provider=\"openai\"} 1",
+        "agentd_llm_time_to_first_token_seconds_count{provider=\"openai\"} 1",
+        "agentd_llm_requests_total{provider=\"openai\"} 1",
+    ] {
+        assert!(metrics.contains(family), "{family} missing");
+    }
     assert!(
         perf["tokensOut"].as_u64().is_some(),
         "usage is counted: {perf}"

@@ -174,3 +174,37 @@ async fn detailed_health_reports_its_checks() {
         .unwrap();
     assert_eq!(res.status(), 503);
 }
+
+#[tokio::test]
+async fn websockets_are_counted_while_open() {
+    let mut cfg = config();
+    cfg.enable_metrics = true;
+    let server = start_echo_with(cfg);
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.addr))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let scrape = || async {
+        parse(
+            &client()
+                .get(server.url("/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        )
+    };
+    assert_eq!(scrape().await["agentd_open_websockets"], 1.0);
+    drop(ws);
+    let mut closed = false;
+    for _ in 0..50 {
+        if scrape().await["agentd_open_websockets"] == 0.0 {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(closed);
+}

@@ -126,6 +126,11 @@ impl Agent for LlmAgent {
         let stream = handler.create_text_stream("AI_RESPONSE")?;
         if let Some(first) = open.first.take() {
             handler.emit_chunk(&stream, &first).await?;
+            let to_first = started.elapsed();
+            open.provider
+                .stats
+                .overhead
+                .record(to_first.saturating_sub(open.ttft));
             loop {
                 match open.stream.next_text().await {
                     Ok(Some(t)) => handler.emit_chunk(&stream, &t).await?,

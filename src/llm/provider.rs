@@ -71,6 +71,8 @@ pub struct ProviderStats {
     pub completed: AtomicU64,
     pub ttft: Histogram,
     pub latency: Histogram,
+    /// agentd's own share of the time to first token (see `LlmAgent`).
+    pub overhead: Histogram,
 }
 
 pub struct Provider {

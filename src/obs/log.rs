@@ -21,7 +21,11 @@ pub fn init(config: &Config) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    let _ = if config.is_production() {
+    let json = match config.log_format.as_deref() {
+        Some(f) => f == "json",
+        None => config.is_production(),
+    };
+    let _ = if json {
         builder.json().flatten_event(true).try_init()
     } else {
         builder.try_init()

@@ -130,6 +130,12 @@ pub fn render(app: &App) -> String {
         "SSE responses streaming.",
         so.saturating_sub(sc),
     );
+    gauge(
+        &mut out,
+        "agentd_open_websockets",
+        "WebSockets open.",
+        app.ws_open.load(Relaxed),
+    );
     counter(
         &mut out,
         "agentd_sse_events_total",
@@ -290,6 +296,20 @@ pub fn render(app: &App) -> String {
                 "agentd_llm_time_to_first_token_seconds",
                 &format!("provider=\"{}\"", p.name()),
                 &p.stats.ttft,
+            );
+        }
+        family(
+            &mut out,
+            "agentd_llm_overhead_seconds",
+            "histogram",
+            "agentd's own share of the time to first token: from the agent's start to the first AI_RESPONSE event, minus the provider's time to first token (retries and backoff included).",
+        );
+        for p in ps {
+            log_hist(
+                &mut out,
+                "agentd_llm_overhead_seconds",
+                &format!("provider=\"{}\"", p.name()),
+                &p.stats.overhead,
             );
         }
         family(

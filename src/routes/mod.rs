@@ -226,7 +226,11 @@ fn finish(
             url = %uri,
             status = res.status().as_u16(),
             response_time_ms = elapsed.as_secs_f64() * 1000.0,
-            request_id = ?res.headers().get(&X_REQUEST_ID),
+            request_id = res
+                .headers()
+                .get(&X_REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
             "request"
         );
     }

@@ -456,7 +456,21 @@ struct Socket {
     max_message: usize,
 }
 
+/// Counts a socket open while it lives.
+struct OpenSocket(Arc<App>);
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.0
+            .ws_open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 async fn serve(io: TokioIo<Upgraded>, app: Arc<App>, request_id: HeaderValue) {
+    app.ws_open
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _open = OpenSocket(app.clone());
     let c = &app.config;
     let max_message = usize::try_from(c.ws_max_message).unwrap_or(usize::MAX);
     let config = WebSocketConfig::default()

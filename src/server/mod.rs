@@ -38,6 +38,8 @@ pub struct App {
     pub auth: crate::edge::auth::Authenticator,
     /// Workers replaced after a panic.
     pub restarts: AtomicU64,
+    /// WebSockets open.
+    pub ws_open: AtomicU64,
 }
 
 pub(crate) enum Msg {
@@ -128,6 +130,7 @@ impl Server {
             rate,
             auth,
             restarts: AtomicU64::new(0),
+            ws_open: AtomicU64::new(0),
             shedder: crate::edge::shed::Shedder::new(
                 crate::edge::shed::ShedConfig {
                     max_delay: Duration::from_millis(config.max_event_loop_delay),

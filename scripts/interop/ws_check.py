@@ -18,10 +18,11 @@ from __future__ import annotations
 import json
 import sys
 import traceback
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from ulid import ULID
+
+from check import CROCKFORD, KEY_ORDER, SPECIAL, Ctx, show, verr
 from websockets.sync.client import ClientConnection, connect
 
 from sentient_agent_framework.interface.events import (
@@ -33,45 +34,8 @@ from sentient_agent_framework.interface.events import (
 DEFAULT_SOURCE = "agentd"  # processor_id agentd uses for /ws (no session there)
 ECHO_PREFIX = "⚡ High-speed response to: "
 TIMEOUT = 15.0
-SPECIAL = "\u2028\u2029\u0085"
 
-COMMON_KEYS = ["content_type", "event_name", "schema_version", "id", "source", "metadata"]
-KEY_ORDER = {
-    "atomic.textblock": COMMON_KEYS + ["content"],
-    "atomic.json": COMMON_KEYS + ["content"],
-    "chunked.text": COMMON_KEYS + ["stream_id", "is_complete", "content"],
-    "atomic.error": COMMON_KEYS + ["content"],
-    "atomic.done": COMMON_KEYS,
-}
-CROCKFORD = set("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 _MISSING = object()
-
-
-@dataclass
-class Ctx:
-    errors: list[str] = field(default_factory=list)
-
-    def check(self, cond: bool, msg: str) -> bool:
-        if not cond:
-            self.errors.append(msg)
-        return cond
-
-
-def verr(e: Exception) -> str:
-    """One line for a pydantic ValidationError (first error: loc, type, msg)."""
-    errs = getattr(e, "errors", None)
-    if callable(errs):
-        try:
-            first = errs()[0]
-            return f"{first.get('type')} at {'.'.join(str(x) for x in first.get('loc', ()))}: {first.get('msg')}"
-        except Exception:
-            pass
-    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-
-
-def show(s: str, limit: int = 300) -> str:
-    r = repr(s)
-    return r if len(r) <= limit else r[: limit // 2] + " ... " + r[-limit // 2 :]
 
 
 def compact(v: Any) -> str:

@@ -21,6 +21,6 @@ if [[ ${SKIP_INTEROP:-0} != 1 ]]; then
 fi
 if [[ ${SKIP_BENCH:-0} != 1 ]]; then
   step "benchmark harness, quick run"
-  scripts/bench.sh --quick --no-build
+  scripts/bench.sh --quick
 fi
 step "all checks passed"

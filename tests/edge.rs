@@ -303,14 +303,7 @@ async fn overload_is_shed_but_liveness_answers() {
     assert_eq!(res.headers()["retry-after"], "50");
     let j: serde_json::Value = res.json().await.unwrap();
     assert_eq!(j["code"], "under_pressure");
-    assert_eq!(
-        c.get(server.url("/health/live"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&server, "/health/live").await, 200);
     let ready = c.get(server.url("/health/ready")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     assert!(ready.text().await.unwrap().contains("requests in flight"));
@@ -322,18 +315,8 @@ async fn overload_is_shed_but_liveness_answers() {
     cfg.max_rss_bytes = 1;
     let server = start_echo_with(cfg);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        c.get(server.url("/health")).send().await.unwrap().status(),
-        503
-    );
-    assert_eq!(
-        c.get(server.url("/health/live"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&server, "/health").await, 503);
+    assert_eq!(get_status(&server, "/health/live").await, 200);
 }
 
 #[tokio::test]
@@ -371,18 +354,8 @@ async fn rate_limits_per_client_ip() {
     assert_eq!(j["message"], "Too many requests from 127.0.0.1");
     assert!(j["requestId"].is_string() && j["expiresIn"].is_u64() && j["date"].is_u64());
     // Probes are never limited.
-    assert_eq!(
-        c.get(server.url("/health/live"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        c.get(server.url("/health")).send().await.unwrap().status(),
-        200
-    );
+    assert_eq!(get_status(&server, "/health/live").await, 200);
+    assert_eq!(get_status(&server, "/health").await, 200);
     // Behind a trusted proxy each forwarded client has its own budget.
     let res = c
         .get(server.url("/stream?prompt=x"))
@@ -397,14 +370,7 @@ async fn rate_limits_per_client_ip() {
     let mut cfg = config();
     cfg.rate_limit_max = 1;
     let server = start_echo_with(cfg);
-    assert_eq!(
-        c.get(server.url("/stream?prompt=x"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&server, "/stream?prompt=x").await, 200);
     let res = c
         .get(server.url("/stream?prompt=x"))
         .header("x-forwarded-for", "203.0.113.9")
@@ -496,7 +462,7 @@ async fn jwt_on_the_agent_routes() {
         .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(
-        c.get(server.url("/health")).send().await.unwrap().status(),
+        get_status(&server, "/health").await,
         200,
         "health needs no token"
     );

@@ -13,15 +13,7 @@ use support::*;
 #[tokio::test]
 async fn a_crashed_worker_is_replaced_and_the_others_keep_serving() {
     let server = start_echo();
-    let c = client();
-    assert_eq!(
-        c.get(server.url("/health/live"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&server, "/health/live").await, 200);
     server.handle().crash_worker(0);
     let started = Instant::now();
     assert!(

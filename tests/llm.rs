@@ -330,15 +330,7 @@ async fn the_breaker_opens_and_fails_fast() {
     tokio::time::sleep(Duration::from_millis(350)).await;
     let evs = ask(&server, body("x")).await;
     assert!(error_of(&evs).is_none());
-    assert_eq!(
-        client()
-            .get(server.url("/health/ready"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&server, "/health/ready").await, 200);
 }
 
 #[tokio::test]
@@ -385,15 +377,7 @@ async fn unhealthy_providers_make_readiness_fail() {
     let mut c = with_openai(llm_config(), &fake);
     c.health_check_interval = 100;
     let server = start_llm(c);
-    assert_eq!(
-        client()
-            .get(server.url("/health/ready"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&server, "/health/ready").await, 200);
     fake.set_default(Behaviour {
         tokens: 2,
         ..Behaviour::default()
@@ -405,38 +389,12 @@ async fn unhealthy_providers_make_readiness_fail() {
             retry_after_ms: None,
         });
     }
-    let c = client();
-    let mut saw_503 = false;
-    for _ in 0..40 {
-        if c.get(server.url("/health/ready"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 503
-        {
-            saw_503 = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(saw_503, "a failed probe makes the only provider unusable");
+    assert!(
+        status_becomes(&server, "/health/ready", 503, Duration::from_secs(2)).await,
+        "a failed probe makes the only provider unusable"
+    );
     // Probes succeed again afterwards.
-    let mut back = false;
-    for _ in 0..40 {
-        if c.get(server.url("/health/ready"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            == 200
-        {
-            back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(back);
+    assert!(status_becomes(&server, "/health/ready", 200, Duration::from_secs(3)).await);
 }
 
 #[test]

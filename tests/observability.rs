@@ -93,15 +93,7 @@ async fn metrics_move_with_requests_across_workers() {
     assert_eq!(m["agentd_worker_restarts_total"], 0.0);
     // Disabled by default.
     let server = start_echo();
-    assert_eq!(
-        client()
-            .get(server.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(get_status(&server, "/metrics").await, 404);
 }
 
 #[tokio::test]

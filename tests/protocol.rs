@@ -192,14 +192,7 @@ async fn malformed_bodies_are_400_json() {
     bad_utf8.extend_from_slice(b"\xc3\x28\"}}");
     expect_error(send(bad_utf8).await.unwrap(), 400, "invalid_json").await;
     // Server still healthy afterwards.
-    assert_eq!(
-        c.get(server.url("/health/live"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&server, "/health/live").await, 200);
 }
 
 #[tokio::test]
@@ -389,15 +382,7 @@ async fn agent_panics_are_contained() {
         assert_eq!(err.data["content"]["error_code"], 500);
         assert!(!err.raw.contains("secret"), "no panic details leak");
     }
-    assert_eq!(
-        client()
-            .get(server.url("/health/live"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&server, "/health/live").await, 200);
     assert_eq!(
         server.handle().worker_restarts(),
         0,
@@ -426,18 +411,9 @@ async fn agent_timeout_ends_with_error_and_done() {
     );
 }
 
-#[tokio::test]
-async fn client_disconnect_cancels_the_agent() {
-    let agent = Arc::new(SlowStreamAgent::new(1_000_000, Duration::from_millis(20)));
-    let server = start(config(), agent.clone());
-    let b = body("p");
-    let req = raw_agent_request(&b, "");
-    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut first = [0u8; 256];
-    let _ = tokio::io::AsyncReadExt::read(&mut s, &mut first)
-        .await
-        .unwrap();
+/// Waits for the agent to start, closes the client's socket, and expects the agent's
+/// work to be dropped.
+async fn leave_and_expect_cancel(s: tokio::net::TcpStream, agent: &SlowStreamAgent) {
     assert!(
         eventually(Duration::from_secs(5), || agent
             .started
@@ -454,6 +430,21 @@ async fn client_disconnect_cancels_the_agent() {
         .await,
         "the agent's work is dropped when the client leaves"
     );
+}
+
+#[tokio::test]
+async fn client_disconnect_cancels_the_agent() {
+    let agent = Arc::new(SlowStreamAgent::new(1_000_000, Duration::from_millis(20)));
+    let server = start(config(), agent.clone());
+    let b = body("p");
+    let req = raw_agent_request(&b, "");
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut first = [0u8; 256];
+    let _ = tokio::io::AsyncReadExt::read(&mut s, &mut first)
+        .await
+        .unwrap();
+    leave_and_expect_cancel(s, &agent).await;
 }
 
 #[tokio::test]
@@ -487,15 +478,7 @@ async fn slow_reader_is_cut_off_and_its_agent_stops() {
     // The connection is cut: reading drains what was buffered, then ends.
     let rest = read_until_close(&mut s, Duration::from_secs(10)).await;
     assert!(!String::from_utf8_lossy(&rest).contains("atomic.done"));
-    assert_eq!(
-        client()
-            .get(server.url("/health/live"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(get_status(&server, "/health/live").await, 200);
 }
 
 #[tokio::test]
@@ -507,22 +490,7 @@ async fn client_disconnect_cancels_a_silent_agent() {
     let req = raw_agent_request(&b, "");
     let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     s.write_all(req.as_bytes()).await.unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || agent
-            .started
-            .load(Ordering::SeqCst)
-            == 1)
-        .await
-    );
-    drop(s);
-    assert!(
-        eventually(Duration::from_secs(5), || agent
-            .dropped
-            .load(Ordering::SeqCst)
-            == 1)
-        .await,
-        "the agent's work is dropped when the client leaves"
-    );
+    leave_and_expect_cancel(s, &agent).await;
 }
 
 #[tokio::test]

@@ -87,6 +87,26 @@ def show(b: bytes, limit: int = 300) -> str:
     return r if len(r) <= limit else r[: limit // 2] + " ... " + r[-limit // 2 :]
 
 
+def run_case(name: str, run: Callable[[Ctx], int]) -> bool:
+    """Runs one case, turning an exception into a problem; prints PASS or FAIL."""
+    ctx = Ctx()
+    n = 0
+    try:
+        n = run(ctx)
+    except Exception as e:
+        tb = traceback.extract_tb(e.__traceback__)[-1]
+        ctx.errors.append(f"exception: {type(e).__name__}: {e} (at {tb.filename.rsplit('/', 1)[-1]}:{tb.lineno})")
+    if ctx.errors:
+        print(f"FAIL {name}: {len(ctx.errors)} problem(s)")
+        for err in ctx.errors[:12]:
+            print(f"     - {err}")
+        if len(ctx.errors) > 12:
+            print(f"     - ... {len(ctx.errors) - 12} more")
+        return False
+    print(f"PASS {name} ({n} events)")
+    return True
+
+
 def official_request_body(prompt: str, processor_id: str = PROCESSOR_ID) -> bytes:
     """The body as the official models serialise it (upper-case ULIDs, interactions [])."""
     req = Request(
@@ -396,23 +416,9 @@ def main() -> int:
     passed = failed = 0
     with httpx.Client(timeout=TIMEOUT) as client:
         for name, run in cases:
-            ctx = Ctx()
-            try:
-                n = run(client, ctx)
-            except Exception as e:
-                n = 0
-                tb = traceback.extract_tb(e.__traceback__)[-1]
-                ctx.errors.append(f"exception: {type(e).__name__}: {e} (at {tb.filename.rsplit('/', 1)[-1]}:{tb.lineno})")
-            if ctx.errors:
-                failed += 1
-                print(f"FAIL {name}: {len(ctx.errors)} problem(s)")
-                for err in ctx.errors[:12]:
-                    print(f"     - {err}")
-                if len(ctx.errors) > 12:
-                    print(f"     - ... {len(ctx.errors) - 12} more")
-            else:
-                passed += 1
-                print(f"PASS {name} ({n} events)")
+            ok = run_case(name, lambda ctx: run(client, ctx))
+            passed += ok
+            failed += not ok
     print(f"interop: {passed} passed, {failed} failed")
     return 1 if failed else 0
 

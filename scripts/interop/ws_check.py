@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import json
 import sys
-import traceback
 from typing import Any, Callable, Optional
 
 from ulid import ULID
 
-from check import CROCKFORD, KEY_ORDER, SPECIAL, Ctx, show, verr
+from check import CROCKFORD, KEY_ORDER, SPECIAL, Ctx, run_case, show, verr
 from websockets.sync.client import ClientConnection, connect
 
 from sentient_agent_framework.interface.events import (
@@ -216,27 +215,16 @@ def main() -> int:
 
     passed = failed = 0
     for name, run in cases:
-        ctx = Ctx()
-        n = 0
-        try:
+        def in_socket(ctx: Ctx, run=run) -> int:
             with connect(url, open_timeout=TIMEOUT, close_timeout=TIMEOUT, max_size=None) as ws:
                 n = run(ws, ctx)
                 ws.close()
                 # The server answered our close frame with its own.
                 ctx.check(ws.close_code == 1000, f"close not answered with 1000: {ws.close_code!r}")
-        except Exception as e:
-            tb = traceback.extract_tb(e.__traceback__)[-1]
-            ctx.errors.append(f"exception: {type(e).__name__}: {e} (at {tb.filename.rsplit('/', 1)[-1]}:{tb.lineno})")
-        if ctx.errors:
-            failed += 1
-            print(f"FAIL {name}: {len(ctx.errors)} problem(s)")
-            for err in ctx.errors[:12]:
-                print(f"     - {err}")
-            if len(ctx.errors) > 12:
-                print(f"     - ... {len(ctx.errors) - 12} more")
-        else:
-            passed += 1
-            print(f"PASS {name} ({n} events)")
+                return n
+        ok = run_case(name, in_socket)
+        passed += ok
+        failed += not ok
     print(f"ws interop: {passed} passed, {failed} failed")
     return 1 if failed else 0
 

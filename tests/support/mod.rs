@@ -113,6 +113,31 @@ pub fn spawn_agent(server: &TestServer, prompt: &str) -> tokio::task::JoinHandle
     })
 }
 
+/// The status of `GET path` on a fresh client.
+pub async fn get_status(server: &TestServer, path: &str) -> u16 {
+    client()
+        .get(server.url(path))
+        .send()
+        .await
+        .expect("request")
+        .status()
+        .as_u16()
+}
+
+/// Polls `GET path` until it answers `want` or `timeout` passes.
+pub async fn status_becomes(server: &TestServer, path: &str, want: u16, timeout: Duration) -> bool {
+    let end = tokio::time::Instant::now() + timeout;
+    loop {
+        if get_status(server, path).await == want {
+            return true;
+        }
+        if tokio::time::Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))

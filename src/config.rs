@@ -86,6 +86,25 @@ pub struct Config {
     #[arg(long, env = "H2_MAX_CONCURRENT_STREAMS", value_name = "H2_MAX_CONCURRENT_STREAMS", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub h2_max_concurrent_streams: u32,
 
+    /// Most HTTP/2 streams a client may open and reset before the server has served them
+    /// (the rapid-reset defence: the connection gets GOAWAY above it).
+    #[arg(long, env = "H2_MAX_PENDING_RESETS", value_name = "H2_MAX_PENDING_RESETS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub h2_max_pending_resets: u64,
+
+    /// Most HTTP/2 streams the server may reset for a client's protocol errors on one
+    /// connection before it sends GOAWAY.
+    #[arg(long, env = "H2_MAX_LOCAL_ERROR_RESETS", value_name = "H2_MAX_LOCAL_ERROR_RESETS", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub h2_max_local_error_resets: u64,
+
+    /// Serve HTTPS with this PEM certificate chain (needs TLS_KEY). ALPN offers h2 and
+    /// http/1.1; the handshake must finish within HEADER_READ_TIMEOUT.
+    #[arg(long, env = "TLS_CERT", value_name = "TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) for TLS_CERT.
+    #[arg(long, env = "TLS_KEY", value_name = "TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
     /// Listen backlog of each worker's socket.
     #[arg(long, env = "LISTEN_BACKLOG", value_name = "LISTEN_BACKLOG", default_value_t = 1024, value_parser = clap::value_parser!(i32).range(1..=65_535))]
     pub listen_backlog: i32,

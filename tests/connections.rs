@@ -271,3 +271,43 @@ async fn the_connection_cap_pauses_accepting() {
     let (h, _) = read_response(&mut c).await;
     assert!(h.starts_with("HTTP/1.1 200"));
 }
+
+#[tokio::test]
+async fn h2_settings_follow_the_configuration() {
+    let mut c = config();
+    c.h2_max_concurrent_streams = 7;
+    let server = start_echo_with(c);
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(conn);
+    // The server's SETTINGS arrive with its first frames; a request makes sure of them.
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::get(server.url("/health")).body(()).unwrap();
+    let (res, _) = client.send_request(req, true).unwrap();
+    assert_eq!(res.await.unwrap().status(), 200);
+    assert_eq!(client.current_max_send_streams(), 7);
+}
+
+#[test]
+fn h2_reset_limits_are_configurable() {
+    use clap::Parser;
+    let c = agentd::Config::try_parse_from([
+        "agentd",
+        "--h2-max-pending-resets",
+        "5",
+        "--h2-max-local-error-resets",
+        "9",
+    ])
+    .unwrap();
+    assert_eq!(
+        (c.h2_max_pending_resets, c.h2_max_local_error_resets),
+        (5, 9)
+    );
+    assert_eq!(
+        (
+            config().h2_max_pending_resets,
+            config().h2_max_local_error_resets
+        ),
+        (20, 256)
+    );
+}

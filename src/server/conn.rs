@@ -1,6 +1,7 @@
-//! One client connection: HTTP/1.1 keep-alive or h2c (detected by hyper-util's auto
-//! builder), with the header-read and keep-alive timeouts enforced from the
-//! connection's [`ConnActivity`], and graceful close when the server drains.
+//! One client connection: HTTP/1.1 keep-alive or HTTP/2 (detected by hyper-util's auto
+//! builder; over TLS when configured, else h2c), with the header-read and keep-alive
+//! timeouts enforced from the connection's [`ConnActivity`], and graceful close when
+//! the server drains.
 //!
 //! It must never outlive the shutdown deadline by more than the grace the worker
 //! allows, and never wait on a client without a timer.
@@ -37,8 +38,8 @@ pub fn builder(app: &App) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(c.h2_max_concurrent_streams)
         .max_header_list_size(c.max_header_bytes as u32)
-        .max_pending_accept_reset_streams(Some(20))
-        .max_local_error_reset_streams(Some(256));
+        .max_pending_accept_reset_streams(Some(c.h2_max_pending_resets as usize))
+        .max_local_error_reset_streams(Some(c.h2_max_local_error_resets as usize));
     b
 }
 
@@ -48,7 +49,7 @@ pub async fn drive(
     app: Arc<App>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     worker: usize,
-    mut phase: watch::Receiver<Phase>,
+    phase: watch::Receiver<Phase>,
     hold: crate::http::activity::ConnHold,
 ) {
     let peer = stream
@@ -57,10 +58,54 @@ pub async fn drive(
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     let activity = Arc::new(ConnActivity::with_hold(Some(hold)));
     let _open = ConnCounter::open(app.clone(), worker);
-    let io = TokioIo::new(TrackedIo {
+    let io = TrackedIo {
         inner: stream,
         activity: activity.clone(),
-    });
+    };
+    let Some(tls) = app.tls.clone() else {
+        return serve(
+            TokioIo::new(io),
+            app,
+            builder,
+            worker,
+            phase,
+            activity,
+            peer,
+        )
+        .await;
+    };
+    // A handshake is part of reading the first request's head: a client that stalls in
+    // it is cut at the same deadline as one that stalls in its headers.
+    let handshake = tokio::time::timeout(app.config.header_read_timeout(), tls.accept(io)).await;
+    match handshake {
+        Ok(Ok(io)) => {
+            serve(
+                TokioIo::new(io),
+                app,
+                builder,
+                worker,
+                phase,
+                activity,
+                peer,
+            )
+            .await
+        }
+        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!("TLS handshake timed out"),
+    }
+}
+
+async fn serve<I>(
+    io: TokioIo<I>,
+    app: Arc<App>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    worker: usize,
+    mut phase: watch::Receiver<Phase>,
+    activity: Arc<ConnActivity>,
+    peer: std::net::IpAddr,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let timeouts = (
         app.config.header_read_timeout(),
         app.config.keep_alive_timeout(),

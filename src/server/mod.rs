@@ -7,6 +7,7 @@
 pub mod conn;
 pub mod listener;
 pub mod shutdown;
+pub mod tls;
 pub mod worker;
 
 use std::net::SocketAddr;
@@ -40,6 +41,8 @@ pub struct App {
     pub restarts: AtomicU64,
     /// WebSockets open.
     pub ws_open: AtomicU64,
+    /// `Some` when `TLS_CERT` / `TLS_KEY` are set: every connection is HTTPS.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 pub(crate) enum Msg {
@@ -120,6 +123,7 @@ impl Server {
         let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
         let rate = rate_limiter(&config).map_err(invalid)?;
         let auth = authenticator(&config).map_err(invalid)?;
+        let tls = tls::acceptor(&config).map_err(invalid)?;
         let listeners = listener::bind_all(config.listen_addr(), workers, config.listen_backlog)?;
         let addr = listeners[0].local_addr()?;
         let (phase_tx, phase_rx) = phase_channel();
@@ -131,6 +135,7 @@ impl Server {
             auth,
             restarts: AtomicU64::new(0),
             ws_open: AtomicU64::new(0),
+            tls,
             shedder: crate::edge::shed::Shedder::new(
                 crate::edge::shed::ShedConfig {
                     max_delay: Duration::from_millis(config.max_event_loop_delay),

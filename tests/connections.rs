@@ -311,3 +311,36 @@ fn h2_reset_limits_are_configurable() {
         (20, 256)
     );
 }
+
+#[tokio::test]
+async fn the_protocol_is_told_apart_when_the_first_bytes_come_in_pieces() {
+    let server = start_echo();
+    // An HTTP/2 preface in two packets, then an empty SETTINGS frame: the server
+    // answers with its own SETTINGS frame.
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    s.write_all(&preface[..5]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.write_all(&preface[5..]).await.unwrap();
+    s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    let mut head = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(head[3], 4, "expected a SETTINGS frame, got {head:?}");
+
+    // An HTTP/1 request whose first byte matches the preface's, sent byte by byte at
+    // first, is still HTTP/1.
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    let req = agent_request("Connection: close\r\n");
+    for b in req.as_bytes()[..3].chunks(1) {
+        s.write_all(b).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.write_all(&req.as_bytes()[3..]).await.unwrap();
+    let got = read_until_close(&mut s, Duration::from_secs(5)).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("event: done"), "{text}");
+}

@@ -4,7 +4,7 @@
 //!
 //! Updates are relaxed atomics on the connection's own worker: no locks, no allocation.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// What keeps a connection counted (its slot under `MAX_CONNECTIONS`, its place in the
@@ -19,6 +19,10 @@ pub struct ConnActivity {
     idle_since: AtomicU64,
     /// Milliseconds since `epoch` + 1 when bytes of a new head started arriving; 0 = none.
     head_started: AtomicU64,
+    /// Set when a response gave up on its reader: the connection must be dropped.
+    cut: AtomicBool,
+    /// Wakes the connection driver when `cut` is set.
+    cut_wake: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for ConnActivity {
@@ -48,6 +52,8 @@ impl ConnActivity {
             in_flight: AtomicU32::new(0),
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(1),
+            cut: AtomicBool::new(false),
+            cut_wake: tokio::sync::Notify::new(),
         }
     }
 
@@ -79,8 +85,24 @@ impl ConnActivity {
         self.in_flight.load(Relaxed)
     }
 
+    /// Asks the connection driver to drop the connection now. A response that gave up
+    /// on a client which stopped reading does this: the connection cannot flush, so
+    /// neither HTTP/1 nor HTTP/2 would ever poll the response again to learn it ended.
+    pub fn cut(&self) {
+        self.cut.store(true, Relaxed);
+        self.cut_wake.notify_one();
+    }
+
+    /// Resolves once [`cut`](Self::cut) was called (at once if it already was).
+    pub async fn cut_requested(&self) {
+        self.cut_wake.notified().await
+    }
+
     /// What the connection driver should do now, and when to look again.
     pub fn check(&self, header_timeout: Duration, keep_alive: Duration) -> Verdict {
+        if self.cut.load(Relaxed) {
+            return Verdict::Cut;
+        }
         let now = self.now_ms();
         let (ht, ka) = (
             header_timeout.as_millis() as u64,
@@ -111,6 +133,12 @@ impl ConnActivity {
     }
 }
 
+impl crate::protocol::queue::SlowReaderHook for ConnActivity {
+    fn slow_reader_cut(&self) {
+        self.cut();
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
     /// Nothing to do; look again after this many milliseconds.
@@ -119,11 +147,22 @@ pub enum Verdict {
     IdleTimeout,
     /// A head took too long: drop the connection.
     HeaderTimeout,
+    /// A response gave up on its reader: drop the connection.
+    Cut,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cut_connection_is_dropped_whatever_else_it_does() {
+        let a = ConnActivity::new();
+        a.begin_request();
+        a.cut();
+        let (ht, ka) = (Duration::from_secs(10), Duration::from_secs(60));
+        assert_eq!(a.check(ht, ka), Verdict::Cut);
+    }
 
     #[test]
     fn verdicts() {

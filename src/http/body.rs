@@ -208,8 +208,12 @@ impl ResponseBody {
         }
     }
 
-    /// Sets what runs when the body is finished or dropped.
+    /// Sets what runs when the body is finished or dropped. A stream whose reader is
+    /// cut off also cuts its connection.
     pub fn set_completion(&mut self, c: RequestDone) {
+        if let Kind::Sse(s) = &self.kind {
+            s.source.on_slow_reader(c.activity.clone());
+        }
         self.on_complete = Some(c);
     }
 

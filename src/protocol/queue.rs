@@ -23,7 +23,6 @@ pub enum Closed {
     SlowReader,
 }
 
-#[derive(Debug)]
 struct State {
     buf: BytesMut,
     /// The producer wrote its last event.
@@ -34,6 +33,23 @@ struct State {
     /// Events pushed and bytes taken (for metrics).
     events: u64,
     bytes: u64,
+    /// Told once if the queue is aborted because its reader stayed behind.
+    on_slow_reader: Option<Arc<dyn SlowReaderHook>>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("buffered", &self.buf.len())
+            .field("finished", &self.finished)
+            .field("closed", &self.closed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whoever owns the transport under a queue, told when its reader is cut off.
+pub trait SlowReaderHook: Send + Sync {
+    fn slow_reader_cut(&self);
 }
 
 /// Limits of one queue.
@@ -82,6 +98,7 @@ pub fn event_queue(limits: QueueLimits, initial_capacity: usize) -> (EventSink, 
         producer: None,
         events: 0,
         bytes: 0,
+        on_slow_reader: None,
     }));
     (
         EventSink {
@@ -158,13 +175,22 @@ impl EventSink {
 
     /// Cuts the stream off: the consumer ends with an error.
     pub fn abort(&self, why: Closed) {
-        let waker = {
+        let (waker, hook) = {
             let mut st = lock(&self.shared);
+            let first = st.closed.is_none();
             st.closed.get_or_insert(why);
-            st.consumer.take()
+            let hook = if first && why == Closed::SlowReader {
+                st.on_slow_reader.take()
+            } else {
+                None
+            };
+            (st.consumer.take(), hook)
         };
         if let Some(w) = waker {
             w.wake();
+        }
+        if let Some(hook) = hook {
+            hook.slow_reader_cut();
         }
     }
 
@@ -203,6 +229,13 @@ impl EventSource {
             w.wake();
         }
         out
+    }
+
+    /// Sets what runs if the reader is cut off for staying behind: the consumer may
+    /// never be polled again (a connection that cannot flush stops reading its body),
+    /// so whoever owns the transport must hear of it directly.
+    pub fn on_slow_reader(&self, hook: Arc<dyn SlowReaderHook>) {
+        lock(&self.shared).on_slow_reader = Some(hook);
     }
 
     /// Events pushed and bytes taken so far.

@@ -152,7 +152,7 @@ pub async fn handle(
                     None => dispatch(r, req, &header_map, &app, &request_id).await,
                     Some(limiter) => {
                         let ip = client_ip(&header_map, peer, app.config.trust_proxy);
-                        let d = limiter.check(ip).await;
+                        let d = Box::pin(limiter.check(ip)).await;
                         let reset_secs = d.reset_after.as_millis().div_ceil(1000) as u64;
                         limit = Some((d, reset_secs));
                         if d.allowed {
@@ -247,14 +247,14 @@ async fn dispatch(
 ) -> Result<Reply, HttpError> {
     match route {
         Route::Agent | Route::Assist | Route::AgentApi => {
-            agent::assist(req, headers, app, request_id).await
+            Box::pin(agent::assist(req, headers, app, request_id)).await
         }
         Route::Stream => agent::stream(req, app, request_id),
         Route::Ws => ws::upgrade(req, headers, app, request_id),
         Route::Health => Ok(health::health(app)),
         Route::HealthLive => Ok(health::live()),
         Route::HealthReady => Ok(health::ready(app)),
-        Route::HealthDetailed => Ok(health::detailed(app).await),
+        Route::HealthDetailed => Ok(Box::pin(health::detailed(app)).await),
         Route::Stats => Ok(Reply::json(
             StatusCode::OK,
             serde_json::to_vec(&crate::obs::metrics::stats_json(app))

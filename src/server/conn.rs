@@ -1,20 +1,21 @@
-//! One client connection: HTTP/1.1 keep-alive or HTTP/2 (detected by hyper-util's auto
-//! builder; over TLS when configured, else h2c), with the header-read and keep-alive
-//! timeouts enforced from the connection's [`ConnActivity`], and graceful close when
-//! the server drains.
+//! One client connection: HTTP/1.1 keep-alive or HTTP/2 (h2c when the first bytes are
+//! the HTTP/2 preface, or by ALPN over TLS), with the header-read and keep-alive
+//! timeouts enforced from the connection's [`ConnActivity`], graceful close when the
+//! server drains, and an immediate drop when a response gives up on its reader.
 //!
 //! It must never outlive the shutdown deadline by more than the grace the worker
 //! allows, and never wait on a client without a timer.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -23,31 +24,46 @@ use super::shutdown::Phase;
 use super::App;
 use crate::http::activity::{ConnActivity, Verdict};
 
-/// Builds the per-worker connection builder from the configuration.
-pub fn builder(app: &App) -> auto::Builder<TokioExecutor> {
+/// The client preface every HTTP/2 connection starts with (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The per-worker HTTP/1.1 and HTTP/2 connection builders.
+///
+/// Not hyper-util's auto builder: it reads the first bytes itself and hands them back
+/// through a rewind buffer, which makes hyper's HTTP/1 read buffer double to 16 KiB on
+/// every connection. Peeking at the socket instead leaves the bytes where they are.
+pub struct Builders {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+/// Builds the per-worker connection builders from the configuration.
+pub fn builders(app: &App) -> Builders {
     let c = &app.config;
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
         .keep_alive(true)
-        // Timeouts are enforced by `drive`, which knows keep-alive from header reads.
+        // Timeouts are enforced by `serve`, which knows keep-alive from header reads.
         .header_read_timeout(None)
         .max_headers(c.max_headers as usize)
+        // The exact limit on a head; the buffer limit alone is approximate (hyper reads
+        // into whatever capacity the buffer has grown to).
+        .max_header_size(c.max_header_bytes as usize)
         .max_buf_size(c.max_header_bytes as usize);
-    b.http2()
-        .timer(TokioTimer::new())
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
         .max_concurrent_streams(c.h2_max_concurrent_streams)
         .max_header_list_size(c.max_header_bytes as u32)
         .max_pending_accept_reset_streams(Some(c.h2_max_pending_resets as usize))
         .max_local_error_reset_streams(Some(c.h2_max_local_error_resets as usize));
-    b
+    Builders { h1, h2 }
 }
 
 /// Serves one accepted connection until it ends.
 pub async fn drive(
     stream: TcpStream,
     app: Arc<App>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
     worker: usize,
     phase: watch::Receiver<Phase>,
     hold: crate::http::activity::ConnHold,
@@ -58,83 +74,153 @@ pub async fn drive(
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     let activity = Arc::new(ConnActivity::with_hold(Some(hold)));
     let _open = ConnCounter::open(app.clone(), worker);
-    let io = TrackedIo {
-        inner: stream,
-        activity: activity.clone(),
-    };
     let Some(tls) = app.tls.clone() else {
-        return serve(
-            TokioIo::new(io),
+        // The first bytes must arrive within the header timeout, as the head would.
+        let sniffed = tokio::time::timeout(app.config.header_read_timeout(), sniff(&stream));
+        let h2 = match sniffed.await {
+            Ok(Ok(h2)) => h2,
+            _ => return,
+        };
+        let io = TrackedIo::new(stream, activity.clone());
+        let conn = Conn {
             app,
-            builder,
+            builders,
             worker,
             phase,
             activity,
             peer,
-        )
-        .await;
+        };
+        return conn.serve(io, h2).await;
     };
-    // A handshake is part of reading the first request's head: a client that stalls in
-    // it is cut at the same deadline as one that stalls in its headers.
-    let handshake = tokio::time::timeout(app.config.header_read_timeout(), tls.accept(io)).await;
-    match handshake {
-        Ok(Ok(io)) => {
-            serve(
-                TokioIo::new(io),
-                app,
-                builder,
-                worker,
-                phase,
-                activity,
-                peer,
-            )
-            .await
+    let io = TrackedIo::new(stream, activity.clone());
+    let conn = Conn {
+        app,
+        builders,
+        worker,
+        phase,
+        activity,
+        peer,
+    };
+    // Boxed: clear-text connections must not carry the TLS state's size.
+    Box::pin(conn.serve_tls(tls, io)).await
+}
+
+/// Whether a clear-text connection speaks HTTP/2 (it starts with the preface), looking
+/// at its first bytes without taking them.
+async fn sniff(stream: &TcpStream) -> io::Result<bool> {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 || buf[..n] != H2_PREFACE[..n] {
+            // HTTP/1 (or a closed connection, which hyper's HTTP/1 side ends quietly).
+            return Ok(false);
         }
-        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
-        Err(_) => tracing::debug!("TLS handshake timed out"),
+        if n == H2_PREFACE.len() {
+            return Ok(true);
+        }
+        // A preface split across packets: peek returns at once while bytes wait, so
+        // look again a little later rather than spin.
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
-async fn serve<I>(
-    io: TokioIo<I>,
+/// What serving one connection needs, whatever its transport.
+struct Conn {
     app: Arc<App>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
     worker: usize,
-    mut phase: watch::Receiver<Phase>,
+    phase: watch::Receiver<Phase>,
     activity: Arc<ConnActivity>,
     peer: std::net::IpAddr,
+}
+
+impl Conn {
+    async fn serve_tls(self, tls: tokio_rustls::TlsAcceptor, io: TrackedIo) {
+        // A handshake is part of reading the first request's head: a client that stalls
+        // in it is cut at the same deadline as one that stalls in its headers.
+        let deadline = self.app.config.header_read_timeout();
+        match tokio::time::timeout(deadline, tls.accept(io)).await {
+            Ok(Ok(io)) => {
+                // HTTP/2 over TLS is chosen by ALPN only (RFC 9113 §3.2).
+                let h2 = io.get_ref().1.alpn_protocol() == Some(b"h2");
+                self.serve(io, h2).await
+            }
+            Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+            Err(_) => tracing::debug!("TLS handshake timed out"),
+        }
+    }
+
+    async fn serve<I>(self, io: I, h2: bool)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Conn {
+            app,
+            builders,
+            worker,
+            phase,
+            activity,
+            peer,
+        } = self;
+        let timeouts = (
+            app.config.header_read_timeout(),
+            app.config.keep_alive_timeout(),
+        );
+        let svc_activity = activity.clone();
+        let svc = service_fn(move |req| {
+            crate::routes::handle(req, app.clone(), svc_activity.clone(), worker, peer)
+        });
+        let io = TokioIo::new(io);
+        if h2 {
+            let conn = builders.h2.serve_connection(io, svc);
+            run(
+                conn,
+                http2::Connection::graceful_shutdown,
+                phase,
+                &activity,
+                timeouts,
+            )
+            .await
+        } else {
+            let conn = builders.h1.serve_connection(io, svc).with_upgrades();
+            let shutdown = http1::UpgradeableConnection::graceful_shutdown;
+            run(conn, shutdown, phase, &activity, timeouts).await
+        }
+    }
+}
+
+/// Drives `conn` to its end, closing it gracefully when the server drains or the
+/// connection idles past the keep-alive timeout, and dropping it when a head takes
+/// longer than the header timeout.
+async fn run<F>(
+    conn: F,
+    shutdown: fn(Pin<&mut F>),
+    mut phase: watch::Receiver<Phase>,
+    activity: &ConnActivity,
+    (header_timeout, keep_alive_timeout): (Duration, Duration),
 ) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    F: Future<Output = Result<(), hyper::Error>>,
 {
-    let timeouts = (
-        app.config.header_read_timeout(),
-        app.config.keep_alive_timeout(),
-    );
     // The activity changes without waking this loop, so it looks again at least this
     // often: timeouts fire within a quarter of the shorter one (at most 2 s) late.
-    let recheck =
-        (timeouts.0.min(timeouts.1) / 4).clamp(Duration::from_millis(10), Duration::from_secs(2));
-    let svc_activity = activity.clone();
-    let svc = service_fn(move |req| {
-        crate::routes::handle(req, app.clone(), svc_activity.clone(), worker, peer)
-    });
-    let conn = builder.serve_connection_with_upgrades(io, svc);
+    let recheck = (header_timeout.min(keep_alive_timeout) / 4)
+        .clamp(Duration::from_millis(10), Duration::from_secs(2));
     tokio::pin!(conn);
     let mut draining = *phase.borrow() != Phase::Running;
     if draining {
-        conn.as_mut().graceful_shutdown();
+        shutdown(conn.as_mut());
     }
     loop {
-        let wait = match activity.check(timeouts.0, timeouts.1) {
+        let wait = match activity.check(header_timeout, keep_alive_timeout) {
             Verdict::Wait(ms) => Duration::from_millis(ms.max(1)).min(recheck),
             Verdict::IdleTimeout => {
                 if !draining {
-                    conn.as_mut().graceful_shutdown();
+                    shutdown(conn.as_mut());
                     draining = true;
                 }
-                timeouts.0.max(Duration::from_millis(10))
+                header_timeout.max(Duration::from_millis(10))
             }
-            Verdict::HeaderTimeout => return,
+            Verdict::HeaderTimeout | Verdict::Cut => return,
         };
         tokio::select! {
             res = conn.as_mut() => {
@@ -144,9 +230,10 @@ async fn serve<I>(
                 return;
             }
             _ = phase.changed(), if !draining => {
-                conn.as_mut().graceful_shutdown();
+                shutdown(conn.as_mut());
                 draining = true;
             }
+            _ = activity.cut_requested() => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }
@@ -179,6 +266,12 @@ impl Drop for ConnCounter {
 struct TrackedIo {
     inner: TcpStream,
     activity: Arc<ConnActivity>,
+}
+
+impl TrackedIo {
+    fn new(inner: TcpStream, activity: Arc<ConnActivity>) -> TrackedIo {
+        TrackedIo { inner, activity }
+    }
 }
 
 impl AsyncRead for TrackedIo {

@@ -76,7 +76,7 @@ async fn serve(id: usize, listener: std::net::TcpListener, app: Arc<App>, crash:
             return;
         }
     };
-    let builder = Arc::new(conn::builder(&app));
+    let builders = Arc::new(conn::builders(&app));
     let sampler = {
         let app = app.clone();
         tokio::spawn(async move { app.shedder.sample(id).await })
@@ -105,9 +105,9 @@ async fn serve(id: usize, listener: std::net::TcpListener, app: Arc<App>, crash:
             Ok((stream, _peer)) => {
                 backoff = Duration::from_millis(5);
                 let _ = stream.set_nodelay(true);
-                let (app, builder, phase) = (app.clone(), builder.clone(), app.phase.clone());
+                let (app, builders, phase) = (app.clone(), builders.clone(), app.phase.clone());
                 let hold: crate::http::activity::ConnHold = Arc::new((permit, tracker.token()));
-                tracker.spawn(conn::drive(stream, app, builder, id, phase, hold));
+                tracker.spawn(conn::drive(stream, app, builders, id, phase, hold));
             }
             Err(e) => {
                 // EMFILE/ENFILE/ENOBUFS and friends: wait for resources to come back.

@@ -344,3 +344,21 @@ async fn the_protocol_is_told_apart_when_the_first_bytes_come_in_pieces() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("event: done"), "{text}");
 }
+
+#[test]
+fn every_worker_listens_with_the_configured_backlog() {
+    // `ss` reports a listening socket's backlog in its Send-Q column.
+    let mut cfg = config();
+    cfg.listen_backlog = 77;
+    let server = start_echo_with(cfg);
+    let out = std::process::Command::new("ss")
+        .args(["-ltnH", &format!("sport = :{}", server.addr.port())])
+        .output()
+        .expect("the ss tool (iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let backlogs: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    assert_eq!(backlogs, ["77", "77"], "{text}");
+}

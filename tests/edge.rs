@@ -268,6 +268,40 @@ async fn full_bodies_are_compressed_above_the_threshold_only() {
 }
 
 #[tokio::test]
+async fn compression_level_reaches_the_encoder() {
+    // Both formats record the level class in their header: gzip's XFL byte (2 = best,
+    // 4 = fastest, RFC 1952) and zlib's FLEVEL bits (0 = fastest, 3 = best, RFC 1950).
+    for (level, xfl, flevel) in [(1u32, 4u8, 0u8), (9, 2, 3)] {
+        let mut cfg = config();
+        cfg.compress_threshold = 50;
+        cfg.compression_level = level;
+        let server = start_echo_with(cfg);
+        let c = client();
+        for (enc, sse) in [("gzip", false), ("deflate", false), ("gzip", true)] {
+            let req = if sse {
+                c.post(server.url("/agent"))
+                    .header("content-type", "application/json")
+                    .body(body("level"))
+            } else {
+                c.get(server.url("/health"))
+            };
+            let res = req.header("accept-encoding", enc).send().await.unwrap();
+            assert_eq!(res.headers()["content-encoding"], enc);
+            let raw = res.bytes().await.unwrap();
+            match enc {
+                "gzip" => assert_eq!(raw[8], xfl, "level {level}, gzip header {:?}", &raw[..10]),
+                _ => assert_eq!(
+                    raw[1] >> 6,
+                    flevel,
+                    "level {level}, zlib header {:?}",
+                    &raw[..2]
+                ),
+            }
+        }
+    }
+}
+
+#[tokio::test]
 async fn overload_is_shed_but_liveness_answers() {
     use std::sync::atomic::Ordering;
     use std::sync::Arc;

@@ -413,3 +413,107 @@ fn a_bad_llm_config_file_is_refused_with_its_line() {
     assert!(err.contains("modle"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn llm_concurrent_requests_caps_requests_in_flight_per_provider() {
+    let fake = FakeLlm::start(Options {
+        default: Behaviour {
+            tokens: 5,
+            token_delay: Duration::from_millis(60),
+            ..Behaviour::default()
+        },
+        ..Options::default()
+    })
+    .await
+    .unwrap();
+    let mut c = with_openai(llm_config(), &fake);
+    c.llm_concurrent_requests = 2;
+    let server = std::sync::Arc::new(start_llm(c));
+    let asks: Vec<_> = (0..6)
+        .map(|i| {
+            let server = server.clone();
+            tokio::spawn(async move { ask(&server, body(&format!("q{i}"))).await })
+        })
+        .collect();
+    // Sample the upstream's in-flight count while the six wait their turn two by two.
+    let mut most = 0;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(10) && asks.iter().any(|a| !a.is_finished()) {
+        most = most.max(fake.in_flight());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for a in asks {
+        assert!(
+            error_of(&a.await.unwrap()).is_none(),
+            "waiting is not failing"
+        );
+    }
+    assert_eq!(
+        most, 2,
+        "at most LLM_CONCURRENT_REQUESTS upstream requests at once"
+    );
+}
+
+#[tokio::test]
+async fn idle_pooled_connections_close_after_llm_pool_idle_timeout() {
+    let fake = fake(2).await;
+    let mut c = with_openai(llm_config(), &fake);
+    c.llm_pool_idle_timeout = 200;
+    let server = start_llm(c);
+    assert!(error_of(&ask(&server, body("x")).await).is_none());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(error_of(&ask(&server, body("y")).await).is_none());
+    let conns: std::collections::HashSet<u64> =
+        completions(&fake).iter().map(|r| r.connection).collect();
+    assert_eq!(
+        conns.len(),
+        2,
+        "the idle connection was dropped, a new one made"
+    );
+}
+
+#[tokio::test]
+async fn connecting_is_bounded_by_llm_connect_timeout() {
+    // A listener whose backlog is full: the kernel leaves further SYNs unanswered, so a
+    // connect hangs until the client gives up.
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    listener
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            fillers.push(s);
+        }
+    }
+    let mut c = llm_config();
+    c.openai_api_key = Some("sk-test-key".into());
+    c.openai_base_url = format!("http://{addr}/v1");
+    c.llm_connect_timeout = 300;
+    c.llm_max_retries = 0;
+    c.llm_timeout = 20_000;
+    let server = start_llm(c);
+    let t0 = Instant::now();
+    let evs = ask(&server, body("x")).await;
+    let took = t0.elapsed();
+    assert!(error_of(&evs).is_some(), "{evs:?}");
+    // Not refused at once: the connect hung until the timeout cut it.
+    assert!(took >= Duration::from_millis(250), "failed after only {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "the connect was not cut at LLM_CONNECT_TIMEOUT: {took:?}"
+    );
+}

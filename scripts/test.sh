@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: formatting, lints, unit and integration tests, the interop
 # check with the official Python client library, and the benchmark harness end to end.
-# SKIP_INTEROP=1, SKIP_HOSTILE=1 or SKIP_BENCH=1 leave those parts out.
+# SKIP_INTEROP=1, SKIP_HOSTILE=1, SKIP_SOAK=1 or SKIP_BENCH=1 leave those parts out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +22,10 @@ fi
 if [[ ${SKIP_HOSTILE:-0} != 1 ]]; then
   step "hostile clients: slowloris, HTTP/2 rapid reset and CONTINUATION flood"
   AGENTD_BIN=target/release/agentd scripts/hostile.sh
+fi
+if [[ ${SKIP_SOAK:-0} != 1 ]]; then
+  step "soak, quick run"
+  scripts/soak.sh --quick
 fi
 if [[ ${SKIP_BENCH:-0} != 1 ]]; then
   step "benchmark harness, quick run"

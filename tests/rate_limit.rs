@@ -415,3 +415,134 @@ async fn two_agentd_servers_share_one_limit_and_survive_redis_outages() {
     }
     assert!(resumed, "limiting resumes once Redis is back");
 }
+
+/// One request of the load in `outage_under_load`.
+struct Answer {
+    sent: Instant,
+    took: Duration,
+    status: u16,
+}
+
+/// Redis killed and restarted while clients keep sending (a little load: six clients in
+/// a loop on one agentd with two workers). No request waits past the Redis timeout,
+/// every request sent during the outage is decided by the policy, every 200 is a whole
+/// answer, and limiting resumes by itself once Redis is back on its port.
+async fn outage_under_load(policy: FailurePolicy) {
+    const MAX: u64 = 40;
+    const CLIENTS: usize = 6;
+    const REDIS_TIMEOUT: Duration = Duration::from_millis(200);
+    let mut redis = Redis::start();
+    let port = redis.port;
+    let mut c = support::config();
+    c.rate_limit_max = MAX;
+    c.rate_limit_window = 60_000;
+    c.redis_url = Some(redis.url());
+    c.rate_limit_redis_timeout = REDIS_TIMEOUT.as_millis() as u64;
+    c.rate_limit_redis_failure = policy;
+    let server = support::start_echo_with(c);
+    let url = server.url("/agent");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answers = Arc::new(std::sync::Mutex::new(Vec::<Answer>::new()));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (url, stop, answers) = (url.clone(), stop.clone(), answers.clone());
+            tokio::spawn(async move {
+                let client = support::client();
+                while !stop.load(Relaxed) {
+                    let sent = Instant::now();
+                    let res = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(support::body("under load"))
+                        .send()
+                        .await
+                        .expect("an answer, never a transport error");
+                    let status = res.status().as_u16();
+                    let text = res.text().await.expect("the whole body");
+                    let took = sent.elapsed();
+                    let last_event = text.trim_end().rsplit("\n\n").next().unwrap_or("");
+                    assert!(
+                        status == 429 || (status == 200 && last_event.starts_with("event: done\n")),
+                        "status {status}: {text}"
+                    );
+                    answers.lock().unwrap().push(Answer { sent, took, status });
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        })
+        .collect();
+    let seen = |from: Instant, status: u16| {
+        answers
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|a| a.sent >= from && a.status == status)
+    };
+    let started = Instant::now();
+    assert!(
+        support::eventually(Duration::from_secs(5), || seen(started, 429)).await,
+        "the limit is reached"
+    );
+
+    redis.kill();
+    let killed = Instant::now();
+    // Past one cool-down, so each worker goes back to a dead Redis at least once.
+    tokio::time::sleep(COOL_DOWN + Duration::from_millis(500)).await;
+    redis = Redis::start_on(port).expect("restart on the same port");
+    let restarted = Instant::now();
+    // A fresh Redis is a fresh window: fail-open shows Redis deciding again by 429s
+    // (the new window used up), fail-closed by 200s.
+    let resumed_by = match policy {
+        FailurePolicy::Open => 429,
+        FailurePolicy::Closed => 200,
+    };
+    assert!(
+        support::eventually(Duration::from_secs(5), || seen(restarted, resumed_by)).await,
+        "limiting resumes"
+    );
+    let resumed = restarted.elapsed();
+    stop.store(true, Relaxed);
+    for c in clients {
+        c.await.expect("every client ran clean");
+    }
+
+    let answers = answers.lock().unwrap();
+    let slowest = answers.iter().map(|a| a.took).max().unwrap();
+    assert!(
+        slowest < REDIS_TIMEOUT + MARGIN,
+        "a request took {slowest:?}"
+    );
+    let during: Vec<u16> = answers
+        .iter()
+        .filter(|a| a.sent >= killed && a.sent + a.took < restarted)
+        .map(|a| a.status)
+        .collect();
+    let by_policy = match policy {
+        FailurePolicy::Open => 200,
+        FailurePolicy::Closed => 429,
+    };
+    assert!(
+        during.len() >= 20,
+        "load during the outage: {}",
+        during.len()
+    );
+    assert!(
+        during.iter().all(|s| *s == by_policy),
+        "the policy decides during the outage: {during:?}"
+    );
+    assert!(
+        resumed <= COOL_DOWN + MARGIN + Duration::from_millis(500),
+        "resumed {resumed:?} after the restart"
+    );
+    drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_under_load_fails_open() {
+    outage_under_load(FailurePolicy::Open).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_under_load_fails_closed() {
+    outage_under_load(FailurePolicy::Closed).await;
+}

@@ -18,6 +18,8 @@ cargo build --release
 if [[ ${SKIP_INTEROP:-0} != 1 ]]; then
   step "interop with the official Python client library"
   AGENTD_BIN=target/release/agentd scripts/interop.sh
+  step "proxy mode in front of the official Python reference server"
+  AGENTD_BIN=target/release/agentd scripts/proxy-interop.sh
 fi
 if [[ ${SKIP_HOSTILE:-0} != 1 ]]; then
   step "hostile clients: slowloris, HTTP/2 rapid reset and CONTINUATION flood"
@@ -30,5 +32,6 @@ fi
 if [[ ${SKIP_BENCH:-0} != 1 ]]; then
   step "benchmark harness, quick run"
   scripts/bench.sh --quick
+  scripts/bench/proxy.sh --quick --no-build
 fi
 step "all checks passed"

@@ -16,6 +16,9 @@ pub enum AgentKind {
     Echo,
     /// The guide's LLM agent: analysis, the provider's tokens as they arrive, performance.
     Llm,
+    /// Relays each request to an upstream agent (`AGENT_UPSTREAMS`) and streams its
+    /// events back, repaired where the upstream breaks the protocol.
+    Proxy,
 }
 
 /// Logging verbosity (`LOG_LEVEL`), with the guide's pino names.
@@ -109,7 +112,8 @@ pub struct Config {
     #[arg(long, env = "LISTEN_BACKLOG", value_name = "LISTEN_BACKLOG", default_value_t = 1024, value_parser = clap::value_parser!(i32).range(1..=65_535))]
     pub listen_backlog: i32,
 
-    /// The agent to serve (default: llm when a provider is configured, else echo).
+    /// The agent to serve: echo, llm or proxy (default: proxy when AGENT_UPSTREAMS is
+    /// set, else llm when a provider is configured, else echo).
     #[arg(long, env = "AGENT", value_name = "AGENT", value_enum)]
     pub agent: Option<AgentKind>,
 
@@ -427,6 +431,52 @@ pub struct Config {
     /// Interval of the providers' health probes.
     #[arg(long, env = "HEALTH_CHECK_INTERVAL", value_name = "HEALTH_CHECK_INTERVAL", default_value_t = 30_000, value_parser = ms_range(100, 86_400_000))]
     pub health_check_interval: u64,
+
+    /// Upstream agents for AGENT=proxy: comma-separated http(s) URLs of their
+    /// endpoints (e.g. http://127.0.0.1:8000/assist).
+    #[arg(long, env = "AGENT_UPSTREAMS", value_name = "AGENT_UPSTREAMS")]
+    pub agent_upstreams: Option<String>,
+
+    /// How the proxy spreads requests over upstreams: round-robin or least-inflight.
+    #[arg(long, env = "PROXY_BALANCE", value_name = "PROXY_BALANCE", value_enum, default_value_t = crate::agent::proxy::Balance::RoundRobin)]
+    pub proxy_balance: crate::agent::proxy::Balance,
+
+    /// Time allowed to connect to an upstream agent.
+    #[arg(long, env = "PROXY_CONNECT_TIMEOUT", value_name = "PROXY_CONNECT_TIMEOUT", default_value_t = 2_000, value_parser = ms_range(1, 600_000))]
+    pub proxy_connect_timeout: u64,
+
+    /// Time allowed from sending a request upstream to its first event.
+    #[arg(long, env = "PROXY_FIRST_EVENT_TIMEOUT", value_name = "PROXY_FIRST_EVENT_TIMEOUT", default_value_t = 30_000, value_parser = ms_range(1, 3_600_000))]
+    pub proxy_first_event_timeout: u64,
+
+    /// Longest silence allowed from an upstream once its stream started.
+    #[arg(long, env = "PROXY_IDLE_TIMEOUT", value_name = "PROXY_IDLE_TIMEOUT", default_value_t = 30_000, value_parser = ms_range(1, 3_600_000))]
+    pub proxy_idle_timeout: u64,
+
+    /// Upstreams tried per request (failover happens only before the first event).
+    #[arg(long, env = "PROXY_MAX_ATTEMPTS", value_name = "PROXY_MAX_ATTEMPTS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub proxy_max_attempts: u32,
+
+    /// Consecutive failures that open an upstream's breaker.
+    #[arg(long, env = "PROXY_BREAKER_THRESHOLD", value_name = "PROXY_BREAKER_THRESHOLD", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    pub proxy_breaker_threshold: u32,
+
+    /// How long an open upstream breaker fails fast before letting a probe through.
+    #[arg(long, env = "PROXY_BREAKER_RESET", value_name = "PROXY_BREAKER_RESET", default_value_t = 10_000, value_parser = ms_range(1, 3_600_000))]
+    pub proxy_breaker_reset: u64,
+
+    /// Interval of the upstreams' health checks (a GET of each URL).
+    #[arg(long, env = "PROXY_HEALTH_CHECK_INTERVAL", value_name = "PROXY_HEALTH_CHECK_INTERVAL", default_value_t = 5_000, value_parser = ms_range(100, 86_400_000))]
+    pub proxy_health_check_interval: u64,
+
+    /// How long an idle pooled connection to an upstream is kept (below uvicorn's 5 s
+    /// keep-alive, so the upstream is not the one closing it under a request).
+    #[arg(long, env = "PROXY_POOL_IDLE_TIMEOUT", value_name = "PROXY_POOL_IDLE_TIMEOUT", default_value_t = 4_000, value_parser = ms_range(1, 3_600_000))]
+    pub proxy_pool_idle_timeout: u64,
+
+    /// Idle connections kept per upstream per worker.
+    #[arg(long, env = "PROXY_POOL_MAX_IDLE", value_name = "PROXY_POOL_MAX_IDLE", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub proxy_pool_max_idle: u32,
 
     /// Log level: trace, debug, info, warn, error, fatal, silent.
     #[arg(long, env = "LOG_LEVEL", value_name = "LOG_LEVEL", value_enum, default_value_t = LogLevel::Info, ignore_case = true)]

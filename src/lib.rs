@@ -22,9 +22,15 @@ pub use config::Config;
 pub use protocol::{ProtocolError, Query, ResponseHandler, Session, TextStream};
 pub use server::{Server, ServerHandle};
 
-/// The agent named by the configuration: `AGENT`, else the LLM agent when a provider
-/// is configured, else the echo agent. Fails on a bad LLM configuration.
+/// The agent named by the configuration: `AGENT`, else the proxy when
+/// `AGENT_UPSTREAMS` is set, else the LLM agent when a provider is configured, else the
+/// echo agent. Fails on a bad LLM or proxy configuration.
 pub fn configured_agent(config: &Config) -> Result<Arc<dyn Agent>, String> {
+    if config.agent == Some(config::AgentKind::Proxy)
+        || (config.agent.is_none() && config.agent_upstreams.is_some())
+    {
+        return Ok(Arc::new(agent::ProxyAgent::from_config(config)?));
+    }
     let router = llm::router_from_config(config)?;
     let kind = config.agent.unwrap_or(if router.is_some() {
         config::AgentKind::Llm
@@ -41,6 +47,7 @@ pub fn configured_agent(config: &Config) -> Result<Arc<dyn Agent>, String> {
             };
             Arc::new(agent::LlmAgent::new(name, router))
         }
+        (config::AgentKind::Proxy, _) => Arc::new(agent::ProxyAgent::from_config(config)?),
         (config::AgentKind::Llm, None) => {
             return Err(
                 "AGENT=llm needs a provider: set OPENAI_API_KEY, ANTHROPIC_API_KEY or LLM_CONFIG"

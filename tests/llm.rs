@@ -511,7 +511,10 @@ async fn connecting_is_bounded_by_llm_connect_timeout() {
     let took = t0.elapsed();
     assert!(error_of(&evs).is_some(), "{evs:?}");
     // Not refused at once: the connect hung until the timeout cut it.
-    assert!(took >= Duration::from_millis(250), "failed after only {took:?}");
+    assert!(
+        took >= Duration::from_millis(250),
+        "failed after only {took:?}"
+    );
     assert!(
         took < Duration::from_secs(5),
         "the connect was not cut at LLM_CONNECT_TIMEOUT: {took:?}"

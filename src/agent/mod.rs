@@ -6,12 +6,14 @@
 
 pub mod echo;
 pub mod llm;
+pub mod proxy;
 
 use async_trait::async_trait;
 
 pub use crate::protocol::{ProtocolError, Query, ResponseHandler, Session, TextStream};
 pub use echo::EchoAgent;
 pub use llm::LlmAgent;
+pub use proxy::ProxyAgent;
 
 /// An agent serving the Sentient protocol.
 #[async_trait]

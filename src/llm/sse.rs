@@ -46,12 +46,11 @@ impl SseParser {
         mut bytes: &[u8],
         on_event: &mut dyn FnMut(SseEvent),
     ) -> Result<(), SseError> {
-        if self.skip_lf {
+        // The LF of a CRLF split across pieces; an empty piece leaves it pending.
+        if self.skip_lf && !bytes.is_empty() {
+            self.skip_lf = false;
             if let Some(rest) = bytes.strip_prefix(b"\n") {
                 bytes = rest;
-            }
-            if !bytes.is_empty() {
-                self.skip_lf = false;
             }
         }
         while !bytes.is_empty() {
@@ -81,8 +80,13 @@ impl SseParser {
         Ok(())
     }
 
+    /// Bytes the event being built holds besides the current line.
+    fn held(&self) -> usize {
+        self.event.len() + self.data.len()
+    }
+
     fn push_partial(&mut self, bytes: &[u8]) -> Result<(), SseError> {
-        if self.line.len() + self.data.len() + bytes.len() > MAX_EVENT_BYTES {
+        if self.line.len() + self.held() + bytes.len() > MAX_EVENT_BYTES {
             return Err(SseError::TooLarge);
         }
         self.line.extend_from_slice(bytes);
@@ -113,7 +117,7 @@ impl SseParser {
                 self.event.extend_from_slice(value);
             }
             b"data" => {
-                if self.data.len() + value.len() + 1 > MAX_EVENT_BYTES {
+                if self.held() + value.len() + 1 > MAX_EVENT_BYTES {
                     return Err(SseError::TooLarge);
                 }
                 if self.has_data {
@@ -201,6 +205,27 @@ mod tests {
         assert_eq!(
             p.feed(b"data: \xff\n\n", &mut |_| {}),
             Err(SseError::InvalidUtf8)
+        );
+    }
+
+    #[test]
+    fn a_split_crlf_does_not_swallow_the_next_line_end() {
+        let mut p = SseParser::new();
+        let mut out = Vec::new();
+        for piece in ["data: a\r", "\n", "", "\ndata: b\n\n"] {
+            p.feed(piece.as_bytes(), &mut |e| out.push(e.data)).unwrap();
+        }
+        assert_eq!(out, ["a", "b"]);
+    }
+
+    #[test]
+    fn the_event_name_counts_toward_the_limit() {
+        let half = "x".repeat(MAX_EVENT_BYTES / 2 + 1);
+        let mut p = SseParser::new();
+        let input = format!("event: {half}\ndata: {half}\n\n");
+        assert_eq!(
+            p.feed(input.as_bytes(), &mut |_| {}),
+            Err(SseError::TooLarge)
         );
     }
 

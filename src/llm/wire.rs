@@ -207,6 +207,7 @@ struct AnthropicUsage {
 
 impl AnthropicUsage {
     /// Anthropic leaves cached prompt tokens out of `input_tokens`: count them in.
+    /// Saturating: the counts are the upstream's, and no count may overflow.
     fn input(&self) -> Option<u64> {
         match (
             self.input_tokens,
@@ -214,7 +215,11 @@ impl AnthropicUsage {
             self.cache_creation_input_tokens,
         ) {
             (None, None, None) => None,
-            (a, b, c) => Some(a.unwrap_or(0) + b.unwrap_or(0) + c.unwrap_or(0)),
+            (a, b, c) => Some(
+                a.unwrap_or(0)
+                    .saturating_add(b.unwrap_or(0))
+                    .saturating_add(c.unwrap_or(0)),
+            ),
         }
     }
 }
@@ -418,6 +423,23 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.kind, ErrorKind::Overloaded);
+    }
+
+    #[test]
+    fn huge_token_counts_saturate() {
+        let mut out = Vec::new();
+        let data = format!(
+            r#"{{"type":"message_start","message":{{"usage":{{"input_tokens":{},"cache_read_input_tokens":1}}}}}}"#,
+            u64::MAX
+        );
+        decode_anthropic("a", &ev("message_start", &data), &mut out).unwrap();
+        assert_eq!(
+            out,
+            vec![StreamItem::Usage {
+                input: Some(u64::MAX),
+                output: None
+            }]
+        );
     }
 
     #[test]

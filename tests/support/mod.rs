@@ -2,6 +2,8 @@
 //! independent SSE parser (eventsource-stream), and agents that misbehave on purpose.
 #![allow(dead_code)]
 
+pub mod upstream_agent;
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

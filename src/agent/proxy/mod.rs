@@ -1,0 +1,252 @@
+//! Proxy mode (`AGENT=proxy`): agentd as the edge in front of existing agents (the
+//! Python `sentient-agent-framework` DefaultServer, Node agents) listed in
+//! `AGENT_UPSTREAMS`.
+//!
+//! Everything at the edge applies unchanged (validation, session synthesis, auth, rate
+//! limits, shedding, metrics, `AGENT_TIMEOUT`, slow-reader cut-off): the proxy is just
+//! an [`Agent`]. Per request it picks upstreams (`balance`), sends `{query, session}`
+//! over this worker's pooled keep-alive client (`request`), reads the event stream
+//! (`reader`), checks each event (`event`) and re-emits it through the handler
+//! (`relay`), which keeps agentd's guarantees. Before the first event a failing
+//! upstream is skipped for the next one (bounded by `PROXY_MAX_ATTEMPTS`); after it, a
+//! failure ends the answer with `atomic.error` + `done`. Each upstream has a breaker
+//! and a health check. Dropping the answer (the client left) drops the upstream
+//! request, which closes its connection.
+
+pub mod balance;
+pub mod error;
+pub mod event;
+pub mod health;
+pub mod json;
+pub mod reader;
+pub mod relay;
+pub mod request;
+pub mod settings;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use super::{Agent, AgentError};
+use crate::config::{Config, DEFAULT_AGENT_NAME};
+use crate::llm::breaker::BreakerPermit;
+use crate::llm::client::{self, HttpClient};
+use crate::protocol::{Query, ResponseHandler, Session};
+pub use balance::Balance;
+use error::{UpstreamError, UpstreamErrorKind};
+use event::UpstreamEvent;
+use reader::EventReader;
+use relay::{Flow, Relay, RelayError};
+pub use settings::ProxySettings;
+use upstream::{InFlight, Upstream, UpstreamPool};
+
+/// The proxy agent.
+pub struct ProxyAgent {
+    name: String,
+    settings: ProxySettings,
+    pool: Arc<UpstreamPool>,
+}
+
+/// An upstream answer that has produced its first (valid) event.
+struct Opened<'a> {
+    upstream: &'a Upstream,
+    reader: EventReader,
+    first: UpstreamEvent,
+    permit: BreakerPermit,
+    in_flight: InFlight<'a>,
+}
+
+impl ProxyAgent {
+    /// Builds the proxy from the configuration and starts its health checks. Fails
+    /// (with a message naming the variable) without valid `AGENT_UPSTREAMS`.
+    pub fn from_config(config: &Config) -> Result<ProxyAgent, String> {
+        let settings = ProxySettings::from_config(config)?;
+        let name = if config.agent_name == DEFAULT_AGENT_NAME {
+            "agentd proxy".to_owned()
+        } else {
+            config.agent_name.clone()
+        };
+        let agent = ProxyAgent::new(name, settings);
+        health::spawn(
+            &agent.pool,
+            agent.settings.health_check_interval,
+            agent.settings.pool,
+        )
+        .map_err(|e| format!("cannot start the upstream health checks: {e}"))?;
+        Ok(agent)
+    }
+
+    /// A proxy over `settings.upstreams`, without health checks.
+    pub fn new(name: String, settings: ProxySettings) -> ProxyAgent {
+        let pool = Arc::new(UpstreamPool::new(
+            settings.upstreams.clone(),
+            settings.balance,
+            settings.breaker_threshold,
+            settings.breaker_reset,
+        ));
+        ProxyAgent {
+            name,
+            settings,
+            pool,
+        }
+    }
+
+    /// The upstreams and their live state.
+    pub fn pool(&self) -> &Arc<UpstreamPool> {
+        &self.pool
+    }
+
+    /// Tries upstreams in the balancer's order until one answers with a valid first
+    /// event; at most `PROXY_MAX_ATTEMPTS` tries, upstreams whose breaker is open are
+    /// skipped without a try.
+    async fn open(&self, client: &HttpClient, body: Bytes) -> Result<Opened<'_>, UpstreamError> {
+        let order = self.pool.order();
+        let n = order.len();
+        let max = self.settings.max_attempts;
+        let mut tries = 0;
+        let mut last = None;
+        for k in 0..n * max {
+            if tries == max {
+                break;
+            }
+            let upstream = &self.pool.upstreams[order[k % n]];
+            let Some(permit) = upstream.breaker.try_acquire() else {
+                last.get_or_insert(UpstreamError::new(
+                    UpstreamErrorKind::BreakerOpen,
+                    "every upstream's breaker is open",
+                ));
+                continue;
+            };
+            tries += 1;
+            let in_flight = upstream.begin();
+            let started = Instant::now();
+            let first_deadline = started + self.settings.first_event_timeout;
+            let attempt = async {
+                let body = request::send(client, upstream, body.clone(), first_deadline).await?;
+                let mut reader = EventReader::new(body, first_deadline, self.settings.idle_timeout);
+                let first = match reader.next().await? {
+                    Some(ev) => event::decode(&ev.data)
+                        .map_err(|d| UpstreamError::new(UpstreamErrorKind::Protocol, d))?,
+                    None => {
+                        return Err(UpstreamError::new(
+                            UpstreamErrorKind::Truncated,
+                            "the stream ended before its first event",
+                        ))
+                    }
+                };
+                Ok((reader, first))
+            };
+            match attempt.await {
+                Ok((reader, first)) => {
+                    return Ok(Opened {
+                        upstream,
+                        reader,
+                        first,
+                        permit,
+                        in_flight,
+                    })
+                }
+                Err(e) => {
+                    log_failure(upstream, &e, false);
+                    if e.counts_as_failure() {
+                        permit.fail();
+                    }
+                    let retryable = e.is_retryable();
+                    last = Some(e);
+                    if !retryable {
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            UpstreamError::new(UpstreamErrorKind::BreakerOpen, "no upstream to try")
+        }))
+    }
+}
+
+fn log_failure(upstream: &Upstream, e: &UpstreamError, after_first_event: bool) {
+    tracing::warn!(
+        upstream = %upstream.url,
+        kind = e.kind.as_str(),
+        detail = %e.detail,
+        after_first_event,
+        "upstream agent failed"
+    );
+}
+
+#[async_trait]
+impl Agent for ProxyAgent {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn readiness(&self) -> Result<(), &'static str> {
+        if self.pool.any_usable() {
+            Ok(())
+        } else {
+            Err("no upstream agent is usable")
+        }
+    }
+
+    async fn assist(
+        &self,
+        session: &Session,
+        query: &Query,
+        handler: &mut ResponseHandler,
+    ) -> Result<(), AgentError> {
+        let client = client::for_this_thread(self.settings.pool);
+        let body = request::request_body(session, query);
+        let Opened {
+            upstream,
+            mut reader,
+            first,
+            permit,
+            in_flight,
+        } = self
+            .open(&client, body)
+            .await
+            .map_err(|e| e.to_agent_error())?;
+        let mut relay = Relay::new(handler);
+        let mut next = first;
+        let failure = loop {
+            match relay.forward(next).await {
+                Ok(Flow::Continue) => {}
+                Ok(Flow::Done) => {
+                    permit.succeed();
+                    // The upstream's answer is over: it no longer counts as busy while
+                    // the body's end is read.
+                    drop(in_flight);
+                    reader.drain().await;
+                    return Ok(());
+                }
+                // The client is gone: the upstream is not at fault (the permit is
+                // dropped unsettled) and dropping the reader closes its connection.
+                Err(RelayError::Client(e)) => return Err(e.into()),
+                Err(RelayError::Upstream(e)) => break e,
+            }
+            next = match reader.next().await {
+                Ok(Some(ev)) => match event::decode(&ev.data) {
+                    Ok(ev) => ev,
+                    Err(d) => break UpstreamError::new(UpstreamErrorKind::Protocol, d),
+                },
+                Ok(None) => {
+                    break UpstreamError::new(
+                        UpstreamErrorKind::Truncated,
+                        "the stream ended without done",
+                    )
+                }
+                Err(e) => break e,
+            };
+        };
+        log_failure(upstream, &failure, true);
+        if failure.counts_as_failure() {
+            permit.fail();
+        }
+        // The server sends this as `atomic.error`, closes open streams and sends `done`.
+        Err(failure.to_agent_error())
+    }
+}

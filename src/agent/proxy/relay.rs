@@ -1,0 +1,128 @@
+//! Re-emits upstream events through the response handler, so every guarantee the
+//! handler gives holds for relayed answers too: agentd's own strictly increasing ids,
+//! the session's `source`, compact JSON with U+2028/U+2029/U+0085 escaped, text streams
+//! closed with `" "`, exactly one `done`, last.
+//!
+//! Upstream text streams are mapped onto handler streams (agentd's own `stream_id`s) by
+//! the upstream's `stream_id`, at most `MAX_STREAMS_PER_RESPONSE` per response (the
+//! handler's limit). It never reads the upstream and never waits except on the client
+//! (the handler's bounded queue), which is what carries backpressure upstream.
+
+use super::error::{UpstreamError, UpstreamErrorKind};
+use super::event::UpstreamEvent;
+use crate::protocol::{ProtocolError, ResponseHandler, TextStream};
+
+/// What the relay should do after an event.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// The upstream's `done` was relayed: the response is complete.
+    Done,
+}
+
+/// Why an event could not be relayed.
+#[derive(Debug)]
+pub enum RelayError {
+    /// The upstream broke the protocol.
+    Upstream(UpstreamError),
+    /// The client is gone (disconnected or cut off as a slow reader).
+    Client(ProtocolError),
+}
+
+impl From<ProtocolError> for RelayError {
+    fn from(e: ProtocolError) -> Self {
+        match e {
+            ProtocolError::Disconnected | ProtocolError::SlowReader => RelayError::Client(e),
+            other => RelayError::Upstream(UpstreamError::new(
+                UpstreamErrorKind::Protocol,
+                other.to_string(),
+            )),
+        }
+    }
+}
+
+/// An upstream stream: open (its handler stream) or completed.
+struct Mapped {
+    upstream_id: String,
+    stream: Option<TextStream>,
+}
+
+pub struct Relay<'h> {
+    handler: &'h mut ResponseHandler,
+    streams: Vec<Mapped>,
+}
+
+impl<'h> Relay<'h> {
+    pub fn new(handler: &'h mut ResponseHandler) -> Self {
+        Relay {
+            handler,
+            streams: Vec::new(),
+        }
+    }
+
+    /// Emits one upstream event.
+    pub async fn forward(&mut self, ev: UpstreamEvent) -> Result<Flow, RelayError> {
+        let h = &mut *self.handler;
+        match ev {
+            UpstreamEvent::TextBlock { name, content } => {
+                h.emit_text_block(&name, &content).await?;
+            }
+            UpstreamEvent::Json { name, content } => h.emit_json(&name, &content).await?,
+            UpstreamEvent::Error {
+                message,
+                code,
+                details,
+            } => h.emit_error(&message, code, details.as_ref()).await?,
+            UpstreamEvent::Chunk {
+                name,
+                stream_id,
+                is_complete,
+                content,
+            } => self.chunk(name, stream_id, is_complete, &content).await?,
+            UpstreamEvent::Done => {
+                h.complete().await?;
+                return Ok(Flow::Done);
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    async fn chunk(
+        &mut self,
+        name: String,
+        upstream_id: String,
+        is_complete: bool,
+        content: &str,
+    ) -> Result<(), RelayError> {
+        let pos = match self
+            .streams
+            .iter()
+            .position(|m| m.upstream_id == upstream_id)
+        {
+            Some(pos) => pos,
+            None => {
+                let stream = self.handler.create_text_stream(name)?;
+                self.streams.push(Mapped {
+                    upstream_id,
+                    stream: Some(stream),
+                });
+                self.streams.len() - 1
+            }
+        };
+        let Some(stream) = self.streams[pos].stream.as_ref() else {
+            return Err(RelayError::Upstream(UpstreamError::new(
+                UpstreamErrorKind::Protocol,
+                "a chunk on a completed stream",
+            )));
+        };
+        if is_complete {
+            // The protocol's completion content is " "; the handler writes it.
+            if let Some(stream) = self.streams[pos].stream.take() {
+                self.handler.complete_stream(stream).await?;
+            }
+        } else {
+            self.handler.emit_chunk(stream, content).await?;
+        }
+        Ok(())
+    }
+}

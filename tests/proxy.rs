@@ -407,8 +407,26 @@ async fn health_checks_drive_readiness() {
     c.proxy_health_check_interval = 100;
     let server = start_proxy(c);
     assert!(status_becomes(&server, "/health/ready", 200, Duration::from_secs(5)).await);
+    let detailed = |server: &TestServer| {
+        let url = server.url("/health/detailed");
+        async move {
+            let res = client().get(url).send().await.unwrap();
+            let code = res.status().as_u16();
+            (code, res.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (code, body) = detailed(&server).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body["checks"]["upstreams"],
+        json!({"status": "up", "usable": 1, "total": 1})
+    );
     up.set_down(true);
     assert!(status_becomes(&server, "/health/ready", 503, Duration::from_secs(5)).await);
+    let (code, body) = detailed(&server).await;
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["status"], "unhealthy");
+    assert_eq!(body["checks"]["upstreams"]["status"], "down");
     up.set_down(false);
     assert!(status_becomes(&server, "/health/ready", 200, Duration::from_secs(5)).await);
     assert!(up.health_probes() >= 2);

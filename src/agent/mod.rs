@@ -32,6 +32,12 @@ pub trait Agent: Send + Sync + 'static {
         None
     }
 
+    /// The upstream agents behind this agent (proxy mode), as `(usable, total)`, for
+    /// `/health/detailed` (none by default).
+    fn upstream_agents(&self) -> Option<(usize, usize)> {
+        None
+    }
+
     /// Answers one query. Returning without completing the response is fine: the
     /// server closes open streams and sends `done`. An `Err` is sent to the client as
     /// `atomic.error` (its message and code are shown, so keep them safe), then `done`.

@@ -124,6 +124,14 @@ pub async fn detailed(app: &App) -> Reply {
             json!({"status": if usable > 0 { "up" } else { "down" }, "usable": usable, "total": router.providers.len()}),
         );
     }
+    if let Some((usable, total)) = app.agent.upstream_agents() {
+        unhealthy |= usable == 0;
+        degraded |= usable < total;
+        checks.insert(
+            "upstreams".into(),
+            json!({"status": if usable > 0 { "up" } else { "down" }, "usable": usable, "total": total}),
+        );
+    }
     if let Some(url) = app.config.redis_url.as_deref().filter(|u| !u.is_empty()) {
         let up = redis_answers(
             url,

@@ -184,6 +184,11 @@ impl Agent for ProxyAgent {
         &self.name
     }
 
+    fn upstream_agents(&self) -> Option<(usize, usize)> {
+        let all = &self.pool.upstreams;
+        Some((all.iter().filter(|u| u.is_usable()).count(), all.len()))
+    }
+
     fn readiness(&self) -> Result<(), &'static str> {
         if self.pool.any_usable() {
             Ok(())

@@ -5,8 +5,17 @@
 #   agentd           target/release/agentd (cargo build --release), WORKERS = server cores
 #   hyper-ceiling    benches/peers/hyper-ceiling: the smallest honest hyper server, fixed
 #                    responses; the upper bound for any hyper-based server
-#   fastify          benches/peers/fastify: the Fastify guide's server, one Node process
-#   fastify-cluster  the same under Node's cluster, one worker per server core
+#   fastify          benches/peers/fastify: the Fastify guide's server, one Node process,
+#                    without the guide's plugins (the fastest honest version)
+#   fastify-full     the same with FULL=1, one Node process: the feature-equal peer, with
+#                    the guide's helmet, cors, under-pressure and fastify-metrics plugins
+#                    and its X-Response-Time hooks, i.e. the work agentd does on every
+#                    response (security headers, CORS, load-shedding checks, metrics);
+#                    only in the health-* and agent-* scenarios (agent-50 alone with
+#                    --quick). The tables give agentd's ratio to it next to its ratio to
+#                    fastify: the first compares like with like, the second agentd with
+#                    the least a Fastify server can do
+#   fastify-cluster  fastify (no plugins) under Node's cluster, one worker per server core
 #
 # Scenarios:
 #   health-50, health-256  GET /health, keep-alive, 50 / 256 connections (wrk)
@@ -49,7 +58,8 @@
 #
 # Usage: scripts/bench.sh [options]
 #   --scenario REGEX     run only the scenarios matching REGEX (egrep, anchored)
-#   --servers LIST       comma-separated subset of: agentd,hyper-ceiling,fastify,fastify-cluster
+#   --servers LIST       comma-separated subset of:
+#                        agentd,hyper-ceiling,fastify,fastify-full,fastify-cluster (default: all)
 #   --duration S         seconds per measured run (default 10)
 #   --reps N             repetitions (default 3)
 #   --warmup S           warm-up seconds before each measured run (default 2)
@@ -65,7 +75,8 @@
 #   --no-build           use the binaries already built
 #   --no-results         write bench-out/ only, leave benches/RESULTS.md and results.svg alone
 #   --quick              smoke run: 1 rep x 2 s, 1 s warm-up, scenarios health-50, agent-50,
-#                        agent-close, sse-10k (1,000 connections) and llm; writes bench-out/ only
+#                        agent-close, sse-10k (1,000 connections) and llm (fastify-full in
+#                        agent-50 only); writes bench-out/ only
 #   -h, --help           this text
 #
 # Exit status: non-zero when a build, a server start, the response check, or an agentd
@@ -88,7 +99,7 @@ CONNECTIONS=''
 PIN=auto
 SERVER_CPUS=''
 CLIENT_CPUS=''
-SERVERS='agentd,hyper-ceiling,fastify,fastify-cluster'
+SERVERS='agentd,hyper-ceiling,fastify,fastify-full,fastify-cluster'
 BUILD=1
 QUICK=0
 RESULTS=1
@@ -196,8 +207,18 @@ fi
 
 IFS=, read -r -a SERVER_LIST <<< "$SERVERS"
 for s in "${SERVER_LIST[@]}"; do
-  case $s in agentd|hyper-ceiling|fastify|fastify-cluster) ;; *) die "unknown server: $s" ;; esac
+  case $s in agentd|hyper-ceiling|fastify|fastify-full|fastify-cluster) ;; *) die "unknown server: $s" ;; esac
 done
+
+# fastify-full is measured where the plugins' per-request work is what is compared (the
+# wrk scenarios on /health and /agent), not in sse-10k and llm; --quick keeps one
+# measurement of it (agent-50), enough to check that the variant starts and answers.
+runs_in() { # server scenario kind
+  [[ $1 == fastify-full ]] || return 0
+  [[ $3 == wrk ]] || return 1
+  [[ $QUICK == 1 ]] && { [[ $2 == agent-50 ]]; return; }
+  return 0
+}
 
 # --------------------------------------------------------------------------- CPUs
 NCPU=$(nproc)
@@ -253,7 +274,8 @@ node_ok() {
   command -v node >/dev/null && command -v npm >/dev/null &&
     [[ $(node -p 'process.versions.node.split(".")[0]') -ge 20 ]]
 }
-if has_server fastify || has_server fastify-cluster; then
+has_fastify() { has_server fastify || has_server fastify-full || has_server fastify-cluster; }
+if has_fastify; then
   if ! node_ok; then
     log "WARNING: node >= 20 and npm are needed for the Fastify peers (Fastify 5); skipping them"
     kept=()
@@ -263,6 +285,15 @@ if has_server fastify || has_server fastify-cluster; then
   fi
 fi
 [[ ${#SERVER_LIST[@]} -gt 0 ]] || die "no server left to run"
+# Measurements in this run (fastify-full sits some scenarios out).
+TOTAL=0
+for scen in "${SELECTED[@]}"; do
+  IFS='|' read -r sname kind _ <<< "$scen"
+  for server in "${SERVER_LIST[@]}"; do
+    if runs_in "$server" "$sname" "$kind"; then TOTAL=$(( TOTAL + REPS )); fi
+  done
+done
+[[ $TOTAL -gt 0 ]] || die "none of the servers runs in the scenarios chosen (fastify-full: health-* and agent-* only)"
 
 if [[ $BUILD == 1 ]]; then
   if has_server agentd; then
@@ -274,7 +305,7 @@ if [[ $BUILD == 1 ]]; then
     (cd "$CEILING_DIR" && cargo build --release --locked) || die "hyper-ceiling build failed"
   fi
 fi
-if has_server fastify || has_server fastify-cluster; then
+if has_fastify; then
   if [[ ! -f $FASTIFY_DIR/node_modules/.package-lock.json ||
         $FASTIFY_DIR/package-lock.json -nt $FASTIFY_DIR/node_modules/.package-lock.json ]]; then
     log "installing the Fastify peer (npm ci)"
@@ -336,7 +367,7 @@ EOF
 # ------------------------------------------------------------------------ servers
 declare -A PORT
 i=0
-for s in agentd hyper-ceiling fastify fastify-cluster; do PORT[$s]=$(( PORT_BASE + i )); i=$(( i + 1 )); done
+for s in agentd hyper-ceiling fastify fastify-cluster fastify-full; do PORT[$s]=$(( PORT_BASE + i )); i=$(( i + 1 )); done
 
 SERVER_PID=''
 descendants() {
@@ -382,6 +413,9 @@ start_server() { # name → SERVER_PID
         "${SERVER_PIN[@]}" "$CEILING_BIN" >> "$log" 2>&1 & ;;
     fastify)
       NODE_ENV=production PORT=$port HOST=127.0.0.1 \
+        "${SERVER_PIN[@]}" node "$FASTIFY_DIR/server.js" >> "$log" 2>&1 & ;;
+    fastify-full)
+      NODE_ENV=production FULL=1 PORT=$port HOST=127.0.0.1 \
         "${SERVER_PIN[@]}" node "$FASTIFY_DIR/server.js" >> "$log" 2>&1 & ;;
     fastify-cluster)
       NODE_ENV=production CLUSTER=1 WORKERS=$SERVER_CORES PORT=$port HOST=127.0.0.1 \
@@ -446,6 +480,15 @@ if " 200" not in status: errors.append(f"status line {status!r}")
 if h.get("content-type", "").replace(" ", "").lower() != "text/event-stream;charset=utf-8": errors.append(f"content-type {h.get('content-type')!r}")
 if h.get("cache-control") != "no-cache": errors.append("cache-control")
 if h.get("x-accel-buffering") != "no": errors.append("x-accel-buffering")
+# The feature-equal peer must really do agentd's per-response work: helmet's 12 headers
+# (the ones agentd sends) and X-Response-Time on the stream's head.
+SECURITY = ["content-security-policy", "cross-origin-opener-policy", "cross-origin-resource-policy",
+            "origin-agent-cluster", "referrer-policy", "strict-transport-security",
+            "x-content-type-options", "x-dns-prefetch-control", "x-download-options",
+            "x-frame-options", "x-permitted-cross-domain-policies", "x-xss-protection"]
+if name == "fastify-full":
+    missing = [k for k in SECURITY + ["x-response-time"] if k not in h]
+    if missing: errors.append(f"missing headers {missing}")
 events = body.split("\n\n")
 if events[-1] != "" : errors.append("body does not end with a blank line")
 events = [e for e in events if e]
@@ -471,7 +514,6 @@ EOF
 }
 
 # ------------------------------------------------------------------------ the run
-TOTAL=$(( REPS * ${#SELECTED[@]} * ${#SERVER_LIST[@]} ))
 per_run=$(( DURATION + WARMUP + 2 ))
 log "run $OUT"
 log "servers: $SERVERS; scenarios: $(for s in "${SELECTED[@]}"; do printf '%s ' "${s%%|*}"; done)"
@@ -487,6 +529,7 @@ for rep in $(seq "$REPS"); do
     [[ -n $CONNECTIONS ]] && conns=$CONNECTIONS
     method=${mpath%% *}; path=${mpath#* }
     for server in "${SERVER_LIST[@]}"; do
+      runs_in "$server" "$sname" "$kind" || continue
       n=$(( n + 1 ))
       log "[$n/$TOTAL] rep $rep/$REPS  $sname  $server  ($conns connections)"
       wait_quiet

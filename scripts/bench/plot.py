@@ -5,7 +5,9 @@
 
 Two panels, one group of bars per scenario and one bar per server: median requests per
 second (higher is better) and median server CPU microseconds per request (lower is
-better). scripts/bench/report.py calls render() directly.
+better). Under each scenario with both measured, agentd's ratio to the like-for-like
+peer (fastify-full: the same per-response work as agentd) is written out.
+scripts/bench/report.py calls render() directly.
 """
 
 import json
@@ -17,8 +19,14 @@ COLORS = {
     "agentd": "#d9480f",
     "hyper-ceiling": "#495057",
     "fastify": "#1c7ed6",
+    "fastify-full": "#5f3dc4",
     "fastify-cluster": "#74c0fc",
 }
+# The peer doing the same per-response work as agentd (security headers, CORS, metrics,
+# load-shedding checks): agentd's ratio to it is the like-for-like comparison.
+LIKE_FOR_LIKE = "fastify-full"
+# Which ratio (from report.py's summary) goes under each panel's scenario labels.
+PANEL_RATIO = {"rps": "agentd_rps_ratio", "cpu_us_per_req": "agentd_cpu_ratio"}
 EXTRA_COLORS = ["#2b8a3e", "#ae3ec9", "#f59f00", "#0ca678"]
 FONT = "font-family=\"DejaVu Sans, Helvetica, Arial, sans-serif\""
 
@@ -82,12 +90,22 @@ def panel(out, summary, scenarios, servers, colors, key, title, x0, y0, w, h):
                        f'fill="#212529" {FONT}>{short(v)}</text>')
         out.append(f'<text x="{x0 + gi * group_w + group_w / 2:.1f}" y="{y0 + h + 16}" font-size="12" '
                    f'text-anchor="middle" {FONT}>{escape(scen)}</text>')
+        like = by.get((scen, LIKE_FOR_LIKE))
+        r = like.get(PANEL_RATIO.get(key, "")) if like else None
+        if r is not None:
+            out.append(f'<text x="{x0 + gi * group_w + group_w / 2:.1f}" y="{y0 + h + 30}" font-size="10" '
+                       f'text-anchor="middle" fill="{colors[LIKE_FOR_LIKE]}" {FONT}>'
+                       f'agentd {r:.2f}× vs {escape(LIKE_FOR_LIKE)}</text>')
     out.append(f'<line x1="{x0}" y1="{y0 + h}" x2="{x0 + w}" y2="{y0 + h}" stroke="#212529" stroke-width="1"/>')
 
 
 def render(summary, meta):
     scenarios = list(dict.fromkeys(s["scenario"] for s in summary))
-    servers = list(dict.fromkeys(s["server"] for s in summary))
+    # In the known servers' order (a server measured in only some scenarios would
+    # otherwise move to the end), then any other in order of appearance.
+    known = list(COLORS)
+    seen = list(dict.fromkeys(s["server"] for s in summary))
+    servers = sorted(seen, key=lambda x: (known.index(x), 0) if x in known else (len(known), seen.index(x)))
     colors = dict(COLORS)
     for i, s in enumerate(x for x in servers if x not in colors):
         colors[s] = EXTRA_COLORS[i % len(EXTRA_COLORS)]

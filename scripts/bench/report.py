@@ -19,8 +19,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import plot  # noqa: E402
 
 SCENARIO_ORDER = ["health-50", "health-256", "agent-50", "agent-256", "agent-close", "sse-10k", "llm"]
-SERVER_ORDER = ["agentd", "hyper-ceiling", "fastify", "fastify-cluster"]
+SERVER_ORDER = ["agentd", "hyper-ceiling", "fastify", "fastify-full", "fastify-cluster"]
 SUBJECT = "agentd"
+LIKE_FOR_LIKE = plot.LIKE_FOR_LIKE
 
 CSV_FIELDS = [
     "scenario", "server", "rep", "conns", "duration_s", "server_cores", "requests", "rps",
@@ -119,7 +120,8 @@ def main_table(summary):
 
 def ratio_table(summary):
     scenarios = [x for x in dict.fromkeys(s["scenario"] for s in summary)]
-    peers = [x for x in dict.fromkeys(s["server"] for s in summary) if x != SUBJECT]
+    peers = sorted({s["server"] for s in summary if s["server"] != SUBJECT},
+                   key=lambda x: order(x, SERVER_ORDER))
     if not any(s["server"] == SUBJECT for s in summary) or not peers:
         return ""
     by = {(s["scenario"], s["server"]): s for s in summary}
@@ -176,6 +178,14 @@ def setup_line(meta):
             f"{meta['wrk_threads']} thread(s)")
 
 
+def like_for_like_note(summary):
+    """Which column compares like with like, when that peer was measured."""
+    if not any(s["server"] == LIKE_FOR_LIKE for s in summary):
+        return ""
+    return (f"; vs {LIKE_FOR_LIKE} compares like with like (the same security headers, CORS, "
+            f"metrics and load-shedding work per response)")
+
+
 def summary_md(meta, summary, runs):
     parts = [f"Run {meta['date']}, commit `{meta['commit']}`, `{meta['command']}`",
              "", f"Machine: {machine_line(meta)}.", "", f"Setup: {setup_line(meta)}.", "",
@@ -185,8 +195,8 @@ def summary_md(meta, summary, runs):
         parts += ["", nl]
     rt = ratio_table(summary)
     if rt:
-        parts += ["", "agentd relative to each peer (req/s: higher is better for agentd; CPU/req: lower is):",
-                  "", rt]
+        parts += ["", "agentd relative to each peer (req/s: higher is better for agentd; CPU/req: lower is)"
+                  + like_for_like_note(summary) + ":", "", rt]
     st = sse_table(summary)
     if st:
         parts += ["", "sse-10k:", "", st]
@@ -227,8 +237,16 @@ Medians over the repetitions.
   guide's server (Fastify 5, pinned versions) with agentd's request validation, the
   guide's echo agent, ids from the `ulid` package's monotonic factory, one `res.write`
   per event as the SDK does; its optional plugins (helmet, cors, compress, rate limit,
-  under-pressure) and request logging are left out, which only favours it.
-  `fastify-cluster`: the same under Node's cluster, one worker per server core.
+  under-pressure, metrics) and request logging are left out, which only favours it.
+  `fastify-full`: the same server with `FULL=1`, one process, the feature-equal peer:
+  the guide's `@fastify/helmet`, `@fastify/cors`, `@fastify/under-pressure` and
+  `fastify-metrics` registrations (the guide's options) and its `X-Response-Time`
+  hooks, i.e. the security headers, CORS handling, load-shedding checks and metrics
+  agentd runs on every response; compression and rate limiting stay off, as in
+  agentd's runs (wrk asks for no compression; agentd's rate limit is off by default).
+  It runs in the `health-*` and `agent-*` scenarios; agentd's ratio to it compares like
+  with like, its ratio to `fastify` compares agentd with the least a Fastify server can
+  do. `fastify-cluster`: `fastify` under Node's cluster, one worker per server core.
 - **Scenarios.** `health-*`: `GET /health`, keep-alive. `agent-*`: `POST /agent` with a
   valid request (`scripts/bench/agent-body.json`), answered with the echo agent's three
   SSE events, keep-alive. `agent-close`: the same with a new connection per request.
@@ -264,7 +282,10 @@ Medians over the repetitions.
   work (TCP over loopback) is counted in the CPU time of the process it ran for.
   Response headers differ by a few bytes: Node's HTTP server adds `Connection:
   keep-alive` and `Keep-Alive`, agentd adds `x-request-id` and `x-response-time`, the
-  ceiling neither.
+  ceiling neither; `fastify-full` adds helmet's 12 headers and `x-response-time` as
+  agentd does, CORS's `vary` and `access-control-allow-credentials` (agentd sends CORS
+  headers only to a request with an `Origin`), and no `x-request-id` (the guide sets
+  none).
 """
 
 
@@ -276,7 +297,8 @@ def results_md(meta, summary, runs):
         machine=machine_line(meta), setup=setup_line(meta), main=main_table(summary),
         noise=noise_line(meta, runs),
         ratios=("\n### agentd relative to each peer\n\nagentd's req/s and CPU per request divided by "
-                "the peer's (req/s: above 1 is better for agentd; CPU/req: below 1 is).\n\n" + rt + "\n")
+                "the peer's (req/s: above 1 is better for agentd; CPU/req: below 1 is)"
+                + like_for_like_note(summary) + ".\n\n" + rt + "\n")
         if rt else "",
         sse=("\n### sse-10k\n\n" + st + "\n") if st else "",
     )

@@ -9,12 +9,37 @@
 // * GET /health: the guide's shape (status, agent, uptime, memory, performance);
 // * GET /health/live: {"status":"ok"}.
 //
-// Left out on purpose: the guide's plugins (helmet, cors, compress, rate-limit,
-// under-pressure, metrics, websocket) and per-request logging. Each would only add cost
-// to the peer; agentd is compared with the fastest honest version of the guide.
+// By default the guide's plugins (helmet, cors, compress, rate-limit, under-pressure,
+// metrics, websocket) and per-request logging are left out: each would only add cost to
+// the peer, and agentd is compared with the fastest honest version of the guide.
+//
+// FULL=1 is the feature-equal variant, for comparing like with like: agentd serves every
+// response with the same work on (security headers, CORS, metrics, load shedding,
+// X-Response-Time). It registers the guide's plugins as the guide does (its
+// registerPlugins, options verbatim):
+// * @fastify/under-pressure with the guide's thresholds (event-loop delay 1 s, heap and
+//   RSS 1 GiB, event-loop utilization 0.98, Retry-After 50);
+// * @fastify/cors: origins from CORS_ORIGINS (a comma list; `*` when unset), credentials,
+//   GET/POST/OPTIONS; the list is split once at start, not on every request as the
+//   guide's callback does;
+// * @fastify/helmet with the guide's options (CSP directives, crossOriginEmbedderPolicy
+//   off): the 12 headers agentd sends;
+// * fastify-metrics (Prometheus: Node's default metrics and a per-route histogram and
+//   summary, status codes grouped), endpoint /metrics; always registered, where the
+//   guide waits for PROMETHEUS_METRICS=true, because agentd always collects its metrics
+//   (its setting only switches the endpoint);
+// * the guide's X-Response-Time hooks (onRequest + onSend).
+// The SSE route writes the head itself (reply.hijack()), so the headers the plugins put
+// on the reply (CORS, X-Response-Time) are copied into that head, as agentd sends them
+// on its streams too; helmet writes to the raw response and needs no copy.
+// Still left out, as agentd's benchmark runs without them: compress (agentd compresses
+// only when the client asks, and wrk does not), rate-limit (off by default in agentd),
+// jwt (no JWT_SECRET) and websocket. The guide sets no X-Request-Id header, so neither
+// does this (agentd does).
 //
 // Environment: PORT (3000), HOST (127.0.0.1), LOG_LEVEL (logging off when unset),
-// CLUSTER=1 for Node's cluster with WORKERS (default: one per available core) workers.
+// CLUSTER=1 for Node's cluster with WORKERS (default: one per available core) workers,
+// FULL=1 for the feature-equal variant (with or without CLUSTER), CORS_ORIGINS (FULL).
 
 const cluster = require('node:cluster');
 const os = require('node:os');
@@ -24,6 +49,7 @@ const HOST = process.env.HOST || '127.0.0.1';
 const CLUSTER = ['1', 'true', 'yes'].includes(String(process.env.CLUSTER || process.env.CLUSTER_MODE || '').toLowerCase());
 const WORKERS = parseInt(process.env.WORKERS || String(os.availableParallelism ? os.availableParallelism() : os.cpus().length), 10);
 const AGENT_ID = process.env.AGENT_ID || 'agentd';
+const FULL = ['1', 'true', 'yes'].includes(String(process.env.FULL || '').toLowerCase());
 
 if (CLUSTER && cluster.isPrimary) {
   runPrimary();
@@ -52,7 +78,7 @@ function runPrimary() {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
-  console.log(`fastify peer (cluster) primary ${process.pid}: ${WORKERS} workers on http://${HOST}:${PORT}`);
+  console.log(`fastify peer${FULL ? ' (full)' : ''} (cluster) primary ${process.pid}: ${WORKERS} workers on http://${HOST}:${PORT}`);
 }
 
 async function runServer() {
@@ -110,12 +136,12 @@ async function runServer() {
   };
 
   class ResponseHandler {
-    constructor(res, source) {
+    constructor(res, source, headers) {
       this.res = res;
       this.source = source;
       this.streams = [];
       this.done = false;
-      res.writeHead(200, SSE_HEADERS);
+      res.writeHead(200, headers);
     }
 
     emit(event) {
@@ -264,13 +290,24 @@ async function runServer() {
     reply.code(404).send({ error: 'Not Found', code: 'not_found', requestId: request.id });
   });
 
+  if (FULL) await registerGuidePlugins(fastify);
+
   const agent = new FastifyAgent();
+
+  // FULL: the head of a hijacked SSE reply is the SSE headers plus what the plugins'
+  // hooks put on the reply (CORS, the guide's X-Response-Time as its onSend hook would
+  // set it), which Fastify itself sends only for replies it sends.
+  function streamHead(request, reply) {
+    reply.header('X-Response-Time', `${Date.now() - (request.startTime || Date.now())}ms`);
+    return { ...reply.getHeaders(), ...SSE_HEADERS };
+  }
 
   async function handleAgent(request, reply) {
     const started = performance.now();
     const { query, session } = request.body;
     reply.hijack();
-    const handler = new ResponseHandler(reply.raw, session ? session.processor_id : AGENT_ID);
+    const handler = new ResponseHandler(reply.raw, session ? session.processor_id : AGENT_ID,
+      FULL ? streamHead(request, reply) : SSE_HEADERS);
     await agent.assist(session, query, handler);
     agent.requestCounter++;
     agent.totalResponseMs += performance.now() - started;
@@ -303,5 +340,63 @@ async function runServer() {
   process.on('SIGINT', stop);
 
   await fastify.listen({ port: PORT, host: HOST });
-  if (!cluster.isWorker) console.log(`fastify peer ${process.pid} on http://${HOST}:${PORT}`);
+  if (!cluster.isWorker) console.log(`fastify peer${FULL ? ' (full)' : ''} ${process.pid} on http://${HOST}:${PORT}`);
+}
+
+// ------------------------------------------------------------ FULL: the guide's plugins
+// The guide's registerPlugins without compress, rate-limit, jwt and websocket (see the
+// header). Registered before the routes, so that every route gets their hooks.
+async function registerGuidePlugins(fastify) {
+  await fastify.register(require('@fastify/under-pressure'), {
+    maxEventLoopDelay: 1000,
+    maxHeapUsedBytes: 1073741824, // 1GB
+    maxRssBytes: 1073741824,
+    maxEventLoopUtilization: 0.98,
+    message: 'Under pressure!',
+    retryAfter: 50,
+  });
+
+  const allowedOrigins = process.env.CORS_ORIGINS?.split(',') || ['*'];
+  await fastify.register(require('@fastify/cors'), {
+    origin: (origin, callback) => {
+      if (!origin || allowedOrigins.includes('*') || allowedOrigins.includes(origin)) {
+        callback(null, true);
+      } else {
+        callback(new Error('Not allowed by CORS'), false);
+      }
+    },
+    credentials: true,
+    methods: ['GET', 'POST', 'OPTIONS'],
+  });
+
+  await fastify.register(require('@fastify/helmet'), {
+    crossOriginEmbedderPolicy: false,
+    contentSecurityPolicy: {
+      directives: {
+        defaultSrc: ["'self'"],
+        scriptSrc: ["'self'"],
+        styleSrc: ["'self'", "'unsafe-inline'"],
+      },
+    },
+  });
+
+  await fastify.register(require('fastify-metrics'), {
+    endpoint: '/metrics',
+    name: 'sentient_fastify_agent',
+    routeMetrics: {
+      enabled: true,
+      registrationDelay: 0, // an option of older fastify-metrics; ignored by this one
+      groupStatusCodes: true,
+    },
+  });
+
+  fastify.addHook('onRequest', async (request) => {
+    request.startTime = Date.now();
+  });
+  fastify.addHook('onSend', async (request, reply, payload) => {
+    const responseTime = Date.now() - (request.startTime || Date.now());
+    reply.header('X-Response-Time', `${responseTime}ms`);
+    reply.responseTime = responseTime;
+    return payload;
+  });
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: formatting, lints, unit and integration tests, the interop
 # check with the official Python client library, and the benchmark harness end to end.
-# SKIP_INTEROP=1, SKIP_HOSTILE=1, SKIP_SOAK=1 or SKIP_BENCH=1 leave those parts out.
+# SKIP_INTEROP=1, SKIP_HOSTILE=1, SKIP_FUZZ=1, SKIP_SOAK=1 or SKIP_BENCH=1 leave those
+# parts out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,10 @@ fi
 if [[ ${SKIP_HOSTILE:-0} != 1 ]]; then
   step "hostile clients: slowloris, HTTP/2 rapid reset and CONTINUATION flood"
   AGENTD_BIN=target/release/agentd scripts/hostile.sh
+fi
+if [[ ${SKIP_FUZZ:-0} != 1 ]]; then
+  step "fuzz targets, 20 s each on the checked-in corpus"
+  scripts/fuzz.sh 20
 fi
 if [[ ${SKIP_SOAK:-0} != 1 ]]; then
   step "soak, quick run"

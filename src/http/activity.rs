@@ -21,8 +21,9 @@ pub struct ConnActivity {
     head_started: AtomicU64,
     /// Set when a response gave up on its reader: the connection must be dropped.
     cut: AtomicBool,
-    /// Wakes the connection driver when `cut` is set.
-    cut_wake: tokio::sync::Notify,
+    /// Wakes the connection driver when `cut` is set (an atomic swap per poll, where a
+    /// `Notify` would take a lock on every wake of the connection).
+    cut_wake: futures_util::task::AtomicWaker,
 }
 
 impl std::fmt::Debug for ConnActivity {
@@ -53,7 +54,7 @@ impl ConnActivity {
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(1),
             cut: AtomicBool::new(false),
-            cut_wake: tokio::sync::Notify::new(),
+            cut_wake: futures_util::task::AtomicWaker::new(),
         }
     }
 
@@ -90,12 +91,21 @@ impl ConnActivity {
     /// neither HTTP/1 nor HTTP/2 would ever poll the response again to learn it ended.
     pub fn cut(&self) {
         self.cut.store(true, Relaxed);
-        self.cut_wake.notify_one();
+        self.cut_wake.wake();
     }
 
-    /// Resolves once [`cut`](Self::cut) was called (at once if it already was).
-    pub async fn cut_requested(&self) {
-        self.cut_wake.notified().await
+    /// Ready once [`cut`](Self::cut) was called.
+    pub fn poll_cut(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.cut.load(Relaxed) {
+            return std::task::Poll::Ready(());
+        }
+        self.cut_wake.register(cx.waker());
+        // A cut between the load and the registration found no waker to wake.
+        if self.cut.load(Relaxed) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
     }
 
     /// What the connection driver should do now, and when to look again.

@@ -233,7 +233,7 @@ async fn run<F>(
                 shutdown(conn.as_mut());
                 draining = true;
             }
-            _ = activity.cut_requested() => {}
+            _ = std::future::poll_fn(|cx| activity.poll_cut(cx)) => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }

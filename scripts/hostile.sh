@@ -32,17 +32,9 @@ RATE="${HOSTILE_RATE:-200}"
 log() { printf 'hostile.sh: %s\n' "$*" >&2; }
 
 # --- tools --------------------------------------------------------------------
-if [[ ! -x "$VENV/bin/python" ]]; then
-    log "creating venv $VENV"
-    "$PYTHON" -m venv "$VENV"
-fi
-req_hash="$(sha256sum "$REQS" | cut -d' ' -f1)"
-if [[ "$(cat "$VENV/.hostile-reqs" 2>/dev/null || true)" != "$req_hash" ]]; then
-    log "installing $REQS"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQS"
-    echo "$req_hash" > "$VENV/.hostile-reqs"
-fi
-VPY="$VENV/bin/python"
+# shellcheck source=lib/venv.sh
+source "$ROOT/scripts/lib/venv.sh"
+ensure_venv "$VENV" "$REQS"
 
 if ! command -v slowhttptest >/dev/null; then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then

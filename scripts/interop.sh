@@ -25,21 +25,9 @@ log() { printf 'interop.sh: %s\n' "$*" >&2; }
 # --- venv ---------------------------------------------------------------------
 # sentient_agent_framework 0.3.0 imports typing.Self (interface/session.py), so it
 # needs Python >= 3.11 although its metadata says >= 3.9.
-if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
-    log "$PYTHON is older than 3.11; sentient-agent-framework 0.3.0 needs 3.11+ (set PYTHON=)"
-    exit 1
-fi
-if [[ ! -x "$VENV/bin/python" ]]; then
-    log "creating venv $VENV"
-    "$PYTHON" -m venv "$VENV"
-fi
-req_hash="$(sha256sum "$REQS" | cut -d' ' -f1)"
-if [[ "$(cat "$VENV/.interop-reqs" 2>/dev/null || true)" != "$req_hash" ]]; then
-    log "installing $REQS"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQS"
-    echo "$req_hash" > "$VENV/.interop-reqs"
-fi
-VPY="$VENV/bin/python"
+# shellcheck source=lib/venv.sh
+source "$ROOT/scripts/lib/venv.sh"
+ensure_venv "$VENV" "$REQS" 3.11
 
 # --- binary -------------------------------------------------------------------
 if [[ -n "${AGENTD_BIN:-}" ]]; then

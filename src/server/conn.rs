@@ -74,33 +74,25 @@ pub async fn drive(
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     let activity = Arc::new(ConnActivity::with_hold(Some(hold)));
     let _open = ConnCounter::open(app.clone(), worker);
-    let Some(tls) = app.tls.clone() else {
-        // The first bytes must arrive within the header timeout, as the head would.
-        let sniffed = tokio::time::timeout(app.config.header_read_timeout(), sniff(&stream));
-        let h2 = match sniffed.await {
-            Ok(Ok(h2)) => h2,
-            _ => return,
-        };
-        let io = TrackedIo::new(stream, activity.clone());
-        let conn = Conn {
-            app,
-            builders,
-            worker,
-            phase,
-            activity,
-            peer,
-        };
-        return conn.serve(io, h2).await;
-    };
-    let io = TrackedIo::new(stream, activity.clone());
+    let tls = app.tls.clone();
+    let head_timeout = app.config.header_read_timeout();
     let conn = Conn {
         app,
         builders,
         worker,
         phase,
-        activity,
+        activity: activity.clone(),
         peer,
     };
+    let Some(tls) = tls else {
+        // The first bytes must arrive within the header timeout, as the head would.
+        let h2 = match tokio::time::timeout(head_timeout, sniff(&stream)).await {
+            Ok(Ok(h2)) => h2,
+            _ => return,
+        };
+        return conn.serve(TrackedIo::new(stream, activity), h2).await;
+    };
+    let io = TrackedIo::new(stream, activity);
     // Boxed: clear-text connections must not carry the TLS state's size.
     Box::pin(conn.serve_tls(tls, io)).await
 }

@@ -49,6 +49,8 @@ impl Agent for ShoutAgent {
 }
 
 fn main() -> std::process::ExitCode {
-    let config = Config::from_env_and_args(std::env::args_os());
-    agentd::run_with_agent(config, Arc::new(ShoutAgent))
+    match Config::from_env_and_args(std::env::args_os()) {
+        Ok(config) => agentd::run_with_agent(config, Arc::new(ShoutAgent)),
+        Err(e) => e.exit(),
+    }
 }

@@ -61,7 +61,16 @@ pub fn configured_agent(config: &Config) -> Result<Arc<dyn Agent>, String> {
 /// What `main` does.
 pub fn run(config: Config) -> ExitCode {
     match configured_agent(&config) {
-        Ok(agent) => run_with_agent(config, agent),
+        Ok(agent) => {
+            let kind = if agent.llm_router().is_some() {
+                "llm"
+            } else if agent.upstream_agents().is_some() {
+                "proxy"
+            } else {
+                "echo"
+            };
+            serve(config, agent, kind)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(2)
@@ -72,6 +81,10 @@ pub fn run(config: Config) -> ExitCode {
 /// Serves `agent` until SIGTERM or SIGINT, then shuts down gracefully: readiness
 /// fails, connections drain, and in-flight responses run until `SHUTDOWN_TIMEOUT`.
 pub fn run_with_agent(config: Config, agent: Arc<dyn Agent>) -> ExitCode {
+    serve(config, agent, "custom")
+}
+
+fn serve(config: Config, agent: Arc<dyn Agent>, kind: &str) -> ExitCode {
     obs::log::init(&config);
     // Handlers go in before the listeners open, so a signal can never find the process
     // serving but still on the default (killing) disposition.
@@ -82,15 +95,26 @@ pub fn run_with_agent(config: Config, agent: Arc<dyn Agent>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let workers = config.worker_count();
+    let summary = obs::startup::Summary::new(&config, agent.as_ref(), kind);
     let handle = match Server::start(config.clone(), agent) {
         Ok(h) => h,
         Err(e) => {
-            tracing::error!(addr = %config.listen_addr(), error = %e, "cannot listen");
-            return ExitCode::from(1);
+            use std::io::ErrorKind::*;
+            // A setting that cannot work is the operator's to fix: exit 2, as for a
+            // value clap refuses. Anything else (out of memory, file descriptors) is 1.
+            let (code, what) = match e.kind() {
+                InvalidInput => (2, "bad configuration".to_owned()),
+                AddrInUse | AddrNotAvailable | PermissionDenied => (
+                    2,
+                    format!("cannot listen on {} (HOST, PORT)", config.listen_addr()),
+                ),
+                _ => (1, format!("cannot listen on {}", config.listen_addr())),
+            };
+            tracing::error!(error = %e, "{what}");
+            return ExitCode::from(code);
         }
     };
-    tracing::info!(addr = %handle.local_addr(), workers, "agentd listening");
+    summary.log(handle.local_addr());
     signals.wait();
     tracing::info!("signal received, shutting down");
     handle.shutdown();

@@ -20,6 +20,10 @@ pub fn init(config: &Config) {
         .unwrap_or_else(|_| EnvFilter::new(format!("warn,agentd={level}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR").as_deref(),
+        ))
         .with_writer(std::io::stderr);
     let json = match config.log_format.as_deref() {
         Some(f) => f == "json",
@@ -30,4 +34,23 @@ pub fn init(config: &Config) {
     } else {
         builder.try_init()
     };
+}
+
+/// Colour only on a terminal, and never when `NO_COLOR` is set to anything but empty
+/// (no-color.org): escape codes in a file or a pipe are noise.
+fn colour(stderr_is_terminal: bool, no_color: Option<&std::ffi::OsStr>) -> bool {
+    stderr_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colour;
+
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some("".as_ref())));
+        assert!(!colour(true, Some("1".as_ref())));
+        assert!(!colour(false, None));
+    }
 }

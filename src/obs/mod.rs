@@ -3,4 +3,5 @@
 pub mod log;
 pub mod metrics;
 pub mod process;
+pub mod startup;
 pub mod stats;

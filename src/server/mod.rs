@@ -73,9 +73,12 @@ fn authenticator(c: &Config) -> Result<crate::edge::auth::Authenticator, String>
     };
     let public_key = match c.jwt_public_key.as_deref().filter(|k| !k.is_empty()) {
         Some(k) if k.trim_start().starts_with("-----BEGIN") => Some(k.to_owned()),
-        Some(path) => {
-            Some(std::fs::read_to_string(path).map_err(|e| format!("JWT_PUBLIC_KEY {path}: {e}"))?)
-        }
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                "JWT_PUBLIC_KEY is neither a PEM key nor a readable file".to_owned()
+            }
+            _ => format!("JWT_PUBLIC_KEY names a file that cannot be read: {e}"),
+        })?),
         None => None,
     };
     Authenticator::new(AuthConfig {
@@ -100,7 +103,14 @@ fn rate_limiter(c: &Config) -> Result<Option<crate::edge::rate::RateLimiter>, St
     rc.redis_url = c.redis_url.clone().filter(|u| !u.is_empty());
     rc.redis_failure = c.rate_limit_redis_failure;
     rc.redis_timeout = Duration::from_millis(c.rate_limit_redis_timeout);
-    RateLimiter::new(rc).map(Some)
+    RateLimiter::new(rc).map(Some).map_err(|e| {
+        let var = if e.contains("Redis") {
+            "REDIS_URL"
+        } else {
+            "RATE_LIMIT_MAX/RATE_LIMIT_WINDOW"
+        };
+        format!("{var}: {e}")
+    })
 }
 
 /// A running server.

@@ -21,7 +21,7 @@ use tokio::task::AbortHandle;
 use super::activity::ConnActivity;
 use super::error::HttpError;
 use crate::edge::compress::{compress_all, Compressor, Encoding};
-use crate::protocol::queue::{EventSource, Next};
+use crate::protocol::queue::{EventSource, Next, StreamSummary};
 use crate::protocol::request::BODY_PADDING;
 
 /// The request body, read: `buf[..len]` is the body, followed by parser padding.
@@ -71,35 +71,130 @@ where
     Ok(ReadBody { buf, len })
 }
 
-/// Marks the end of one request when its response body is finished or dropped: its
-/// time goes into the worker's figures and the connection may go idle.
-pub struct RequestDone {
-    pub activity: Arc<ConnActivity>,
-    pub app: Arc<crate::server::App>,
-    pub worker: usize,
-    pub start: Instant,
-    /// Index into `ROUTE_LABELS`.
-    pub route: usize,
-    pub status: u16,
-    pub sse: bool,
+/// What the request log line of a request says besides its figures.
+pub struct RequestLog {
+    pub method: http::Method,
+    /// As it is safe to log (credentials in the query already masked).
+    pub url: String,
+    pub request_id: http::HeaderValue,
 }
 
+/// Marks the end of one request, however it ends: its response body finished, its
+/// response dropped unsent, or the request's future dropped before there was a
+/// response (an HTTP/2 reset mid-request). Its time goes into the worker's figures,
+/// the request leaves the in-flight count, the connection may go idle, and the request
+/// log line is written with how the response ended. It must run exactly once.
+pub struct RequestDone {
+    activity: Arc<ConnActivity>,
+    app: Arc<crate::server::App>,
+    worker: usize,
+    start: Instant,
+    /// Index into `ROUTE_LABELS`.
+    pub route: usize,
+    /// An agent route (`/agent`, `/assist`, `/agent-api`, `/stream`): counted in the
+    /// agent's own figures.
+    pub agent: bool,
+    /// 0 until a response exists.
+    pub status: u16,
+    pub sse: bool,
+    /// Set when request logging is on.
+    pub log: Option<Box<RequestLog>>,
+    recorded: bool,
+}
+
+/// The status logged and counted for a request whose client left before a response
+/// existed (nginx's "client closed request").
+const CLIENT_CLOSED: u16 = 499;
+
 impl RequestDone {
-    fn complete(self, sent: Option<(u64, u64)>) {
+    /// Counts the request in flight; [`RequestDone`] takes it out again.
+    pub fn begin(
+        activity: Arc<ConnActivity>,
+        app: Arc<crate::server::App>,
+        worker: usize,
+        start: Instant,
+    ) -> RequestDone {
+        activity.begin_request();
+        app.shedder.begin();
+        RequestDone {
+            activity,
+            app,
+            worker,
+            start,
+            route: crate::http::router::UNROUTED_LABEL,
+            agent: false,
+            status: 0,
+            sse: false,
+            log: None,
+            recorded: false,
+        }
+    }
+
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+
+    pub fn activity(&self) -> &Arc<ConnActivity> {
+        &self.activity
+    }
+
+    fn record(&mut self, sent: Option<StreamSummary>) {
         use std::sync::atomic::Ordering::Relaxed;
+        if std::mem::replace(&mut self.recorded, true) {
+            return;
+        }
+        if self.status == 0 {
+            self.status = CLIENT_CLOSED;
+        }
         let elapsed = self.start.elapsed();
         let w = self.app.stats.worker(self.worker);
         w.record(elapsed);
         w.record_route(self.route, self.status, elapsed);
-        if let Some((events, bytes)) = sent {
-            w.events_sent.fetch_add(events, Relaxed);
-            w.bytes_sent.fetch_add(bytes, Relaxed);
+        if self.agent {
+            w.record_agent(elapsed);
+        }
+        if let Some(s) = &sent {
+            w.events_sent.fetch_add(s.events, Relaxed);
+            w.bytes_sent.fetch_add(s.bytes, Relaxed);
         }
         if self.sse {
             w.streams_closed.fetch_add(1, Relaxed);
         }
         self.app.shedder.end();
         self.activity.end_request();
+        if let Some(log) = self.log.take() {
+            let ms = elapsed.as_secs_f64() * 1000.0;
+            let id = log.request_id.to_str().unwrap_or("");
+            match sent {
+                Some(s) => tracing::info!(
+                    method = %log.method,
+                    url = %log.url,
+                    status = self.status,
+                    response_time_ms = ms,
+                    request_id = id,
+                    events = s.events,
+                    bytes = s.bytes,
+                    end = s.ending.as_str(),
+                    error_code = s.ending.error_code(),
+                    "request"
+                ),
+                None => tracing::info!(
+                    method = %log.method,
+                    url = %log.url,
+                    status = self.status,
+                    response_time_ms = ms,
+                    request_id = id,
+                    end = if self.status == CLIENT_CLOSED { "client_gone" } else { "sent" },
+                    "request"
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for RequestDone {
+    fn drop(&mut self) {
+        self.record(None);
     }
 }
 
@@ -212,18 +307,18 @@ impl ResponseBody {
     /// cut off also cuts its connection.
     pub fn set_completion(&mut self, c: RequestDone) {
         if let Kind::Sse(s) = &self.kind {
-            s.source.on_slow_reader(c.activity.clone());
+            s.source.on_slow_reader(c.activity().clone());
         }
         self.on_complete = Some(c);
     }
 
     fn finish(&mut self) {
-        if let Some(c) = self.on_complete.take() {
+        if let Some(mut c) = self.on_complete.take() {
             let sent = match &self.kind {
-                Kind::Sse(s) => Some(s.source.counts()),
+                Kind::Sse(s) => Some(s.source.summary()),
                 Kind::Full(_) => None,
             };
-            c.complete(sent);
+            c.record(sent);
         }
     }
 

@@ -32,6 +32,14 @@ impl Route {
         )
     }
 
+    /// Routes that run the agent over HTTP (counted in `/stats`' agent figures).
+    pub fn is_agent(self) -> bool {
+        matches!(
+            self,
+            Route::Agent | Route::Assist | Route::AgentApi | Route::Stream
+        )
+    }
+
     /// Routes the rate limiter leaves alone: probes and operator endpoints.
     pub fn is_rate_exempt(self) -> bool {
         self.is_probe() || matches!(self, Route::Health | Route::Stats)

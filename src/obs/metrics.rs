@@ -332,7 +332,7 @@ pub fn render(app: &App) -> String {
 
 /// The guide's `/stats`: agent figures, server figures, LLM figures.
 pub fn stats_json(app: &App) -> serde_json::Value {
-    let lat = app.stats.latency();
+    let lat = app.stats.agent_latency();
     let (user, system) = super::process::cpu_seconds();
     let rss = super::process::rss_bytes().unwrap_or(0);
     let llm = app.agent.llm_router().map(|r| {
@@ -371,7 +371,7 @@ pub fn stats_json(app: &App) -> serde_json::Value {
     json!({
         "agent": {
             "name": app.agent.name(),
-            "requestCount": app.stats.requests(),
+            "requestCount": app.stats.agent_requests(),
             "averageResponseTime": lat.mean,
             "p95ResponseTime": lat.p95,
             "p99ResponseTime": lat.p99,

@@ -130,6 +130,8 @@ pub const CLASS_LABELS: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 pub struct WorkerStats {
     requests: AtomicU64,
     hist: Histogram,
+    agent_requests: AtomicU64,
+    agent_hist: Histogram,
     pub by_route: [[AtomicU64; 5]; ROUTE_LABELS.len()],
     pub latency_by_route: [PromHistogram; ROUTE_LABELS.len()],
     pub events_sent: AtomicU64,
@@ -166,6 +168,8 @@ impl WorkerStats {
         WorkerStats {
             requests: AtomicU64::new(0),
             hist: Histogram::default(),
+            agent_requests: AtomicU64::new(0),
+            agent_hist: Histogram::default(),
             by_route: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
             latency_by_route: std::array::from_fn(|_| PromHistogram::default()),
             events_sent: AtomicU64::new(0),
@@ -181,6 +185,12 @@ impl WorkerStats {
     pub fn record(&self, elapsed: Duration) {
         self.requests.fetch_add(1, Relaxed);
         self.hist.record(elapsed);
+    }
+
+    /// Counts one finished request to an agent route (the agent's own figures).
+    pub fn record_agent(&self, elapsed: Duration) {
+        self.agent_requests.fetch_add(1, Relaxed);
+        self.agent_hist.record(elapsed);
     }
 
     /// Counts one finished request by route label index and status.
@@ -228,6 +238,23 @@ impl Stats {
 
     pub fn requests(&self) -> u64 {
         self.workers.iter().map(|w| w.requests.load(Relaxed)).sum()
+    }
+
+    /// Requests answered by the agent (agent routes only).
+    pub fn agent_requests(&self) -> u64 {
+        self.workers
+            .iter()
+            .map(|w| w.agent_requests.load(Relaxed))
+            .sum()
+    }
+
+    /// Percentiles over the agent routes' requests so far.
+    pub fn agent_latency(&self) -> Latency {
+        let mut counts = [0u64; BUCKETS];
+        for w in self.workers.iter() {
+            w.agent_hist.add_to(&mut counts);
+        }
+        Latency::from_counts(&counts)
     }
 
     /// Percentiles over every request so far.

@@ -112,6 +112,11 @@ impl ResponseHandler {
     }
 
     /// True once the client is gone; emitting then fails.
+    /// Records how this response ends, for the request log (the default is `Done`).
+    pub fn set_ending(&self, ending: crate::protocol::queue::Ending) {
+        self.sink.set_ending(ending);
+    }
+
     pub fn is_disconnected(&self) -> bool {
         self.sink.is_closed()
     }
@@ -185,7 +190,10 @@ impl ResponseHandler {
             },
             false,
         )
-        .await
+        .await?;
+        self.sink
+            .set_ending(crate::protocol::queue::Ending::Error(code));
+        Ok(())
     }
 
     /// Opens a text stream named `event_name`. No event is sent until its first chunk.

@@ -23,8 +23,59 @@ pub enum Closed {
     SlowReader,
 }
 
+/// How a stream ended, as the request log reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Ending {
+    /// `done` was sent after a successful answer.
+    #[default]
+    Done,
+    /// `done` was sent after an `atomic.error` with this code.
+    Error(i64),
+    /// The agent overran `AGENT_TIMEOUT` (error + done sent).
+    TimedOut,
+    /// The shutdown deadline cut the agent (error + done sent).
+    Shutdown,
+    /// The reader stayed behind past the slow-reader deadline and was cut off.
+    SlowReader,
+    /// The client left before the end.
+    ClientGone,
+}
+
+impl Ending {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ending::Done => "done",
+            Ending::Error(_) => "error",
+            Ending::TimedOut => "timeout",
+            Ending::Shutdown => "shutdown",
+            Ending::SlowReader => "slow_reader",
+            Ending::ClientGone => "client_gone",
+        }
+    }
+
+    /// The `atomic.error` code sent, if any.
+    pub fn error_code(self) -> Option<i64> {
+        match self {
+            Ending::Error(c) => Some(c),
+            Ending::TimedOut => Some(504),
+            Ending::Shutdown => Some(503),
+            _ => None,
+        }
+    }
+}
+
+/// What a finished (or abandoned) stream sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamSummary {
+    pub events: u64,
+    pub bytes: u64,
+    pub ending: Ending,
+}
+
 struct State {
     buf: BytesMut,
+    /// How the producer ended the stream (meaningful once `finished`).
+    ending: Ending,
     /// The producer wrote its last event.
     finished: bool,
     closed: Option<Closed>,
@@ -92,6 +143,7 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 pub fn event_queue(limits: QueueLimits, initial_capacity: usize) -> (EventSink, EventSource) {
     let shared = Arc::new(Mutex::new(State {
         buf: BytesMut::with_capacity(initial_capacity),
+        ending: Ending::Done,
         finished: false,
         closed: None,
         consumer: None,
@@ -194,6 +246,11 @@ impl EventSink {
         }
     }
 
+    /// Records how the stream ends (for the request log); call before the last push.
+    pub fn set_ending(&self, ending: Ending) {
+        lock(&self.shared).ending = ending;
+    }
+
     /// True once the consumer is gone or the queue was aborted.
     pub fn is_closed(&self) -> bool {
         lock(&self.shared).closed.is_some()
@@ -238,10 +295,20 @@ impl EventSource {
         lock(&self.shared).on_slow_reader = Some(hook);
     }
 
-    /// Events pushed and bytes taken so far.
-    pub fn counts(&self) -> (u64, u64) {
+    /// Events pushed and bytes taken so far, and how the stream ended (a stream that
+    /// did not end is reported as abandoned by its client).
+    pub fn summary(&self) -> StreamSummary {
         let st = lock(&self.shared);
-        (st.events, st.bytes)
+        let ending = match st.closed {
+            Some(Closed::SlowReader) => Ending::SlowReader,
+            _ if st.finished && st.buf.is_empty() => st.ending,
+            _ => Ending::ClientGone,
+        };
+        StreamSummary {
+            events: st.events,
+            bytes: st.bytes,
+            ending,
+        }
     }
 
     /// True when the producer finished and everything was taken.

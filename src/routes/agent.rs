@@ -21,7 +21,7 @@ use crate::agent::AgentError;
 use crate::http::body::{read_body, SseBody};
 use crate::http::{HttpError, Reply, ResponseBody};
 use crate::protocol::events::Framing;
-use crate::protocol::queue::{event_queue, QueueLimits};
+use crate::protocol::queue::{event_queue, Ending, QueueLimits};
 use crate::protocol::request::{parse_agent_request, prompt_from_query};
 use crate::protocol::{ids, ProtocolError, Query, ResponseHandler, Session};
 use crate::server::shutdown::Phase;
@@ -175,21 +175,31 @@ async fn finish(handler: &mut ResponseHandler, outcome: Outcome, request_id: &He
     if handler.is_disconnected() {
         return;
     }
-    let failure = match outcome {
-        Outcome::Done => None,
+    let (failure, ending) = match outcome {
+        Outcome::Done => (None, Ending::Done),
         Outcome::Failed(e) => {
             tracing::warn!(request_id = ?request_id, error = %e, "agent failed");
-            Some(e)
+            let code = e.code;
+            (Some(e), Ending::Error(code))
         }
         Outcome::Panicked => {
             tracing::error!(request_id = ?request_id, "agent panicked");
-            Some(AgentError::new("The agent failed while answering", 500))
+            (
+                Some(AgentError::new("The agent failed while answering", 500)),
+                Ending::Error(500),
+            )
         }
         Outcome::TimedOut => {
             tracing::warn!(request_id = ?request_id, "agent timed out");
-            Some(AgentError::new("The agent did not answer in time", 504))
+            (
+                Some(AgentError::new("The agent did not answer in time", 504)),
+                Ending::TimedOut,
+            )
         }
-        Outcome::ShutdownDeadline => Some(AgentError::new("The server is shutting down", 503)),
+        Outcome::ShutdownDeadline => (
+            Some(AgentError::new("The server is shutting down", 503)),
+            Ending::Shutdown,
+        ),
     };
     if handler.is_complete() {
         return;
@@ -202,6 +212,10 @@ async fn finish(handler: &mut ResponseHandler, outcome: Outcome, request_id: &He
             // Details that are not a JSON object are dropped, the error still goes out.
             let _ = handler.emit_error(&e.message, e.code, None).await;
         }
+    }
+    // An error the agent emitted itself was recorded by `emit_error`.
+    if ending != Ending::Done {
+        handler.set_ending(ending);
     }
     let _ = handler.complete().await;
 }

@@ -21,7 +21,7 @@ use crate::edge::compress;
 use crate::edge::cors::Cors;
 use crate::edge::security;
 use crate::http::activity::ConnActivity;
-use crate::http::body::RequestDone;
+use crate::http::body::{RequestDone, RequestLog};
 use crate::http::headers::{self, X_REQUEST_ID, X_RESPONSE_TIME};
 use crate::http::{route, HttpError, Reply, ResponseBody, Route, RouteMatch};
 use crate::server::App;
@@ -80,25 +80,21 @@ pub async fn handle(
     peer: IpAddr,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
-    activity.begin_request();
     // Measured before this request counts itself in flight.
     let pressure = app.shedder.pressure(worker);
-    app.shedder.begin();
-    let mut done = RequestDone {
-        activity,
-        app: app.clone(),
-        worker,
-        start,
-        route: crate::http::router::UNROUTED_LABEL,
-        status: 0,
-        sse: false,
-    };
+    // From here on, however this future ends (even dropped by an HTTP/2 reset), the
+    // request leaves the in-flight count.
+    let mut done = RequestDone::begin(activity, app.clone(), worker, start);
     let request_id = headers::request_id(req.headers());
     // The request's header map becomes the response's (see `Reply`).
     let mut header_map = std::mem::take(req.headers_mut());
-    let log = app
-        .request_logging
-        .then(|| (req.method().clone(), req.uri().clone()));
+    if app.request_logging {
+        done.log = Some(Box::new(RequestLog {
+            method: req.method().clone(),
+            url: req.uri().to_string(),
+            request_id: request_id.clone(),
+        }));
+    }
     // Only requests that carry an `Origin` pay for CORS.
     let origin = if header_map.contains_key(http::header::ORIGIN) {
         app.cors.allowed_origin(&header_map)
@@ -117,20 +113,20 @@ pub async fn handle(
         let mut res = Reply::empty(StatusCode::NO_CONTENT).into_response(header_map);
         let h = res.headers_mut();
         app.cors.apply_preflight(origin, requested, h);
-        return Ok(finish(res, &app, request_id, start, done, log));
+        return Ok(finish(res, &app, request_id, start, done));
     }
     let mut limit = None;
     let routed = route(req.method(), req.uri().path());
     if routed == RouteMatch::Found(Route::Ws) {
         // An upgraded socket keeps its connection counted until it closes.
-        if let Some(hold) = done.activity.hold.clone() {
+        if let Some(hold) = done.activity().hold.clone() {
             req.extensions_mut().insert(ws::Hold(hold));
         }
     }
-    done.route = match routed {
-        RouteMatch::Found(r) => r.label(),
-        _ => crate::http::router::UNROUTED_LABEL,
-    };
+    if let RouteMatch::Found(r) = routed {
+        done.route = r.label();
+        done.agent = r.is_agent();
+    }
     let result = match routed {
         RouteMatch::Found(r) => match pressure {
             _ if r.is_probe() => dispatch(r, req, &header_map, &app, &request_id).await,
@@ -193,24 +189,24 @@ pub async fn handle(
             h.append(http::header::VARY, ACCEPT_ENCODING.clone());
         }
     }
-    Ok(finish(res, &app, request_id, start, done, log))
+    Ok(finish(res, &app, request_id, start, done))
 }
 
-/// Headers every response gets, the request log line, and the completion hook.
+/// Headers every response gets, and the completion hook (which writes the request log
+/// line when the response ends).
 fn finish(
     mut res: Response<ResponseBody>,
     app: &App,
     request_id: HeaderValue,
     start: Instant,
     mut done: RequestDone,
-    log: Option<(http::Method, http::Uri)>,
 ) -> Response<ResponseBody> {
     let elapsed = start.elapsed();
     done.status = res.status().as_u16();
     done.sse = res.body().is_sse();
     if done.sse {
         app.stats
-            .worker(done.worker)
+            .worker(done.worker())
             .streams_opened
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
@@ -220,20 +216,6 @@ fn finish(
     }
     h.insert(X_RESPONSE_TIME.clone(), headers::response_time(elapsed));
     h.insert(X_REQUEST_ID.clone(), request_id);
-    if let Some((method, uri)) = log {
-        tracing::info!(
-            method = %method,
-            url = %uri,
-            status = res.status().as_u16(),
-            response_time_ms = elapsed.as_secs_f64() * 1000.0,
-            request_id = res
-                .headers()
-                .get(&X_REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or(""),
-            "request"
-        );
-    }
     res.body_mut().set_completion(done);
     res
 }

@@ -309,9 +309,13 @@ pub struct Config {
     #[arg(long, env = "RATE_LIMIT_REDIS_TIMEOUT", value_name = "RATE_LIMIT_REDIS_TIMEOUT", default_value_t = 100, value_parser = ms_range(1, 60_000))]
     pub rate_limit_redis_timeout: u64,
 
-    /// Take the client's address from `X-Forwarded-For` (only behind a trusted proxy).
-    #[arg(long, env = "TRUST_PROXY", value_name = "TRUST_PROXY", default_value_t = false, action = clap::ArgAction::Set)]
-    pub trust_proxy: bool,
+    /// Which proxies in front are trusted to write `X-Forwarded-For`, as Fastify's
+    /// trustProxy: `false` (ignore the header), `true` (every hop: the leftmost entry),
+    /// a hop count N, or a comma list of addresses/CIDR ranges (and `loopback`,
+    /// `linklocal`, `uniquelocal`; at most 64). The client is the nearest hop that is
+    /// not trusted; the peer must be trusted for the header to be read.
+    #[arg(long, env = "TRUST_PROXY", value_name = "TRUST_PROXY", default_value = "false", value_parser = crate::edge::forwarded::TrustProxy::parse)]
+    pub trust_proxy: crate::edge::forwarded::TrustProxy,
 
     /// OpenAI API key; setting it enables the OpenAI provider.
     #[arg(
@@ -586,6 +590,23 @@ mod tests {
         assert_eq!(c.body_limit, 10_485_760);
         assert_eq!(c.connection_timeout, 60_000);
         assert!(c.request_logging());
+    }
+
+    #[test]
+    fn trust_proxy_takes_fastifys_forms() {
+        use crate::edge::forwarded::TrustProxy;
+        let parse = |v: &str| Config::try_parse_from(["agentd", "--trust-proxy", v]);
+        assert_eq!(Config::parse_from(["agentd"]).trust_proxy, TrustProxy::None);
+        assert_eq!(parse("true").unwrap().trust_proxy, TrustProxy::All);
+        assert_eq!(parse("false").unwrap().trust_proxy, TrustProxy::None);
+        assert_eq!(parse("2").unwrap().trust_proxy, TrustProxy::Hops(2));
+        assert!(matches!(
+            parse("10.0.0.0/8,127.0.0.1").unwrap().trust_proxy,
+            TrustProxy::List(l) if l.len() == 2
+        ));
+        let e = parse("10.0.0.300").unwrap_err();
+        assert!(e.to_string().contains("TRUST_PROXY"), "{e}");
+        assert_eq!(e.exit_code(), 2);
     }
 
     #[test]

@@ -166,7 +166,8 @@ pub struct Config {
     #[arg(long, env = "WS_IDLE_TIMEOUT", value_name = "WS_IDLE_TIMEOUT", default_value_t = 120_000, value_parser = ms_range(1, 86_400_000))]
     pub ws_idle_timeout: u64,
 
-    /// Allowed CORS origins: a comma list, or `*` (any origin, reflected).
+    /// Allowed CORS origins: a comma list, or `*` (any origin, reflected). Also checked
+    /// on a WebSocket upgrade that sends `Origin` (403 otherwise).
     #[arg(
         long,
         env = "CORS_ORIGINS",
@@ -226,7 +227,8 @@ pub struct Config {
     #[arg(long, env = "PROMETHEUS_METRICS", value_name = "PROMETHEUS_METRICS", default_value_t = false, action = clap::ArgAction::Set)]
     pub prometheus_metrics: bool,
 
-    /// HS256 secret: tokens on /agent are verified with it.
+    /// HS256 secret: tokens on /agent, /assist, /stream and /ws are verified with it
+    /// (`Authorization: Bearer`, or `?access_token=` on /stream and /ws).
     #[arg(
         long,
         env = "JWT_SECRET",
@@ -251,8 +253,9 @@ pub struct Config {
     #[arg(long, env = "JWT_AUDIENCE", value_name = "JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
 
-    /// Require a valid token on /agent, /assist and /stream (otherwise a token is
-    /// verified only when sent, as in the guide).
+    /// Require a valid token on /agent, /assist, /stream and /ws (otherwise a token is
+    /// verified only when sent, as in the guide). /agent-api is authorised by its API
+    /// key alone.
     #[arg(long, env = "AUTH_REQUIRED", value_name = "AUTH_REQUIRED", default_value_t = false, action = clap::ArgAction::Set)]
     pub auth_required: bool,
 
@@ -265,7 +268,8 @@ pub struct Config {
     )]
     pub agent_roles: String,
 
-    /// API keys for POST /agent-api (`X-API-Key`), comma-separated.
+    /// API keys for POST /agent-api (`X-API-Key`), comma-separated; the key alone
+    /// authorises that route.
     #[arg(
         long,
         env = "API_KEY_SECRET",
@@ -274,8 +278,8 @@ pub struct Config {
     )]
     pub api_key_secret: Option<String>,
 
-    /// Requests allowed per client IP per window (unset or 0 = no limit; the guide
-    /// uses 1000).
+    /// Requests allowed per client IP (an IPv6 client: its /64) per window (unset or
+    /// 0 = no limit; the guide uses 1000).
     #[arg(
         long,
         env = "RATE_LIMIT_MAX",
@@ -301,7 +305,8 @@ pub struct Config {
     )]
     pub redis_url: Option<String>,
 
-    /// When Redis is unreachable: `open` lets requests through, `closed` refuses them.
+    /// When Redis is unreachable: `open` lets requests through, `closed` refuses them
+    /// with 503 `rate_limit_unavailable` (and /health/ready is 503 while it fails).
     #[arg(long, env = "RATE_LIMIT_REDIS_FAILURE", value_name = "RATE_LIMIT_REDIS_FAILURE", value_enum, default_value_t = crate::edge::rate::FailurePolicy::Open)]
     pub rate_limit_redis_failure: crate::edge::rate::FailurePolicy,
 

@@ -486,6 +486,39 @@ mod tests {
         assert_eq!(counts(l.stats())[1], 2);
     }
 
+    #[tokio::test]
+    async fn health_is_cached_and_opens_no_connection_of_its_own() {
+        let (url, accepted) = black_hole();
+        let l = limiter(url, FailurePolicy::Closed);
+        let t = Instant::now();
+        assert_eq!(
+            l.redis_up().await,
+            Some(false),
+            "no answer within the timeout"
+        );
+        for _ in 0..20 {
+            assert_eq!(l.redis_up().await, Some(false));
+        }
+        assert!(t.elapsed() < TIMEOUT + MARGIN, "{:?}", t.elapsed());
+        // The probe used the worker's connection and started its cool-down: a request
+        // right after neither waits nor connects.
+        assert!(!l.check(IP).await.allowed);
+        assert_eq!(accepted.load(Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_probe_lets_the_next_one_run() {
+        let (url, _accepted) = black_hole();
+        let mut cfg = RateLimitConfig::new(10, Duration::from_secs(60));
+        cfg.redis_timeout = TIMEOUT;
+        let r = RedisLimiter::new(&url, &cfg).unwrap();
+        // Cancelled mid-PING (a client reset): the probe's claim must not stay behind.
+        let cut = tokio::time::timeout(Duration::from_millis(10), r.is_up()).await;
+        assert!(cut.is_err());
+        assert!(!r.health.probing.load(Relaxed));
+        assert!(!r.is_up().await);
+    }
+
     #[test]
     fn dropped_limiters_leave_the_thread_table() {
         let rt = tokio::runtime::Builder::new_current_thread()

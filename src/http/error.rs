@@ -111,11 +111,17 @@ impl HttpError {
         }
     }
 
+    /// Whether each occurrence deserves an error log line. Not a refusal for a
+    /// failing Redis: the limiter logs that once per cool-down per worker, and a line
+    /// per refused request would flood the log during an outage.
+    pub fn logged(&self) -> bool {
+        self.fault() != Fault::Client && !matches!(self, HttpError::RateLimitUnavailable { .. })
+    }
+
     pub fn fault(&self) -> Fault {
         match self {
-            HttpError::ShuttingDown
-            | HttpError::UnderPressure { .. }
-            | HttpError::RateLimitUnavailable { .. } => Fault::Server,
+            HttpError::ShuttingDown | HttpError::UnderPressure { .. } => Fault::Server,
+            HttpError::RateLimitUnavailable { .. } => Fault::Upstream,
             _ => Fault::Client,
         }
     }

@@ -181,7 +181,7 @@ pub async fn handle(
         RouteMatch::NotFound => Err(HttpError::NotFound),
     };
     let reply = result.unwrap_or_else(|e| {
-        if e.fault() != crate::http::error::Fault::Client {
+        if e.logged() {
             tracing::error!(request_id = ?request_id, code = e.code(), "{e}");
         }
         e.into_reply(&request_id)

@@ -168,7 +168,8 @@ pub struct Config {
     #[arg(long, env = "WS_IDLE_TIMEOUT", value_name = "WS_IDLE_TIMEOUT", default_value_t = 120_000, value_parser = ms_range(1, 86_400_000))]
     pub ws_idle_timeout: u64,
 
-    /// Allowed CORS origins: a comma list, or `*` (any origin, reflected).
+    /// Allowed CORS origins: a comma list, or `*` (any origin, reflected). Also checked
+    /// on a WebSocket upgrade that sends `Origin` (403 otherwise).
     #[arg(
         long,
         env = "CORS_ORIGINS",
@@ -228,7 +229,8 @@ pub struct Config {
     #[arg(long, env = "PROMETHEUS_METRICS", value_name = "PROMETHEUS_METRICS", default_value_t = false, action = clap::ArgAction::Set)]
     pub prometheus_metrics: bool,
 
-    /// HS256 secret: tokens on /agent are verified with it.
+    /// HS256 secret: tokens on /agent, /assist, /stream and /ws are verified with it
+    /// (`Authorization: Bearer`, or `?access_token=` on /stream and /ws).
     #[arg(
         long,
         env = "JWT_SECRET",
@@ -253,8 +255,9 @@ pub struct Config {
     #[arg(long, env = "JWT_AUDIENCE", value_name = "JWT_AUDIENCE")]
     pub jwt_audience: Option<String>,
 
-    /// Require a valid token on /agent, /assist and /stream (otherwise a token is
-    /// verified only when sent, as in the guide).
+    /// Require a valid token on /agent, /assist, /stream and /ws (otherwise a token is
+    /// verified only when sent, as in the guide). /agent-api is authorised by its API
+    /// key alone.
     #[arg(long, env = "AUTH_REQUIRED", value_name = "AUTH_REQUIRED", default_value_t = false, action = clap::ArgAction::Set)]
     pub auth_required: bool,
 
@@ -267,7 +270,8 @@ pub struct Config {
     )]
     pub agent_roles: String,
 
-    /// API keys for POST /agent-api (`X-API-Key`), comma-separated.
+    /// API keys for POST /agent-api (`X-API-Key`), comma-separated; the key alone
+    /// authorises that route.
     #[arg(
         long,
         env = "API_KEY_SECRET",
@@ -276,8 +280,8 @@ pub struct Config {
     )]
     pub api_key_secret: Option<String>,
 
-    /// Requests allowed per client IP per window (unset or 0 = no limit; the guide
-    /// uses 1000).
+    /// Requests allowed per client IP (an IPv6 client: its /64) per window (unset or
+    /// 0 = no limit; the guide uses 1000).
     #[arg(
         long,
         env = "RATE_LIMIT_MAX",
@@ -303,7 +307,8 @@ pub struct Config {
     )]
     pub redis_url: Option<String>,
 
-    /// When Redis is unreachable: `open` lets requests through, `closed` refuses them.
+    /// When Redis is unreachable: `open` lets requests through, `closed` refuses them
+    /// with 503 `rate_limit_unavailable` (and /health/ready is 503 while it fails).
     #[arg(long, env = "RATE_LIMIT_REDIS_FAILURE", value_name = "RATE_LIMIT_REDIS_FAILURE", value_enum, default_value_t = crate::edge::rate::FailurePolicy::Open)]
     pub rate_limit_redis_failure: crate::edge::rate::FailurePolicy,
 
@@ -311,9 +316,13 @@ pub struct Config {
     #[arg(long, env = "RATE_LIMIT_REDIS_TIMEOUT", value_name = "RATE_LIMIT_REDIS_TIMEOUT", default_value_t = 100, value_parser = ms_range(1, 60_000))]
     pub rate_limit_redis_timeout: u64,
 
-    /// Take the client's address from `X-Forwarded-For` (only behind a trusted proxy).
-    #[arg(long, env = "TRUST_PROXY", value_name = "TRUST_PROXY", default_value_t = false, action = clap::ArgAction::Set)]
-    pub trust_proxy: bool,
+    /// Which proxies in front are trusted to write `X-Forwarded-For`, as Fastify's
+    /// trustProxy: `false` (ignore the header), `true` (every hop: the leftmost entry),
+    /// a hop count N, or a comma list of addresses/CIDR ranges (and `loopback`,
+    /// `linklocal`, `uniquelocal`; at most 64). The client is the nearest hop that is
+    /// not trusted; the peer must be trusted for the header to be read.
+    #[arg(long, env = "TRUST_PROXY", value_name = "TRUST_PROXY", default_value = "false", value_parser = crate::edge::forwarded::TrustProxy::parse)]
+    pub trust_proxy: crate::edge::forwarded::TrustProxy,
 
     /// OpenAI API key; setting it enables the OpenAI provider.
     #[arg(
@@ -722,6 +731,23 @@ mod tests {
         assert_eq!(c.body_limit, 10_485_760);
         assert_eq!(c.connection_timeout, 60_000);
         assert!(c.request_logging());
+    }
+
+    #[test]
+    fn trust_proxy_takes_fastifys_forms() {
+        use crate::edge::forwarded::TrustProxy;
+        let parse = |v: &str| Config::try_parse_from(["agentd", "--trust-proxy", v]);
+        assert_eq!(Config::parse_from(["agentd"]).trust_proxy, TrustProxy::None);
+        assert_eq!(parse("true").unwrap().trust_proxy, TrustProxy::All);
+        assert_eq!(parse("false").unwrap().trust_proxy, TrustProxy::None);
+        assert_eq!(parse("2").unwrap().trust_proxy, TrustProxy::Hops(2));
+        assert!(matches!(
+            parse("10.0.0.0/8,127.0.0.1").unwrap().trust_proxy,
+            TrustProxy::List(l) if l.len() == 2
+        ));
+        let e = parse("10.0.0.300").unwrap_err();
+        assert!(e.to_string().contains("TRUST_PROXY"), "{e}");
+        assert_eq!(e.exit_code(), 2);
     }
 
     #[test]

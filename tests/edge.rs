@@ -358,7 +358,7 @@ async fn rate_limits_per_client_ip() {
     let mut cfg = config();
     cfg.rate_limit_max = 3;
     cfg.rate_limit_window = 60_000;
-    cfg.trust_proxy = true;
+    cfg.trust_proxy = agentd::edge::forwarded::TrustProxy::All;
     let server = start_echo_with(cfg);
     let c = client();
     for remaining in ["2", "1", "0"] {
@@ -539,4 +539,321 @@ async fn api_keys_on_agent_api() {
         .await
         .unwrap();
     assert_eq!(res.status(), 401);
+}
+
+/// `AUTH_REQUIRED` does not reach `/agent-api`: there the API key alone authorises, as
+/// in the guide where `/agent-api` is its own context without the JWT hook.
+#[tokio::test]
+async fn agent_api_is_authorised_by_the_api_key_alone() {
+    let mut cfg = config();
+    cfg.jwt_secret = Some("s3cret".into());
+    cfg.auth_required = true;
+    cfg.api_key_secret = Some("key-one".into());
+    let server = start_echo_with(cfg);
+    let c = client();
+    let send = |path: &'static str, key: Option<&'static str>| {
+        let mut r = c
+            .post(server.url(path))
+            .header("content-type", "application/json")
+            .body(body("x"));
+        if let Some(k) = key {
+            r = r.header("x-api-key", k);
+        }
+        r.send()
+    };
+    let res = send("/agent-api", Some("key-one")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_well_formed(&events(res).await);
+    let res = send("/agent-api", None).await.unwrap();
+    assert_eq!(res.status(), 401);
+    let j: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(j["code"], "invalid_api_key");
+    // The key is not a token: /agent still needs one.
+    let res = send("/agent", Some("key-one")).await.unwrap();
+    assert_eq!(res.status(), 401);
+}
+
+/// A raw WebSocket handshake on `/ws` (path and query `target`) with extra header
+/// lines; returns the response head.
+async fn ws_handshake(server: &TestServer, target: &str, extra: &str) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let req = format!(
+        "GET {target} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let (head, body) = read_response(&mut s).await;
+    format!("{head}{}", String::from_utf8_lossy(&body))
+}
+
+fn status_of(head: &str) -> u16 {
+    head.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Log lines of this test binary, captured once for every test in it.
+fn captured_logs() -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || Writer(sink.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
+        buf
+    })
+    .clone()
+}
+
+struct Writer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Writer {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// EventSource and WebSocket cannot send `Authorization`: on `/stream` and `/ws` the
+/// token may come as `?access_token=` (RFC 6750 §2.3), and never reaches a log.
+#[tokio::test]
+async fn browsers_authenticate_stream_and_ws_with_access_token() {
+    let logs = captured_logs();
+    let mut cfg = config();
+    cfg.jwt_secret = Some("s3cret".into());
+    cfg.auth_required = true;
+    cfg.request_logging = Some(true);
+    let server = start_echo_with(cfg);
+    let c = client();
+    let good = hs256(
+        "s3cret",
+        serde_json::json!({"sub": "u1", "role": "user", "exp": now() + 60}),
+    );
+    let bad = hs256("wrong", serde_json::json!({"exp": now() + 60}));
+    let stream = |q: String| c.get(server.url(&format!("/stream?prompt=x{q}"))).send();
+    let res = stream(format!("&access_token={good}")).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_well_formed(&events(res).await);
+    // First in the query, too.
+    let res = c
+        .get(server.url(&format!("/stream?access_token={good}&prompt=x")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    for q in [
+        format!("&access_token={bad}"),
+        "&access_token=".into(),
+        String::new(),
+    ] {
+        let res = stream(q.clone()).await.unwrap();
+        assert_eq!(res.status(), 401, "{q}");
+        assert_eq!(res.headers()["www-authenticate"], "Bearer");
+    }
+    // Header and query together: RFC 6750 allows one method only.
+    let res = c
+        .get(server.url(&format!("/stream?prompt=x&access_token={good}")))
+        .header("authorization", format!("Bearer {good}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    // WebSocket upgrade.
+    let head = ws_handshake(&server, &format!("/ws?access_token={good}"), "").await;
+    assert_eq!(status_of(&head), 101, "{head}");
+    let head = ws_handshake(&server, &format!("/ws?access_token={bad}"), "").await;
+    assert_eq!(status_of(&head), 401, "{head}");
+    // Only those two routes: /agent takes the header.
+    let res = c
+        .post(server.url(&format!("/agent?access_token={good}")))
+        .header("content-type", "application/json")
+        .body(body("x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+
+    // The request log line shows the URL with the token's value hidden.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+    assert!(
+        text.contains("/stream?prompt=x&access_token=[REDACTED]"),
+        "request lines are logged: {text}"
+    );
+    assert!(text.contains("/ws?access_token=[REDACTED]"), "{text}");
+    for secret in [&good, &bad] {
+        let sig = secret.rsplit('.').next().unwrap();
+        assert!(!text.contains(sig), "a token reached the log");
+    }
+}
+
+/// Browsers apply no CORS to WebSockets: the upgrade itself checks `Origin` against
+/// `CORS_ORIGINS` (cross-site WebSocket hijacking). No `Origin` (not a browser) is let
+/// through; the default `*` allows any.
+#[tokio::test]
+async fn websocket_upgrade_from_a_refused_origin_is_403() {
+    let mut cfg = config();
+    cfg.cors_origins = "https://app.example".into();
+    let server = start_echo_with(cfg);
+    let head = ws_handshake(&server, "/ws", "Origin: https://evil.example\r\n").await;
+    assert_eq!(status_of(&head), 403, "{head}");
+    assert!(head.contains("\"code\":\"origin_not_allowed\""), "{head}");
+    assert!(head
+        .to_ascii_lowercase()
+        .contains("content-type: application/json"));
+    let head = ws_handshake(&server, "/ws", "Origin: https://app.example\r\n").await;
+    assert_eq!(status_of(&head), 101, "{head}");
+    let head = ws_handshake(&server, "/ws", "").await;
+    assert_eq!(status_of(&head), 101, "{head}");
+    // EventSource from the refused origin gets no CORS headers either (the browser
+    // blocks it): both transports agree.
+    let res = client()
+        .get(server.url("/stream?prompt=x"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert!(!res.headers().contains_key("access-control-allow-origin"));
+
+    let server = start_echo();
+    let head = ws_handshake(&server, "/ws", "Origin: https://evil.example\r\n").await;
+    assert_eq!(status_of(&head), 101, "CORS_ORIGINS=* allows any: {head}");
+}
+
+/// Browser code reads only the headers a CORS response exposes.
+#[tokio::test]
+async fn cors_responses_expose_agentds_headers() {
+    let mut cfg = config();
+    cfg.rate_limit_max = 100;
+    let server = start_echo_with(cfg);
+    let res = client()
+        .get(server.url("/stream?prompt=x"))
+        .header("origin", "https://app.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let exposed = res.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    let exposed: Vec<&str> = exposed.split(',').map(str::trim).collect();
+    for h in [
+        "x-request-id",
+        "retry-after",
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+        "x-response-time",
+    ] {
+        assert!(exposed.contains(&h), "{h} not exposed: {exposed:?}");
+        if h != "retry-after" {
+            assert!(res.headers().contains_key(h), "{h} sent");
+        }
+    }
+    // Not for a request without an Origin (no CORS).
+    let res = client().get(server.url("/health")).send().await.unwrap();
+    assert!(!res.headers().contains_key("access-control-expose-headers"));
+}
+
+/// The 429 body is the guide's (`@fastify/rate-limit` with its errorResponseBuilder):
+/// `expiresIn` is the limiter's `ttl`, in milliseconds; `Retry-After` stays seconds.
+#[tokio::test]
+async fn rate_limit_body_is_the_guides_with_expires_in_ms() {
+    let mut cfg = config();
+    cfg.rate_limit_max = 1;
+    cfg.rate_limit_window = 60_000;
+    let server = start_echo_with(cfg);
+    assert_eq!(get_status(&server, "/stream?prompt=x").await, 200);
+    let res = client()
+        .get(server.url("/stream?prompt=x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429);
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((55..=60).contains(&retry), "seconds: {retry}");
+    let j: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(j["statusCode"], 429);
+    assert_eq!(j["error"], "Rate limit exceeded");
+    assert_eq!(j["message"], "Too many requests from 127.0.0.1");
+    let expires = j["expiresIn"].as_u64().unwrap();
+    assert!(
+        (55_000..=60_000).contains(&expires),
+        "milliseconds: {expires}"
+    );
+    assert!(expires.div_ceil(1000) <= retry);
+}
+
+/// `TRUST_PROXY` in Fastify's forms: the client is the nearest untrusted hop, so what
+/// the client writes at the left of `X-Forwarded-For` does not pick its key; IPv6
+/// clients share their /64's budget.
+#[tokio::test]
+async fn trust_proxy_takes_the_nearest_untrusted_hop() {
+    use agentd::edge::forwarded::TrustProxy;
+    let c = client();
+    let limited = |server: &TestServer, xff: &'static str| {
+        let req = c
+            .get(server.url("/stream?prompt=x"))
+            .header("x-forwarded-for", xff)
+            .send();
+        async move {
+            let res = req.await.unwrap();
+            let status = res.status().as_u16();
+            let text = res.text().await.unwrap();
+            (status, text)
+        }
+    };
+    for spec in ["1", "127.0.0.1", "127.0.0.0/8, 10.0.0.0/8", "loopback"] {
+        let mut cfg = config();
+        cfg.rate_limit_max = 1;
+        cfg.rate_limit_window = 60_000;
+        cfg.trust_proxy = TrustProxy::parse(spec).unwrap();
+        let server = start_echo_with(cfg);
+        assert_eq!(
+            limited(&server, "6.6.6.6, 203.0.113.7").await.0,
+            200,
+            "{spec}"
+        );
+        // A new leftmost entry is the client's own writing: the same client.
+        let (status, text) = limited(&server, "7.7.7.7, 203.0.113.7").await;
+        assert_eq!(status, 429, "{spec}");
+        assert!(
+            text.contains("Too many requests from 203.0.113.7"),
+            "{text}"
+        );
+        // Another client behind the proxy has its own budget.
+        assert_eq!(limited(&server, "203.0.113.8").await.0, 200, "{spec}");
+        // One address of a /64 uses the /64's budget.
+        assert_eq!(limited(&server, "2001:db8:1:2::1").await.0, 200, "{spec}");
+        assert_eq!(
+            limited(&server, "2001:db8:1:2::ffff").await.0,
+            429,
+            "{spec}"
+        );
+        assert_eq!(limited(&server, "2001:db8:1:3::1").await.0, 200, "{spec}");
+    }
+    // An untrusted peer: the header is not read at all.
+    let mut cfg = config();
+    cfg.rate_limit_max = 1;
+    cfg.trust_proxy = TrustProxy::parse("10.0.0.0/8").unwrap();
+    let server = start_echo_with(cfg);
+    assert_eq!(limited(&server, "203.0.113.7").await.0, 200);
+    let (status, text) = limited(&server, "203.0.113.8").await;
+    assert_eq!(status, 429);
+    assert!(text.contains("Too many requests from 127.0.0.1"), "{text}");
 }

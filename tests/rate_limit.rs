@@ -462,7 +462,9 @@ async fn outage_under_load(policy: FailurePolicy) {
                     let took = sent.elapsed();
                     let last_event = text.trim_end().rsplit("\n\n").next().unwrap_or("");
                     assert!(
-                        status == 429 || (status == 200 && last_event.starts_with("event: done\n")),
+                        status == 429
+                            || status == 503
+                            || (status == 200 && last_event.starts_with("event: done\n")),
                         "status {status}: {text}"
                     );
                     answers.lock().unwrap().push(Answer { sent, took, status });
@@ -517,9 +519,10 @@ async fn outage_under_load(policy: FailurePolicy) {
         .filter(|a| a.sent >= killed && a.sent + a.took < restarted)
         .map(|a| a.status)
         .collect();
+    // Closed: Redis's failure is the server's, so 503 (`rate_limit_unavailable`).
     let by_policy = match policy {
         FailurePolicy::Open => 200,
-        FailurePolicy::Closed => 429,
+        FailurePolicy::Closed => 503,
     };
     assert!(
         during.len() >= 20,
@@ -545,4 +548,155 @@ async fn redis_killed_and_restarted_under_load_fails_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_under_load_fails_closed() {
     outage_under_load(FailurePolicy::Closed).await;
+}
+
+/// One command to the Redis on `port`, inline; the reply as text (a bulk reply's
+/// payload, or the status/integer line).
+fn redis_command(port: u16, command: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    s.write_all(format!("{command}\r\n").as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "redis closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let Some(line_end) = text.find("\r\n") else {
+            continue;
+        };
+        if let Some(len) = text.strip_prefix('$') {
+            let len: usize = len[..line_end - 1].parse().unwrap();
+            if buf.len() >= line_end + 2 + len {
+                return text[line_end + 2..line_end + 2 + len].to_owned();
+            }
+        } else {
+            return text[1..line_end].to_owned();
+        }
+    }
+}
+
+/// A field of `INFO <section>` as a number.
+fn redis_info(port: u16, section: &str, field: &str) -> u64 {
+    let info = redis_command(port, &format!("INFO {section}"));
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// PING calls Redis has served, from `INFO commandstats`.
+fn redis_pings(port: u16) -> u64 {
+    let info = redis_command(port, "INFO commandstats");
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_ping:calls="))
+        .and_then(|v| v.split(',').next())
+        .map_or(0, |v| v.parse().unwrap())
+}
+
+/// Redis down with the `closed` policy is the server's failure, not the client's:
+/// limited routes answer 503 `rate_limit_unavailable` with `Retry-After`, and
+/// `/health/ready` is 503 while (and only while) Redis fails, so a load balancer sends
+/// the traffic elsewhere. With the `open` policy readiness stays 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_with_the_closed_policy_is_503_and_not_ready() {
+    let mut redis = Redis::start();
+    let port = redis.port;
+    let server_with = |policy: FailurePolicy| {
+        let mut c = support::config();
+        c.rate_limit_max = 1000;
+        c.rate_limit_window = 60_000;
+        c.redis_url = Some(redis.url());
+        c.rate_limit_redis_timeout = 200;
+        c.rate_limit_redis_failure = policy;
+        support::start_echo_with(c)
+    };
+    let closed = server_with(FailurePolicy::Closed);
+    let open = server_with(FailurePolicy::Open);
+    let client = support::client();
+    assert_eq!(support::get_status(&closed, "/stream?prompt=x").await, 200);
+    assert_eq!(support::get_status(&closed, "/health/ready").await, 200);
+
+    redis.kill();
+    let res = support::post_json(&closed, "/agent", support::body("x")).await;
+    assert_eq!(res.status(), 503);
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1);
+    assert!(!res.headers().contains_key("x-ratelimit-remaining"));
+    let j: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(j["code"], "rate_limit_unavailable");
+    assert!(j["requestId"].is_string());
+    assert_eq!(support::get_status(&closed, "/stream?prompt=x").await, 503);
+    // Not ready while Redis is down (within the health cache and a probe's timeout).
+    assert!(
+        support::status_becomes(&closed, "/health/ready", 503, Duration::from_secs(3)).await,
+        "readiness follows Redis"
+    );
+    let ready = client
+        .get(closed.url("/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    let j: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(j["reason"], "rate limit store unavailable");
+    // The open policy lets traffic through, so it stays ready.
+    assert_eq!(support::get_status(&open, "/stream?prompt=x").await, 200);
+    assert_eq!(support::get_status(&open, "/health/ready").await, 200);
+
+    let _redis = Redis::start_on(port).expect("redis restarts on its port");
+    // With no traffic at all (the balancer moved it away) readiness comes back by itself.
+    assert!(
+        support::status_becomes(&closed, "/health/ready", 200, Duration::from_secs(5)).await,
+        "ready again once Redis answers"
+    );
+    assert_eq!(support::get_status(&closed, "/stream?prompt=x").await, 200);
+}
+
+/// `/health/detailed` asks Redis through the rate limiter's own connections (at most
+/// one per worker, however many calls) and reuses an answer for a second: a loop on it
+/// neither opens connections nor floods Redis with PINGs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_reuse_the_limiters_connection_and_are_cached() {
+    let redis = Redis::start();
+    let mut c = support::config();
+    c.rate_limit_max = 1000;
+    c.redis_url = Some(redis.url());
+    c.rate_limit_redis_timeout = 200;
+    c.rate_limit_redis_failure = FailurePolicy::Closed;
+    let workers = c.workers.unwrap() as u64;
+    let server = support::start_echo_with(c);
+    let client = support::client();
+    let connections_before = redis_info(redis.port, "stats", "total_connections_received");
+    let pings_before = redis_pings(redis.port);
+    let started = Instant::now();
+    const CALLS: usize = 200;
+    for _ in 0..CALLS {
+        for path in ["/health/detailed", "/health/ready"] {
+            let res = client.get(server.url(path)).send().await.unwrap();
+            assert_eq!(res.status(), 200, "{path}");
+        }
+    }
+    let elapsed = started.elapsed();
+    let res = client
+        .get(server.url("/health/detailed"))
+        .send()
+        .await
+        .unwrap();
+    let j: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(j["checks"]["redis"]["status"], "up");
+    let opened =
+        redis_info(redis.port, "stats", "total_connections_received") - connections_before - 2; // this test's own two INFO connections
+    assert!(
+        opened <= workers,
+        "{opened} Redis connections for {CALLS} health calls"
+    );
+    let pings = redis_pings(redis.port) - pings_before;
+    assert!(
+        pings <= elapsed.as_secs() + 2,
+        "{pings} PINGs in {elapsed:?}: the answer is cached for a second"
+    );
 }

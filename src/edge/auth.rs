@@ -21,6 +21,10 @@
 //!   the default here for an empty list, is `user` and `admin`). A token
 //!   without a `role` claim (or with `role: null`) counts as `user`; a role that is not
 //!   a string is not allowed. Unknown claims are ignored.
+//! - **Where a token comes from.** `Authorization: Bearer …`; on `/stream` and `/ws`
+//!   also the `access_token` query parameter (RFC 6750 §2.3, [`access_token_param`]),
+//!   since a browser's EventSource and WebSocket cannot send headers. A URL is logged
+//!   only through [`redacted_uri`], which hides that parameter's value.
 //! - **API keys.** The presented key and every configured key are compared as SHA-256
 //!   digests in constant time, all of them every time, so neither a key's content nor
 //!   its length shows in the timing.
@@ -254,7 +258,24 @@ impl Authenticator {
             };
         };
         let token = bearer_token(value).ok_or(AuthError::InvalidToken)?;
-        if token.len() > MAX_TOKEN_BYTES {
+        self.check_token(Some(token))
+    }
+
+    /// Checks a bare token (from `Authorization: Bearer`, or from the `access_token`
+    /// query parameter on the routes a browser opens without headers). `None`: no token
+    /// sent, refused only when `required`. `Ok(None)` as [`Self::check_bearer`].
+    pub fn check_token(&self, token: Option<&[u8]>) -> Result<Option<Claims>, AuthError> {
+        if !self.is_jwt_configured() {
+            return Ok(None);
+        }
+        let Some(token) = token else {
+            return if self.required {
+                Err(AuthError::InvalidToken)
+            } else {
+                Ok(None)
+            };
+        };
+        if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::InvalidToken);
         }
         let key = self.key_for(token)?;
@@ -328,6 +349,51 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     }
     let token = value[SCHEME.len() + 1..].trim_ascii();
     (!token.is_empty()).then_some(token)
+}
+
+/// The `access_token` query parameter (RFC 6750 §2.3), percent-decoded (`+` is a
+/// space, as in a form), or `None` when the query has none. The first one counts. A
+/// value over [`MAX_TOKEN_BYTES`] is cut to one byte more, so that it is refused without
+/// decoding more than that.
+pub fn access_token_param(query: Option<&str>) -> Option<Vec<u8>> {
+    let raw = query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("access_token="))?;
+    let bytes: Vec<u8> = raw
+        .bytes()
+        .take(3 * (MAX_TOKEN_BYTES + 1))
+        .map(|b| if b == b'+' { b' ' } else { b })
+        .collect();
+    let mut token: Vec<u8> = percent_encoding::percent_decode(&bytes).collect();
+    token.truncate(MAX_TOKEN_BYTES + 1);
+    Some(token)
+}
+
+/// The request's URI with the value of every `access_token` query parameter replaced
+/// by `[REDACTED]`, for logs: a token in a URL must never reach a log line. A plain
+/// clone (reference counts) when there is nothing to hide.
+pub fn redacted_uri(uri: &http::Uri) -> http::Uri {
+    let Some(query) = uri.query().filter(|q| q.contains("access_token=")) else {
+        return uri.clone();
+    };
+    let mut pq = String::with_capacity(uri.path().len() + query.len() + 12);
+    pq.push_str(uri.path());
+    pq.push('?');
+    for (i, kv) in query.split('&').enumerate() {
+        if i > 0 {
+            pq.push('&');
+        }
+        if kv.starts_with("access_token=") {
+            pq.push_str("access_token=[REDACTED]");
+        } else {
+            pq.push_str(kv);
+        }
+    }
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = pq.parse().ok();
+    // Rebuilding cannot fail for a URI that parsed; if it did, log only the path.
+    http::Uri::from_parts(parts)
+        .unwrap_or_else(|_| http::Uri::try_from(uri.path()).unwrap_or_default())
 }
 
 /// Validation rules for one algorithm: only that algorithm, `exp` required, `nbf`
@@ -1078,5 +1144,48 @@ o6nKbX+sX9f5SmrZeyfje5et/bhwtlA0L3fbyg6wAO6FkokKQkRFhmmv4w==
     fn authenticator_is_shareable() {
         fn assert_send_sync<T: Send + Sync + 'static>() {}
         assert_send_sync::<Authenticator>();
+    }
+
+    #[test]
+    fn access_token_from_the_query() {
+        assert_eq!(access_token_param(None), None);
+        assert_eq!(access_token_param(Some("prompt=x")), None);
+        assert_eq!(
+            access_token_param(Some("prompt=x&access_token=a.b%2Dc")).as_deref(),
+            Some(&b"a.b-c"[..])
+        );
+        assert_eq!(
+            access_token_param(Some("access_token=")).as_deref(),
+            Some(&b""[..])
+        );
+        // Oversized: cut just past the limit, so it is refused without more work.
+        let long = format!("access_token={}", "a".repeat(10 * MAX_TOKEN_BYTES));
+        assert_eq!(
+            access_token_param(Some(&long)).unwrap().len(),
+            MAX_TOKEN_BYTES + 1
+        );
+        let a = Authenticator::new(AuthConfig {
+            jwt_secret: Some("s".into()),
+            ..AuthConfig::default()
+        })
+        .unwrap();
+        assert_eq!(
+            a.check_token(access_token_param(Some(&long)).as_deref()),
+            Err(AuthError::InvalidToken)
+        );
+        assert_eq!(a.check_token(Some(b"")), Err(AuthError::InvalidToken));
+    }
+
+    #[test]
+    fn tokens_in_urls_are_redacted_for_logs() {
+        let uri: http::Uri = "/stream?prompt=hi&access_token=eyJ.secret.sig&x=1"
+            .parse()
+            .unwrap();
+        let shown = redacted_uri(&uri).to_string();
+        assert_eq!(shown, "/stream?prompt=hi&access_token=[REDACTED]&x=1");
+        let uri: http::Uri = "/ws?access_token=a&access_token=b".parse().unwrap();
+        assert!(!redacted_uri(&uri).to_string().contains("=a"));
+        let uri: http::Uri = "/stream?prompt=hi".parse().unwrap();
+        assert_eq!(redacted_uri(&uri), uri);
     }
 }

@@ -2,7 +2,9 @@
 //! `CORS_ORIGINS` (a comma list, or `*`), credentials allowed, methods GET, POST and
 //! OPTIONS. An allowed origin is reflected (with credentials a literal `*` is not valid);
 //! a disallowed origin gets no CORS headers at all. Preflights are answered here and
-//! never reach a handler.
+//! never reach a handler. Responses to an allowed origin expose agentd's own headers
+//! ([`EXPOSE`]) to the page's script, which otherwise sees only the CORS-safelisted
+//! ones. It must never reflect an origin that is not allowed.
 
 use http::header::{self, HeaderValue};
 use http::{HeaderMap, Method};
@@ -11,6 +13,12 @@ pub static METHODS: HeaderValue = HeaderValue::from_static("GET, POST, OPTIONS")
 static TRUE: HeaderValue = HeaderValue::from_static("true");
 static ORIGIN: HeaderValue = HeaderValue::from_static("Origin");
 static MAX_AGE: HeaderValue = HeaderValue::from_static("600");
+/// `Access-Control-Expose-Headers`: the request id, the rate-limit figures and
+/// `Retry-After` (a browser client needs them to back off) and the response time.
+pub static EXPOSE: HeaderValue = HeaderValue::from_static(
+    "x-request-id, retry-after, x-ratelimit-limit, x-ratelimit-remaining, \
+     x-ratelimit-reset, x-response-time",
+);
 
 #[derive(Clone, Debug)]
 pub struct Cors {
@@ -59,7 +67,19 @@ impl Cors {
         if let Some(o) = origin {
             res.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
             res.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, TRUE.clone());
+            res.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSE.clone());
             res.append(header::VARY, ORIGIN.clone());
+        }
+    }
+
+    /// Whether a request with these headers may open a WebSocket: one without `Origin`
+    /// (not a browser) or from an allowed origin. Browsers apply no CORS to
+    /// WebSockets, so without this check any site could open one with the visitor's
+    /// cookies (cross-site WebSocket hijacking).
+    pub fn allows_websocket(&self, req: &HeaderMap) -> bool {
+        match req.get(header::ORIGIN) {
+            None => true,
+            Some(o) => self.allows(o.as_bytes()),
         }
     }
 

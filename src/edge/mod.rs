@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod compress;
 pub mod cors;
+pub mod forwarded;
 pub mod rate;
 pub mod rate_redis;
 pub mod security;

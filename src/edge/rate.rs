@@ -49,7 +49,8 @@ pub const MIN_KEYS_PER_SHARD: usize = 256;
 pub enum FailurePolicy {
     /// Let the request through (availability over strictness).
     Open,
-    /// Refuse the request with 429 (strictness over availability).
+    /// Refuse the request with 503 `rate_limit_unavailable` (strictness over
+    /// availability; the store's failure is the server's fault, not the client's).
     Closed,
 }
 
@@ -104,6 +105,9 @@ pub struct Decision {
     /// Until the current window ends (`x-ratelimit-reset`, and `retry-after` on 429;
     /// the caller rounds up to whole seconds).
     pub reset_after: Duration,
+    /// Decided by the failure policy because the store (Redis) could not answer: a
+    /// refusal then is the server's fault (503 `rate_limit_unavailable`), not a 429.
+    pub unavailable: bool,
 }
 
 impl Decision {
@@ -114,6 +118,7 @@ impl Decision {
             limit: max,
             remaining: max.saturating_sub(count),
             reset_after,
+            unavailable: false,
         }
     }
 }
@@ -191,8 +196,8 @@ impl RateLimiter {
     /// never waits longer than `redis_timeout` (Redis trouble → the failure policy).
     pub async fn check(&self, key: IpAddr) -> Decision {
         // A dual-stack listener may report an IPv4 client as `::ffff:a.b.c.d`: one
-        // client, one key.
-        let key = key.to_canonical();
+        // client, one key; and an IPv6 client is its /64.
+        let key = super::forwarded::rate_key(key);
         let decision = match &self.backend {
             Backend::Memory(m) => m.check_at(key, Instant::now()),
             Backend::Redis(r) => r.check(key, &self.stats).await,
@@ -201,6 +206,23 @@ impl RateLimiter {
             self.stats.rejected.fetch_add(1, Relaxed);
         }
         decision
+    }
+
+    /// Whether the Redis backend answers (cached, see [`super::rate_redis`]'s health);
+    /// `None` for the in-memory limiter.
+    pub async fn redis_up(&self) -> Option<bool> {
+        match &self.backend {
+            Backend::Memory(_) => None,
+            Backend::Redis(r) => Some(r.is_up().await),
+        }
+    }
+
+    /// The Redis failure policy; `None` for the in-memory limiter.
+    pub fn redis_policy(&self) -> Option<FailurePolicy> {
+        match &self.backend {
+            Backend::Memory(_) => None,
+            Backend::Redis(r) => Some(r.policy()),
+        }
     }
 
     /// The counters, summed over all workers.

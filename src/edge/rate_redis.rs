@@ -18,13 +18,19 @@
 //! not one per request. After the cool-down the next request connects afresh: when
 //! Redis is back, limiting resumes by itself.
 //!
+//! Health (`/health/ready`, `/health/detailed`): [`RedisLimiter::is_up`] answers from
+//! what the last round trip (a request's or a probe's) saw when that is under
+//! [`HEALTH_CACHE`] old, and otherwise sends one PING on the worker's own connection
+//! (never a new client), one probe at a time for the whole process. A loop on the
+//! health routes therefore costs Redis at most about one PING per [`HEALTH_CACHE`].
+//!
 //! What it must never do: return an error or wait past `redis_timeout`, hold a borrow of
-//! the thread-local across an await, share a connection between runtimes, or log the
-//! URL (it may carry a password).
+//! the thread-local across an await, share a connection between runtimes, open a
+//! connection per health check, or log the URL (it may carry a password).
 
 use std::cell::RefCell;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -35,6 +41,79 @@ use super::rate::{Decision, FailurePolicy, RateLimitConfig, RateStats};
 /// After a failed Redis round trip, how long a worker decides by the failure policy
 /// without trying Redis again.
 pub const COOL_DOWN: Duration = Duration::from_secs(1);
+
+/// How long what a round trip saw stands for Redis's health: health checks within it
+/// send nothing to Redis.
+pub const HEALTH_CACHE: Duration = Duration::from_secs(1);
+
+/// What the last round trip to Redis saw, shared by every worker.
+struct Health {
+    /// 0: nothing seen yet, 1: answered, 2: failed.
+    state: AtomicU8,
+    /// When it was seen, in ms since `epoch`.
+    at_ms: AtomicU64,
+    epoch: Instant,
+    /// A health probe is in flight (one at a time for the process).
+    probing: AtomicBool,
+}
+
+const UNKNOWN: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
+
+impl Health {
+    fn new() -> Health {
+        Health {
+            state: AtomicU8::new(UNKNOWN),
+            at_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            probing: AtomicBool::new(false),
+        }
+    }
+
+    fn ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    /// Records what a round trip saw. A request's success that changes nothing
+    /// refreshes the time at most every quarter of [`HEALTH_CACHE`], so that busy
+    /// workers do not all write the same cache line on every request.
+    fn observe(&self, up: bool, now: Instant) {
+        let state = if up { UP } else { DOWN };
+        let ms = self.ms(now);
+        if self.state.load(Relaxed) != state {
+            self.state.store(state, Relaxed);
+            self.at_ms.store(ms, Relaxed);
+        } else if ms.saturating_sub(self.at_ms.load(Relaxed)) >= HEALTH_CACHE.as_millis() as u64 / 4
+        {
+            self.at_ms.store(ms, Relaxed);
+        }
+    }
+
+    /// The last state seen, if any.
+    fn last(&self) -> Option<bool> {
+        match self.state.load(Relaxed) {
+            UNKNOWN => None,
+            s => Some(s == UP),
+        }
+    }
+
+    /// The last state seen, if it is under [`HEALTH_CACHE`] old.
+    fn fresh(&self, now: Instant) -> Option<bool> {
+        let age = self.ms(now).saturating_sub(self.at_ms.load(Relaxed));
+        self.last()
+            .filter(|_| age < HEALTH_CACHE.as_millis() as u64)
+    }
+}
+
+/// Ends a probe however its future ends (finished or dropped mid-PING).
+struct Probing<'a>(&'a AtomicBool);
+
+impl Drop for Probing<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Relaxed);
+    }
+}
 
 /// The one script: `KEYS[1]` the client's key, `ARGV[1]` the window in ms. Returns
 /// `{count, ms left}`. A key found without an expiry (written by something else) is
@@ -68,6 +147,7 @@ pub(crate) struct RedisLimiter {
     policy: FailurePolicy,
     timeout: Duration,
     prefix: String,
+    health: Health,
 }
 
 /// One worker thread's connection to one limiter's Redis.
@@ -106,6 +186,7 @@ impl RedisLimiter {
             policy: cfg.redis_failure,
             timeout: cfg.redis_timeout,
             prefix: cfg.redis_prefix.clone(),
+            health: Health::new(),
         })
     }
 
@@ -165,6 +246,7 @@ impl RedisLimiter {
     /// Drops this thread's connection (if it is still `generation`) and starts the
     /// cool-down; logs once per connection lost, so at most once per cool-down.
     fn failed(&self, generation: u64, error: &dyn std::fmt::Display) {
+        self.health.observe(false, Instant::now());
         let dropped = SLOTS.with(|slots| {
             let mut slots = slots.borrow_mut();
             let Some(slot) = slots.iter_mut().find(|s| s.id == self.id) else {
@@ -205,6 +287,7 @@ impl RedisLimiter {
         let reply = tokio::time::timeout(self.timeout, call.invoke_async::<(u64, i64)>(&mut conn));
         match reply.await {
             Ok(Ok((count, ttl_ms))) => {
+                self.health.observe(true, Instant::now());
                 let reset = Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0));
                 Decision::counted(self.max, count, reset.min(self.window))
             }
@@ -217,6 +300,49 @@ impl RedisLimiter {
                 stats.redis_errors.fetch_add(1, Relaxed);
                 self.failed(generation, &"no answer within the Redis timeout");
                 self.fail(stats)
+            }
+        }
+    }
+
+    /// The failure policy.
+    pub(crate) fn policy(&self) -> FailurePolicy {
+        self.policy
+    }
+
+    /// Whether Redis answers: what the last round trip saw if under [`HEALTH_CACHE`]
+    /// old, else one PING on this worker's connection (within `redis_timeout`). While
+    /// another worker's probe is in flight, the last state seen (up if none yet).
+    pub(crate) async fn is_up(&self) -> bool {
+        if let Some(up) = self.health.fresh(Instant::now()) {
+            return up;
+        }
+        if self.health.probing.swap(true, Relaxed) {
+            return self.health.last().unwrap_or(true);
+        }
+        let _probing = Probing(&self.health.probing);
+        let up = self.ping().await;
+        self.health.observe(up, Instant::now());
+        up
+    }
+
+    /// One PING on this worker's connection; a failure drops it and starts the
+    /// cool-down, as a request's failure does. During a cool-down: down, sending nothing.
+    async fn ping(&self) -> bool {
+        let (mut conn, generation) = match self.connection(Instant::now()) {
+            Ok(Some(c)) => c,
+            Ok(None) | Err(_) => return false,
+        };
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<String>(&mut conn);
+        match tokio::time::timeout(self.timeout, ping).await {
+            Ok(Ok(pong)) => pong == "PONG",
+            Ok(Err(e)) => {
+                self.failed(generation, &e);
+                false
+            }
+            Err(_) => {
+                self.failed(generation, &"no answer within the Redis timeout");
+                false
             }
         }
     }
@@ -239,6 +365,7 @@ impl RedisLimiter {
             limit: self.max,
             remaining: if allowed { self.max } else { 0 },
             reset_after: COOL_DOWN,
+            unavailable: true,
         }
     }
 }
@@ -357,6 +484,39 @@ mod tests {
             assert_eq!(accepted.load(Relaxed), round);
         }
         assert_eq!(counts(l.stats())[1], 2);
+    }
+
+    #[tokio::test]
+    async fn health_is_cached_and_opens_no_connection_of_its_own() {
+        let (url, accepted) = black_hole();
+        let l = limiter(url, FailurePolicy::Closed);
+        let t = Instant::now();
+        assert_eq!(
+            l.redis_up().await,
+            Some(false),
+            "no answer within the timeout"
+        );
+        for _ in 0..20 {
+            assert_eq!(l.redis_up().await, Some(false));
+        }
+        assert!(t.elapsed() < TIMEOUT + MARGIN, "{:?}", t.elapsed());
+        // The probe used the worker's connection and started its cool-down: a request
+        // right after neither waits nor connects.
+        assert!(!l.check(IP).await.allowed);
+        assert_eq!(accepted.load(Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_probe_lets_the_next_one_run() {
+        let (url, _accepted) = black_hole();
+        let mut cfg = RateLimitConfig::new(10, Duration::from_secs(60));
+        cfg.redis_timeout = TIMEOUT;
+        let r = RedisLimiter::new(&url, &cfg).unwrap();
+        // Cancelled mid-PING (a client reset): the probe's claim must not stay behind.
+        let cut = tokio::time::timeout(Duration::from_millis(10), r.is_up()).await;
+        assert!(cut.is_err());
+        assert!(!r.health.probing.load(Relaxed));
+        assert!(!r.is_up().await);
     }
 
     #[test]

@@ -51,8 +51,20 @@ pub enum HttpError {
     #[error("Rate limit exceeded")]
     RateLimited {
         ip: std::net::IpAddr,
+        /// Until the window ends: `Retry-After` (whole seconds, rounded up).
         reset_secs: u64,
+        /// The same in milliseconds: the body's `expiresIn`, as `@fastify/rate-limit`'s
+        /// `ttl` that the guide's body reports.
+        reset_ms: u64,
     },
+    /// The rate limit's store (Redis) cannot answer and the policy is `closed`: the
+    /// server's fault, not the client's, so not a 429.
+    #[error("Rate limiting is unavailable")]
+    RateLimitUnavailable { retry_after: u64 },
+    /// A WebSocket upgrade from an origin `CORS_ORIGINS` does not allow (cross-site
+    /// WebSocket hijacking: browsers apply no CORS to WebSockets).
+    #[error("Origin not allowed")]
+    OriginNotAllowed,
 }
 
 impl HttpError {
@@ -67,12 +79,12 @@ impl HttpError {
             }
             HttpError::BodyRead => StatusCode::BAD_REQUEST,
             HttpError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            HttpError::ShuttingDown | HttpError::UnderPressure { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            HttpError::ShuttingDown
+            | HttpError::UnderPressure { .. }
+            | HttpError::RateLimitUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             HttpError::InvalidToken | HttpError::InvalidApiKey => StatusCode::UNAUTHORIZED,
-            HttpError::Forbidden => StatusCode::FORBIDDEN,
+            HttpError::Forbidden | HttpError::OriginNotAllowed => StatusCode::FORBIDDEN,
         }
     }
 
@@ -91,15 +103,25 @@ impl HttpError {
             HttpError::ShuttingDown => "shutting_down",
             HttpError::UnderPressure { .. } => "under_pressure",
             HttpError::RateLimited { .. } => "rate_limited",
+            HttpError::RateLimitUnavailable { .. } => "rate_limit_unavailable",
+            HttpError::OriginNotAllowed => "origin_not_allowed",
             HttpError::InvalidToken => "invalid_token",
             HttpError::Forbidden => "forbidden",
             HttpError::InvalidApiKey => "invalid_api_key",
         }
     }
 
+    /// Whether each occurrence deserves an error log line. Not a refusal for a
+    /// failing Redis: the limiter logs that once per cool-down per worker, and a line
+    /// per refused request would flood the log during an outage.
+    pub fn logged(&self) -> bool {
+        self.fault() != Fault::Client && !matches!(self, HttpError::RateLimitUnavailable { .. })
+    }
+
     pub fn fault(&self) -> Fault {
         match self {
             HttpError::ShuttingDown | HttpError::UnderPressure { .. } => Fault::Server,
+            HttpError::RateLimitUnavailable { .. } => Fault::Upstream,
             _ => Fault::Client,
         }
     }
@@ -148,8 +170,9 @@ impl HttpError {
             request_id: request_id.to_str().unwrap_or(""),
         };
         let json = match &self {
-            // The guide's rate-limit body, plus the code and request id every error has.
-            HttpError::RateLimited { ip, reset_secs } => serde_json::to_vec(&serde_json::json!({
+            // The guide's rate-limit body (`expiresIn` is `@fastify/rate-limit`'s `ttl`:
+            // milliseconds), plus the code and request id every error has.
+            HttpError::RateLimited { ip, reset_ms, .. } => serde_json::to_vec(&serde_json::json!({
                 "error": body.error,
                 "code": body.code,
                 "statusCode": 429,
@@ -157,7 +180,7 @@ impl HttpError {
                 "date": std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64),
-                "expiresIn": reset_secs,
+                "expiresIn": reset_ms,
                 "requestId": body.request_id,
             })),
             _ => serde_json::to_vec(&body),
@@ -177,7 +200,8 @@ impl HttpError {
             HttpError::RateLimited { reset_secs, .. } => {
                 reply.with_header(header::RETRY_AFTER, HeaderValue::from(reset_secs))
             }
-            HttpError::UnderPressure { retry_after } => {
+            HttpError::UnderPressure { retry_after }
+            | HttpError::RateLimitUnavailable { retry_after } => {
                 reply.with_header(header::RETRY_AFTER, HeaderValue::from(retry_after))
             }
             e if e.closes_connection() => {

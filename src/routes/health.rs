@@ -1,8 +1,10 @@
-//! `/health`, `/health/live`, `/health/ready`.
+//! `/health`, `/health/live`, `/health/ready`, `/health/detailed`.
 //!
 //! `/health/live` is a constant. `/health` is rendered at most every
 //! [`HEALTH_REFRESH`] per worker and served as shared bytes in between, so a load
-//! balancer hammering it costs no allocation. None of these may block.
+//! balancer hammering it costs no allocation. None of these may block, and none may
+//! open a connection of its own: Redis is asked through the rate limiter's connection
+//! and cached answer.
 
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
@@ -27,21 +29,40 @@ pub fn live() -> Reply {
     Reply::json(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))
 }
 
-pub fn ready(app: &App) -> Reply {
+pub async fn ready(app: &App) -> Reply {
     let reason = match *app.phase.borrow() {
         Phase::Running => match (app.shedder.any_pressure(), app.agent.readiness()) {
-            (Some(p), _) => p.as_str(),
-            (None, Err(reason)) => reason,
-            (None, Ok(())) => {
-                return Reply::json(StatusCode::OK, Bytes::from_static(br#"{"status":"ready"}"#))
-            }
+            (Some(p), _) => Some(p.as_str()),
+            (None, Err(reason)) => Some(reason),
+            (None, Ok(())) => None,
         },
-        _ => "shutting down",
+        _ => Some("shutting down"),
+    };
+    let reason = match reason {
+        Some(r) => r,
+        None if !rate_limit_store_down(app).await => {
+            return Reply::json(StatusCode::OK, Bytes::from_static(br#"{"status":"ready"}"#))
+        }
+        // Every limited request would get 503 `rate_limit_unavailable`: send the load
+        // balancer's traffic elsewhere until Redis answers again.
+        None => "rate limit store unavailable",
     };
     let body = serde_json::to_vec(&serde_json::json!({"status": "not ready", "reason": reason}))
         .unwrap_or_default();
     Reply::json(StatusCode::SERVICE_UNAVAILABLE, body.into())
         .with_header(header::RETRY_AFTER, http::HeaderValue::from_static("1"))
+}
+
+/// True while the rate limit's Redis is failing under the `closed` policy (so limited
+/// requests are being refused); the answer is cached (`rate_redis::HEALTH_CACHE`).
+async fn rate_limit_store_down(app: &App) -> bool {
+    match &app.rate {
+        Some(l) if l.redis_policy() == Some(crate::edge::rate::FailurePolicy::Closed) => {
+            // Boxed: only this configuration pays for the PING future's size.
+            Box::pin(l.redis_up()).await == Some(false)
+        }
+        _ => false,
+    }
 }
 
 pub fn health(app: &App) -> Reply {
@@ -132,23 +153,21 @@ pub async fn detailed(app: &App) -> Reply {
             json!({"status": if usable > 0 { "up" } else { "down" }, "usable": usable, "total": total}),
         );
     }
-    if let Some(url) = app.config.redis_url.as_deref().filter(|u| !u.is_empty()) {
-        let up = redis_answers(
-            url,
-            std::time::Duration::from_millis(app.config.rate_limit_redis_timeout.max(200)),
-        )
-        .await;
-        if !up {
-            if app.config.rate_limit_redis_failure == crate::edge::rate::FailurePolicy::Closed {
-                unhealthy = true;
-            } else {
-                degraded = true;
+    // The rate limiter's own connection and cached state: never a new connection.
+    if let Some(limiter) = &app.rate {
+        if let Some(up) = limiter.redis_up().await {
+            if !up {
+                if limiter.redis_policy() == Some(crate::edge::rate::FailurePolicy::Closed) {
+                    unhealthy = true;
+                } else {
+                    degraded = true;
+                }
             }
+            checks.insert(
+                "redis".into(),
+                json!({"status": if up { "up" } else { "down" }}),
+            );
         }
-        checks.insert(
-            "redis".into(),
-            json!({"status": if up { "up" } else { "down" }}),
-        );
     }
     let status = if unhealthy {
         "unhealthy"
@@ -169,16 +188,4 @@ pub async fn detailed(app: &App) -> Reply {
         StatusCode::OK
     };
     Reply::json(code, serde_json::to_vec(&body).unwrap_or_default().into())
-}
-
-/// One PING to Redis on a fresh connection, within `timeout`.
-async fn redis_answers(url: &str, timeout: std::time::Duration) -> bool {
-    let Ok(client) = redis::Client::open(url) else {
-        return false;
-    };
-    let ping = async {
-        let mut c = client.get_multiplexed_async_connection().await.ok()?;
-        redis::cmd("PING").query_async::<String>(&mut c).await.ok()
-    };
-    matches!(tokio::time::timeout(timeout, ping).await, Ok(Some(p)) if p == "PONG")
 }

@@ -32,43 +32,42 @@ static X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-
 static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
 
 /// Authentication for the agent routes: a bearer token (verified when sent, required
-/// with `AUTH_REQUIRED`, its role checked) and, on `/agent-api`, the API key.
-fn authorize(route: Route, h: &HeaderMap, app: &App) -> Result<(), HttpError> {
+/// with `AUTH_REQUIRED`, its role checked) or, on `/agent-api`, the API key alone (as
+/// in the guide, where `/agent-api` is its own context without the JWT hook). On
+/// `/stream` and `/ws` the token may come as `?access_token=` (RFC 6750 §2.3), because
+/// a browser's EventSource and WebSocket cannot send `Authorization`.
+fn authorize(route: Route, h: &HeaderMap, query: Option<&str>, app: &App) -> Result<(), HttpError> {
     use crate::edge::auth::AuthError;
     let map = |e: AuthError| match e {
         AuthError::InvalidToken => HttpError::InvalidToken,
         AuthError::Forbidden => HttpError::Forbidden,
         AuthError::InvalidApiKey => HttpError::InvalidApiKey,
     };
+    let header = h.get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
     match route {
         Route::AgentApi => {
-            app.auth
+            return app
+                .auth
                 .check_api_key(h.get("x-api-key").map(|v| v.as_bytes()))
-                .map_err(map)?;
+                .map_err(map);
         }
-        Route::Agent | Route::Assist | Route::Stream | Route::Ws => {}
+        Route::Stream | Route::Ws => {
+            let from_query = crate::edge::auth::access_token_param(query);
+            match (header, from_query) {
+                // RFC 6750 §2: a client must not use more than one method.
+                (Some(_), Some(_)) => return Err(HttpError::InvalidToken),
+                (None, Some(token)) => {
+                    app.auth.check_token(Some(&token)).map_err(map)?;
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+        Route::Agent | Route::Assist => {}
         _ => return Ok(()),
     }
-    app.auth
-        .check_bearer(h.get(http::header::AUTHORIZATION).map(|v| v.as_bytes()))
-        .map_err(map)?;
+    app.auth.check_bearer(header).map_err(map)?;
     Ok(())
-}
-
-/// The client's address: the peer's, or with `trust_proxy` the first valid address in
-/// `X-Forwarded-For` (what the proxy saw).
-fn client_ip(h: &HeaderMap, peer: IpAddr, trust_proxy: bool) -> IpAddr {
-    if trust_proxy {
-        if let Some(ip) = h
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.split(',').next())
-            .and_then(|s| s.trim().parse().ok())
-        {
-            return ip;
-        }
-    }
-    peer
 }
 
 /// Handles one request.
@@ -91,7 +90,7 @@ pub async fn handle(
     if app.request_logging {
         done.log = Some(Box::new(RequestLog {
             method: req.method().clone(),
-            url: req.uri().to_string(),
+            url: crate::edge::auth::redacted_uri(req.uri()).to_string(),
             request_id: request_id.clone(),
         }));
     }
@@ -139,7 +138,7 @@ pub async fn handle(
                     retry_after: app.config.shed_retry_after,
                 })
             }
-            None => match authorize(r, &header_map, &app) {
+            None => match authorize(r, &header_map, req.uri().query(), &app) {
                 Err(e) => Err(e),
                 Ok(()) => match &app.rate {
                     _ if r.is_rate_exempt() => {
@@ -147,14 +146,25 @@ pub async fn handle(
                     }
                     None => dispatch(r, req, &header_map, &app, &request_id).await,
                     Some(limiter) => {
-                        let ip = client_ip(&header_map, peer, app.config.trust_proxy);
+                        let ip = app.config.trust_proxy.client_ip(&header_map, peer);
                         let d = Box::pin(limiter.check(ip)).await;
-                        let reset_secs = d.reset_after.as_millis().div_ceil(1000) as u64;
-                        limit = Some((d, reset_secs));
+                        let reset_ms = d.reset_after.as_millis() as u64;
+                        let reset_secs = reset_ms.div_ceil(1000);
                         if d.allowed {
+                            limit = Some((d, reset_secs));
                             dispatch(r, req, &header_map, &app, &request_id).await
+                        } else if d.unavailable {
+                            // No count to report: the store did not answer.
+                            Err(HttpError::RateLimitUnavailable {
+                                retry_after: reset_secs.max(1),
+                            })
                         } else {
-                            Err(HttpError::RateLimited { ip, reset_secs })
+                            limit = Some((d, reset_secs));
+                            Err(HttpError::RateLimited {
+                                ip,
+                                reset_secs,
+                                reset_ms,
+                            })
                         }
                     }
                 },
@@ -164,7 +174,7 @@ pub async fn handle(
         RouteMatch::NotFound => Err(HttpError::NotFound),
     };
     let reply = result.unwrap_or_else(|e| {
-        if e.fault() != crate::http::error::Fault::Client {
+        if e.logged() {
             tracing::error!(request_id = ?request_id, code = e.code(), "{e}");
         }
         e.into_reply(&request_id)
@@ -235,7 +245,7 @@ async fn dispatch(
         Route::Ws => ws::upgrade(req, headers, app, request_id),
         Route::Health => Ok(health::health(app)),
         Route::HealthLive => Ok(health::live()),
-        Route::HealthReady => Ok(health::ready(app)),
+        Route::HealthReady => Ok(health::ready(app).await),
         Route::HealthDetailed => Ok(Box::pin(health::detailed(app)).await),
         Route::Stats => Ok(Reply::json(
             StatusCode::OK,

@@ -101,6 +101,10 @@ pub fn upgrade(
     app: &Arc<App>,
     request_id: &HeaderValue,
 ) -> Result<Reply, HttpError> {
+    // Before anything else: a page from a refused origin must not get a socket.
+    if !app.cors.allows_websocket(headers) {
+        return Err(HttpError::OriginNotAllowed);
+    }
     let key = match check_upgrade(req.method(), req.version(), headers) {
         Ok(key) => key,
         Err((issues, bad_version)) => {

@@ -402,10 +402,22 @@ pub struct Config {
     #[arg(long, env = "LLM_POOL_IDLE_TIMEOUT", value_name = "LLM_POOL_IDLE_TIMEOUT", default_value_t = 90_000, value_parser = ms_range(1, 3_600_000))]
     pub llm_pool_idle_timeout: u64,
 
-    /// Concurrent requests per provider per worker, and idle connections kept per host
-    /// per worker (the guide's maxSockets).
-    #[arg(long, env = "LLM_CONCURRENT_REQUESTS", value_name = "LLM_CONCURRENT_REQUESTS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    /// Upstream requests in flight per provider for the whole process, shared by every
+    /// worker (the guide's maxSockets; its .env sets 10); also the idle connections kept
+    /// per host per worker. The default never limits a healthy upstream at 1,000
+    /// answers/s of 1 s each.
+    #[arg(long, env = "LLM_CONCURRENT_REQUESTS", value_name = "LLM_CONCURRENT_REQUESTS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub llm_concurrent_requests: u32,
+
+    /// Longest wait for a free slot of a provider (milliseconds; 0 = never wait); past
+    /// it the request fails over to the next provider, or ends as saturated (503).
+    #[arg(long, env = "LLM_QUEUE_TIMEOUT", value_name = "LLM_QUEUE_TIMEOUT", default_value_t = 250, value_parser = ms_range(0, 60_000))]
+    pub llm_queue_timeout: u64,
+
+    /// Requests that may wait for a slot of one provider at once (0 = never wait); one
+    /// more fails over at once, or ends as saturated (503).
+    #[arg(long, env = "LLM_QUEUE_MAX", value_name = "LLM_QUEUE_MAX", default_value_t = 256, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub llm_queue_max: u32,
 
     /// Retries per provider before the first token (the guide's maxRetries).
     #[arg(long, env = "LLM_MAX_RETRIES", value_name = "LLM_MAX_RETRIES", default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=10))]
@@ -757,6 +769,24 @@ mod tests {
         assert_eq!(e.exit_code(), 2);
         let e = Config::try_parse_from(["agentd", "--max-header-bytes", "10"]).unwrap_err();
         assert!(e.to_string().contains("MAX_HEADER_BYTES"), "{e}");
+    }
+
+    #[test]
+    fn llm_concurrency_settings_have_server_defaults_and_named_ranges() {
+        let c = Config::parse_from(["agentd"]);
+        assert_eq!(c.llm_concurrent_requests, 1024);
+        assert_eq!(c.llm_queue_timeout, 250);
+        assert_eq!(c.llm_queue_max, 256);
+        let c = Config::parse_from(["agentd", "--llm-concurrent-requests", "10"]);
+        assert_eq!(c.llm_concurrent_requests, 10, "the guide's value applies");
+        for (flag, bad, var) in [
+            ("--llm-concurrent-requests", "0", "LLM_CONCURRENT_REQUESTS"),
+            ("--llm-queue-timeout", "60001", "LLM_QUEUE_TIMEOUT"),
+            ("--llm-queue-max", "100001", "LLM_QUEUE_MAX"),
+        ] {
+            let e = Config::try_parse_from(["agentd", flag, bad]).unwrap_err();
+            assert!(e.to_string().contains(var), "{e}");
+        }
     }
 }
 

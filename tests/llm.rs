@@ -6,7 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use agentd::Config;
-use fake_llm::{Behaviour, Chunking, FakeLlm, Fault, Options};
+use fake_llm::{Behaviour, Chunking, FakeLlm, Fault, Options, Provider};
 use support::*;
 
 fn llm_config() -> Config {
@@ -174,11 +174,14 @@ async fn utf8_split_at_every_byte_arrives_whole() {
 #[tokio::test]
 async fn rate_limits_are_retried_honouring_retry_after() {
     let fake = fake(2).await;
-    fake.push_fault(Fault::Status {
-        status: 429,
-        retry_after: None,
-        retry_after_ms: Some("300".into()),
-    });
+    fake.push_fault_for(
+        Provider::OpenAi,
+        Fault::Status {
+            status: 429,
+            retry_after: None,
+            retry_after_ms: Some("300".into()),
+        },
+    );
     let server = start_llm(with_openai(llm_config(), &fake));
     let started = Instant::now();
     let evs = ask(&server, body("x")).await;
@@ -195,11 +198,14 @@ async fn rate_limits_are_retried_honouring_retry_after() {
 async fn server_errors_are_retried_up_to_the_limit() {
     let fake = fake(2).await;
     for _ in 0..3 {
-        fake.push_fault(Fault::Status {
-            status: 500,
-            retry_after: None,
-            retry_after_ms: None,
-        });
+        fake.push_fault_for(
+            Provider::OpenAi,
+            Fault::Status {
+                status: 500,
+                retry_after: None,
+                retry_after_ms: None,
+            },
+        );
     }
     let server = start_llm(with_openai(llm_config(), &fake));
     let evs = ask(&server, body("x")).await;
@@ -214,11 +220,14 @@ async fn server_errors_are_retried_up_to_the_limit() {
 #[tokio::test]
 async fn client_errors_are_not_retried() {
     let fake = fake(2).await;
-    fake.push_fault(Fault::Status {
-        status: 401,
-        retry_after: None,
-        retry_after_ms: None,
-    });
+    fake.push_fault_for(
+        Provider::OpenAi,
+        Fault::Status {
+            status: 401,
+            retry_after: None,
+            retry_after_ms: None,
+        },
+    );
     let server = start_llm(with_openai(llm_config(), &fake));
     let evs = ask(&server, body("x")).await;
     assert_eq!(error_of(&evs).unwrap()["details"]["kind"], "client");
@@ -230,11 +239,14 @@ async fn fails_over_to_the_next_provider_before_the_first_token() {
     let bad = fake(2).await;
     let good = fake(3).await;
     for _ in 0..3 {
-        bad.push_fault(Fault::Status {
-            status: 529,
-            retry_after: None,
-            retry_after_ms: None,
-        });
+        bad.push_fault_for(
+            Provider::OpenAi,
+            Fault::Status {
+                status: 529,
+                retry_after: None,
+                retry_after_ms: None,
+            },
+        );
     }
     let mut c = with_anthropic(with_openai(llm_config(), &bad), &good);
     c.llm_max_retries = 0;
@@ -250,7 +262,7 @@ async fn fails_over_to_the_next_provider_before_the_first_token() {
 #[tokio::test]
 async fn no_retry_after_the_first_token() {
     let fake = fake(5).await;
-    fake.push_fault(Fault::MidStreamError { after_tokens: 2 });
+    fake.push_fault_for(Provider::OpenAi, Fault::MidStreamError { after_tokens: 2 });
     let server = start_llm(with_openai(llm_config(), &fake));
     let evs = ask(&server, body("x")).await;
     assert_eq!(texts(&evs).len(), 2);
@@ -276,7 +288,7 @@ async fn every_broken_stream_ends_with_error_and_done() {
         (Fault::MidStreamError { after_tokens: 1 }, "overloaded"),
     ];
     for (fault, kind) in cases {
-        fake.push_fault(fault);
+        fake.push_fault_for(Provider::Anthropic, fault);
         let evs = ask(&server, body("x")).await;
         let err = error_of(&evs).unwrap_or_else(|| panic!("{kind}: no error event"));
         assert_eq!(err["details"]["kind"], kind);
@@ -286,7 +298,7 @@ async fn every_broken_stream_ends_with_error_and_done() {
 #[tokio::test]
 async fn a_hanging_upstream_times_out() {
     let fake = fake(2).await;
-    fake.push_fault(Fault::HangBeforeHeaders);
+    fake.push_fault_for(Provider::OpenAi, Fault::HangBeforeHeaders);
     let mut c = with_openai(llm_config(), &fake);
     c.llm_first_byte_timeout = 300;
     c.llm_max_retries = 0;
@@ -301,11 +313,14 @@ async fn a_hanging_upstream_times_out() {
 async fn the_breaker_opens_and_fails_fast() {
     let fake = fake(2).await;
     for _ in 0..2 {
-        fake.push_fault(Fault::Status {
-            status: 500,
-            retry_after: None,
-            retry_after_ms: None,
-        });
+        fake.push_fault_for(
+            Provider::OpenAi,
+            Fault::Status {
+                status: 500,
+                retry_after: None,
+                retry_after_ms: None,
+            },
+        );
     }
     let mut c = with_openai(llm_config(), &fake);
     c.llm_max_retries = 0;
@@ -377,7 +392,7 @@ async fn unhealthy_providers_make_readiness_fail() {
     let mut c = with_openai(llm_config(), &fake);
     c.health_check_interval = 100;
     let server = start_llm(c);
-    assert_eq!(get_status(&server, "/health/ready").await, 200);
+    assert!(status_becomes(&server, "/health/ready", 200, Duration::from_secs(2)).await);
     fake.set_default(Behaviour {
         tokens: 2,
         ..Behaviour::default()
@@ -415,7 +430,7 @@ fn a_bad_llm_config_file_is_refused_with_its_line() {
 }
 
 #[tokio::test]
-async fn llm_concurrent_requests_caps_requests_in_flight_per_provider() {
+async fn llm_concurrent_requests_caps_requests_in_flight_per_provider_per_process() {
     let fake = FakeLlm::start(Options {
         default: Behaviour {
             tokens: 5,
@@ -427,7 +442,11 @@ async fn llm_concurrent_requests_caps_requests_in_flight_per_provider() {
     .await
     .unwrap();
     let mut c = with_openai(llm_config(), &fake);
+    // Two workers share the one cap of the process.
+    c.workers = Some(2);
     c.llm_concurrent_requests = 2;
+    // Long enough for every one of the six to get its turn.
+    c.llm_queue_timeout = 10_000;
     let server = std::sync::Arc::new(start_llm(c));
     let asks: Vec<_> = (0..6)
         .map(|i| {
@@ -450,7 +469,315 @@ async fn llm_concurrent_requests_caps_requests_in_flight_per_provider() {
     }
     assert_eq!(
         most, 2,
-        "at most LLM_CONCURRENT_REQUESTS upstream requests at once"
+        "at most LLM_CONCURRENT_REQUESTS upstream requests at once, whatever WORKERS is"
+    );
+}
+
+/// The figures of `GET /metrics` as text.
+async fn metrics_text(server: &TestServer) -> String {
+    client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn json_of(server: &TestServer, path: &str) -> (u16, serde_json::Value) {
+    let res = client().get(server.url(path)).send().await.unwrap();
+    let code = res.status().as_u16();
+    (code, res.json().await.unwrap())
+}
+
+/// Both providers on one fake, one slot each, no retries.
+fn two_providers_one_slot_each(fake: &FakeLlm, queue_timeout_ms: u64) -> Config {
+    let mut c = with_anthropic(with_openai(llm_config(), fake), fake);
+    c.enable_metrics = true;
+    c.llm_concurrent_requests = 1;
+    c.llm_queue_timeout = queue_timeout_ms;
+    c.llm_max_retries = 0;
+    c
+}
+
+/// A long answer that holds its provider's slot for about `ms`.
+fn long_answer(ms: u64) -> String {
+    body(&format!("[[tokens=4,token_delay_ms={}]]", ms / 4))
+}
+
+#[tokio::test]
+async fn a_full_provider_is_waited_for_at_most_llm_queue_timeout_then_failed_over() {
+    let fake = fake(2).await;
+    let server = std::sync::Arc::new(start_llm(two_providers_one_slot_each(&fake, 300)));
+    assert!(status_becomes(&server, "/health/ready", 200, Duration::from_secs(2)).await);
+    // Round-robin: the first request starts at openai, the second at anthropic, the
+    // third at openai again.
+    let first = tokio::spawn({
+        let s = server.clone();
+        async move { ask(&s, long_answer(2_000)).await }
+    });
+    assert!(eventually(Duration::from_secs(2), || fake.in_flight() == 1).await);
+    let second = ask(&server, body("quick")).await;
+    assert!(error_of(&second).is_none());
+    assert_eq!(second[0].data["content"]["provider"], "anthropic");
+    // openai is full: the third waits for its slot, then fails over to anthropic.
+    let t = Instant::now();
+    let third = ask(&server, body("quick")).await;
+    let took = t.elapsed();
+    assert!(error_of(&third).is_none(), "{:?}", error_of(&third));
+    assert_eq!(third[0].data["content"]["provider"], "anthropic");
+    assert!(
+        took >= Duration::from_millis(280) && took < Duration::from_millis(900),
+        "waited LLM_QUEUE_TIMEOUT for openai, no longer: {took:?}"
+    );
+    let m = metrics_text(&server).await;
+    for line in [
+        "agentd_llm_saturated_total{provider=\"openai\",reason=\"queue_timeout\"} 1",
+        "agentd_llm_slots_in_use{provider=\"openai\"} 1",
+        "agentd_llm_slots_limit{provider=\"openai\"} 1",
+        "agentd_llm_queue_waiters{provider=\"openai\"} 0",
+        "agentd_llm_failovers_total{provider=\"anthropic\"} 1",
+        "agentd_llm_saturated_requests_total 0",
+    ] {
+        assert!(m.contains(line), "{line} missing from\n{m}");
+    }
+    assert!(
+        m.contains("agentd_llm_queue_wait_seconds_count{provider=\"openai\"} 2"),
+        "{m}"
+    );
+    assert!(error_of(&first.await.unwrap()).is_none());
+}
+
+#[tokio::test]
+async fn when_no_provider_has_room_the_request_ends_saturated_without_waiting_longer() {
+    let fake = fake(2).await;
+    let server = std::sync::Arc::new(start_llm(two_providers_one_slot_each(&fake, 200)));
+    assert!(status_becomes(&server, "/health/ready", 200, Duration::from_secs(2)).await);
+    let holders: Vec<_> = (0..2)
+        .map(|_| {
+            let s = server.clone();
+            tokio::spawn(async move { ask(&s, long_answer(2_000)).await })
+        })
+        .collect();
+    assert!(eventually(Duration::from_secs(2), || fake.in_flight() == 2).await);
+    let t = Instant::now();
+    let evs = ask(&server, body("x")).await;
+    let took = t.elapsed();
+    let err = error_of(&evs).expect("an honest error, not a wait");
+    assert_eq!(err["error_code"], 503);
+    assert_eq!(err["details"]["kind"], "saturated");
+    // One LLM_QUEUE_TIMEOUT per provider tried (LLM_MAX_ATTEMPTS = 2), not LLM_TIMEOUT.
+    assert!(
+        took >= Duration::from_millis(380) && took < Duration::from_millis(1_000),
+        "{took:?}"
+    );
+    assert_eq!(completions(&fake).len(), 2, "never sent upstream");
+    // Saturation is load, not failure: readiness holds, the figures show it.
+    assert_eq!(get_status(&server, "/health/ready").await, 200);
+    let (code, detailed) = json_of(&server, "/health/detailed").await;
+    assert_eq!(code, 200, "{detailed}");
+    let openai = &detailed["checks"]["providers"]["concurrency"]["openai"];
+    assert_eq!(openai["inUse"], 1, "{detailed}");
+    assert_eq!(openai["limit"], 1);
+    assert_eq!(openai["saturated"], 1);
+    let (_, stats) = json_of(&server, "/stats").await;
+    assert_eq!(
+        stats["llm"]["anthropic"]["concurrency"]["saturated"], 1,
+        "{stats}"
+    );
+    assert_eq!(stats["llmSaturatedRequests"], 1);
+    let m = metrics_text(&server).await;
+    assert!(m.contains("agentd_llm_saturated_requests_total 1"), "{m}");
+    assert!(
+        m.contains("agentd_llm_errors_total{provider=\"openai\",kind=\"saturated\"} 1"),
+        "{m}"
+    );
+    for h in holders {
+        assert!(error_of(&h.await.unwrap()).is_none());
+    }
+}
+
+#[tokio::test]
+async fn more_answers_than_slots_wait_a_bounded_time_and_llm_queue_max_bounds_the_waiters() {
+    let fake = fake(2).await;
+    let mut c = with_openai(llm_config(), &fake);
+    c.llm_concurrent_requests = 2;
+    c.llm_queue_timeout = 150;
+    c.llm_queue_max = 2;
+    c.llm_max_retries = 0;
+    c.enable_metrics = true;
+    let server = std::sync::Arc::new(start_llm(c));
+    assert!(status_becomes(&server, "/health/ready", 200, Duration::from_secs(2)).await);
+    let holders: Vec<_> = (0..2)
+        .map(|_| {
+            let s = server.clone();
+            tokio::spawn(async move { ask(&s, long_answer(1_200)).await })
+        })
+        .collect();
+    assert!(eventually(Duration::from_secs(2), || fake.in_flight() == 2).await);
+    // Six more at once: two may wait (LLM_QUEUE_MAX), four are refused at once; none
+    // waits past LLM_QUEUE_TIMEOUT.
+    let t = Instant::now();
+    let extra: Vec<_> = (0..6)
+        .map(|_| {
+            let s = server.clone();
+            tokio::spawn(async move {
+                let evs = ask(&s, body("x")).await;
+                (evs, t.elapsed())
+            })
+        })
+        .collect();
+    for e in extra {
+        let (evs, took) = e.await.unwrap();
+        let err = error_of(&evs).expect("saturated");
+        assert_eq!(err["details"]["kind"], "saturated");
+        assert!(took < Duration::from_millis(600), "waited {took:?}");
+    }
+    let m = metrics_text(&server).await;
+    for line in [
+        "agentd_llm_saturated_total{provider=\"openai\",reason=\"queue_full\"} 4",
+        "agentd_llm_saturated_total{provider=\"openai\",reason=\"queue_timeout\"} 2",
+        "agentd_llm_saturated_requests_total 6",
+    ] {
+        assert!(m.contains(line), "{line} missing from\n{m}");
+    }
+    assert_eq!(completions(&fake).len(), 2);
+    for h in holders {
+        assert!(error_of(&h.await.unwrap()).is_none());
+    }
+}
+
+#[tokio::test]
+async fn the_guide_value_applies_when_set_and_the_default_is_a_server_s() {
+    assert_eq!(llm_config().llm_concurrent_requests, 1024);
+    let fake = fake(1).await;
+    let mut c = with_openai(llm_config(), &fake);
+    c.llm_concurrent_requests = 10;
+    let agent = agentd::configured_agent(&c).unwrap();
+    let router = agent.llm_router().unwrap();
+    assert_eq!(router.providers[0].slots.limits().limit, 10);
+    assert_eq!(
+        router.providers[0].slots.limits().queue_timeout,
+        Duration::from_millis(250)
+    );
+}
+
+#[tokio::test]
+async fn a_huge_retry_after_ms_fails_over_instead_of_panicking() {
+    let fake = fake(3).await;
+    for huge in ["1e300", "1e22"] {
+        fake.push_fault_for(
+            Provider::OpenAi,
+            Fault::Status {
+                status: 429,
+                retry_after: None,
+                retry_after_ms: Some(huge.into()),
+            },
+        );
+        let mut c = with_anthropic(with_openai(llm_config(), &fake), &fake);
+        c.llm_max_retries = 2;
+        let server = start_llm(c);
+        let t = Instant::now();
+        let evs = ask(&server, body("x")).await;
+        assert!(error_of(&evs).is_none(), "{huge}: {:?}", error_of(&evs));
+        assert_eq!(evs[0].data["content"]["provider"], "anthropic", "{huge}");
+        assert_eq!(texts(&evs).len(), 3);
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+    // Alone, the provider's 429 is the answer: clean, at once.
+    fake.push_fault_for(
+        Provider::OpenAi,
+        Fault::Status {
+            status: 429,
+            retry_after: None,
+            retry_after_ms: Some("1e300".into()),
+        },
+    );
+    let server = start_llm(with_openai(llm_config(), &fake));
+    let evs = ask(&server, body("x")).await;
+    let err = error_of(&evs).unwrap();
+    assert_eq!(err["error_code"], 429);
+    assert_eq!(err["details"]["kind"], "rate_limited");
+}
+
+#[tokio::test]
+async fn readiness_says_starting_until_the_first_probe_answers() {
+    let fake = fake(2).await;
+    // The first probe of each provider hangs (until the probe's timeout).
+    fake.push_fault_for(Provider::Models, Fault::HangBeforeHeaders);
+    fake.push_fault_for(Provider::Models, Fault::HangBeforeHeaders);
+    let mut c = with_anthropic(with_openai(llm_config(), &fake), &fake);
+    c.health_check_interval = 1_000;
+    let server = start_llm(c);
+    let (code, ready) = json_of(&server, "/health/ready").await;
+    assert_eq!(code, 503);
+    assert_eq!(ready["status"], "starting", "{ready}");
+    let (code, detailed) = json_of(&server, "/health/detailed").await;
+    assert_eq!(code, 503);
+    assert_eq!(detailed["status"], "starting", "{detailed}");
+    assert_eq!(detailed["checks"]["providers"]["status"], "starting");
+    assert_eq!(detailed["checks"]["providers"]["usable"], 0);
+    // The next round answers.
+    assert!(status_becomes(&server, "/health/ready", 200, Duration::from_secs(4)).await);
+    let (_, detailed) = json_of(&server, "/health/detailed").await;
+    assert_eq!(detailed["checks"]["providers"]["usable"], 2, "{detailed}");
+}
+
+#[tokio::test]
+async fn unreachable_providers_are_not_ready_from_the_start() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut c = llm_config();
+    c.openai_api_key = Some("sk-test-key".into());
+    c.openai_base_url = format!("http://127.0.0.1:{dead}/v1");
+    c.anthropic_api_key = Some("ant-test-key".into());
+    c.anthropic_base_url = format!("http://127.0.0.1:{dead}");
+    // An interval far longer than the test: only the first probe can say it.
+    c.health_check_interval = 60_000;
+    let server = start_llm(c);
+    assert_ne!(
+        get_status(&server, "/health/ready").await,
+        200,
+        "never ready on a guess"
+    );
+    let t = Instant::now();
+    loop {
+        let (code, ready) = json_of(&server, "/health/ready").await;
+        assert_eq!(code, 503);
+        if ready["status"] == "not ready" {
+            assert_eq!(ready["reason"], "no LLM provider is usable");
+            break;
+        }
+        assert_eq!(ready["status"], "starting");
+        assert!(t.elapsed() < Duration::from_secs(3), "probes answered late");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (code, detailed) = json_of(&server, "/health/detailed").await;
+    assert_eq!(code, 503);
+    assert_eq!(detailed["status"], "unhealthy");
+    assert_eq!(detailed["checks"]["providers"]["usable"], 0, "{detailed}");
+    assert_eq!(detailed["checks"]["providers"]["status"], "down");
+}
+
+#[tokio::test]
+async fn the_health_thread_lets_go_of_the_providers_when_the_server_stops() {
+    let fake = fake(1).await;
+    let mut c = with_openai(llm_config(), &fake);
+    c.health_check_interval = 60_000;
+    let agent = agentd::configured_agent(&c).unwrap();
+    let provider = std::sync::Arc::downgrade(&agent.llm_router().unwrap().providers[0]);
+    let server = start(c, agent);
+    assert!(status_becomes(&server, "/health/ready", 200, Duration::from_secs(2)).await);
+    server.stop().await;
+    // The agent (and its router) went with the server; the probe thread, which holds
+    // the providers, must end at once rather than after its 60 s sleep.
+    assert!(
+        eventually(Duration::from_secs(1), || provider.upgrade().is_none()).await,
+        "the health thread outlived the server"
     );
 }
 

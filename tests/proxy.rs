@@ -564,3 +564,56 @@ fn agent_proxy_needs_valid_upstreams_at_startup() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn readiness_says_starting_until_the_first_health_check_answers() {
+    // An upstream that accepts connections and never answers: its first check waits
+    // out the probe timeout (2 s at most).
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/assist", silent.local_addr().unwrap());
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            conns.push(c);
+        }
+    });
+    let server = start_proxy(proxy_config_urls(&[url]));
+    let res = client()
+        .get(server.url("/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503, "not ready on a guess");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "starting", "{body}");
+    let res = client()
+        .get(server.url("/health/detailed"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "starting", "{body}");
+    assert_eq!(
+        body["checks"]["upstreams"],
+        json!({"status": "starting", "usable": 0, "total": 1})
+    );
+    // Once the check times out the upstream is down, and readiness says why.
+    let t = Instant::now();
+    loop {
+        let res = client()
+            .get(server.url("/health/ready"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 503);
+        let body: Value = res.json().await.unwrap();
+        if body["status"] == "not ready" {
+            assert_eq!(body["reason"], "no upstream agent is usable");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(4), "{body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    held.abort();
+}

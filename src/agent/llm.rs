@@ -5,6 +5,10 @@
 //! (text stream of the tokens, unbuffered), `PERFORMANCE` (json), `done`. A failure
 //! before the first token is an error after retries and failover; after it, the answer
 //! ends with `atomic.error` + `done`, never as a silently short answer.
+//!
+//! The SSE head is sent before the agent runs, so even a request refused because every
+//! provider is saturated is answered in the stream: `atomic.error` 503 with
+//! `details.kind: "saturated"`, then `done`, at once.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -14,6 +18,7 @@ use async_trait::async_trait;
 use serde_json::json;
 
 use super::{Agent, AgentError};
+use crate::llm::probe_loop::Standing;
 use crate::llm::{ChatRequest, ErrorKind, LlmError, Router};
 use crate::protocol::{Query, ResponseHandler, Session};
 
@@ -60,7 +65,7 @@ pub fn complexity(prompt: &str) -> f64 {
 pub fn agent_error(e: &LlmError) -> AgentError {
     let code = match e.kind {
         ErrorKind::RateLimited => 429,
-        ErrorKind::Overloaded | ErrorKind::BreakerOpen => 503,
+        ErrorKind::Overloaded | ErrorKind::BreakerOpen | ErrorKind::Saturated => 503,
         ErrorKind::Timeout => 504,
         _ => 502,
     };
@@ -79,11 +84,16 @@ impl Agent for LlmAgent {
     }
 
     fn readiness(&self) -> Result<(), &'static str> {
-        if self.router.any_usable() {
-            Ok(())
-        } else {
-            Err("no LLM provider is usable")
+        // Saturation is load, not failure: it never makes the agent unready.
+        match self.router.standing() {
+            Standing::Ready => Ok(()),
+            Standing::Starting => Err("waiting for the first health probe of the LLM providers"),
+            Standing::Down => Err("no LLM provider is usable"),
         }
+    }
+
+    fn starting(&self) -> bool {
+        self.router.standing() == Standing::Starting
     }
 
     async fn assist(

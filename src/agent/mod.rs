@@ -27,6 +27,13 @@ pub trait Agent: Send + Sync + 'static {
         Ok(())
     }
 
+    /// True while the agent waits for the first health probes of what it depends on
+    /// (no provider or upstream known usable yet, some not answered): `/health/ready`
+    /// and `/health/detailed` then say `starting` with 503.
+    fn starting(&self) -> bool {
+        false
+    }
+
     /// The LLM router behind this agent, for metrics and health (none by default).
     fn llm_router(&self) -> Option<&std::sync::Arc<crate::llm::Router>> {
         None

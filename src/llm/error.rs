@@ -26,10 +26,13 @@ pub enum ErrorKind {
     Truncated,
     /// The provider's breaker is open: not tried.
     BreakerOpen,
+    /// Every one of the provider's slots was busy and no slot came free in
+    /// `LLM_QUEUE_TIMEOUT` (or `LLM_QUEUE_MAX` requests were already waiting): not tried.
+    Saturated,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 9] = [
+    pub const ALL: [ErrorKind; 10] = [
         ErrorKind::Client,
         ErrorKind::RateLimited,
         ErrorKind::Overloaded,
@@ -39,6 +42,7 @@ impl ErrorKind {
         ErrorKind::Protocol,
         ErrorKind::Truncated,
         ErrorKind::BreakerOpen,
+        ErrorKind::Saturated,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +56,7 @@ impl ErrorKind {
             ErrorKind::Protocol => "protocol",
             ErrorKind::Truncated => "truncated",
             ErrorKind::BreakerOpen => "breaker_open",
+            ErrorKind::Saturated => "saturated",
         }
     }
 
@@ -98,8 +103,11 @@ impl LlmError {
     }
 
     /// Whether this counts against the provider's health (a client error is the
-    /// request's fault, not the provider's).
+    /// request's fault, not the provider's; saturation is load, not failure).
     pub fn counts_as_failure(&self) -> bool {
-        !matches!(self.kind, ErrorKind::Client | ErrorKind::BreakerOpen)
+        !matches!(
+            self.kind,
+            ErrorKind::Client | ErrorKind::BreakerOpen | ErrorKind::Saturated
+        )
     }
 }

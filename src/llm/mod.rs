@@ -11,8 +11,10 @@ pub mod client;
 pub mod error;
 pub mod file;
 pub mod health;
+pub mod probe_loop;
 pub mod provider;
 pub mod router;
+pub mod slots;
 pub mod sse;
 pub mod wire;
 
@@ -84,14 +86,20 @@ pub fn router_from_config(config: &Config) -> Result<Option<Arc<Router>>, String
         return Ok(None);
     }
     let ms = Duration::from_millis;
-    let per_provider = config.llm_concurrent_requests as usize * config.worker_count();
+    // One cap for the whole process, whatever WORKERS is: what the guide's single Node
+    // process means by it.
+    let slots = slots::SlotLimits {
+        limit: config.llm_concurrent_requests as usize,
+        queue_max: config.llm_queue_max as usize,
+        queue_timeout: ms(config.llm_queue_timeout),
+    };
     let providers = specs
         .into_iter()
         .map(|s| {
             Arc::new(Provider::new(
                 s,
                 Breaker::new(config.llm_breaker_threshold, ms(config.llm_breaker_reset)),
-                per_provider,
+                slots,
             ))
         })
         .collect();
@@ -117,7 +125,8 @@ pub fn router_from_config(config: &Config) -> Result<Option<Arc<Router>>, String
         },
     };
     let router = Arc::new(Router::new(providers, rc));
-    health::spawn(&router, ms(config.health_check_interval))
+    let monitor = health::spawn(&router, ms(config.health_check_interval))
         .map_err(|e| format!("cannot start the health monitor: {e}"))?;
+    router.keep_monitor(monitor);
     Ok(Some(router))
 }

@@ -5,7 +5,9 @@
 //! It never logs keys and never waits without a deadline.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +20,8 @@ use tokio::time::Instant;
 use super::breaker::Breaker;
 use super::client::HttpClient;
 use super::error::{ErrorKind, LlmError};
+use super::probe_loop::{ProbeState, Probed};
+use super::slots::{SlotLimits, Slots};
 use super::sse::SseParser;
 use super::wire::{self, ProviderKind, StreamItem};
 use super::ChatRequest;
@@ -25,6 +29,11 @@ use crate::obs::stats::Histogram;
 
 /// Largest error body read from an upstream.
 const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Longest wait a provider may ask for (`retry-after`, `retry-after-ms`): a day, so
+/// that adding it to an instant can never overflow. The router never waits past the
+/// request's deadline anyway; past that it fails over.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
 
 /// Static scores for the weighted strategy, each 0 to 1.
 #[derive(Clone, Copy, Debug, PartialEq, serde::Deserialize)]
@@ -63,7 +72,7 @@ pub struct ProviderSpec {
 #[derive(Debug, Default)]
 pub struct ProviderStats {
     pub requests: AtomicU64,
-    pub errors: [AtomicU64; 9],
+    pub errors: [AtomicU64; ErrorKind::ALL.len()],
     pub retries: AtomicU64,
     pub failovers: AtomicU64,
     pub tokens_in: AtomicU64,
@@ -78,13 +87,13 @@ pub struct ProviderStats {
 pub struct Provider {
     pub spec: ProviderSpec,
     pub breaker: Arc<Breaker>,
-    /// Set by the health monitor; optimistic until its first probe.
-    pub healthy: AtomicBool,
+    /// Set by the health monitor; unknown until its first probe answers.
+    pub health: ProbeState,
     /// EWMA of time to first token, in microseconds (f64 bits); 0 = unknown.
     ttft_ewma: AtomicU64,
     pub stats: ProviderStats,
-    /// Concurrent requests allowed (the guide's `maxSockets`).
-    pub slots: Arc<tokio::sync::Semaphore>,
+    /// Concurrent requests allowed, for the whole process (the guide's `maxSockets`).
+    pub slots: Slots,
     completions_url: String,
     models_url: String,
 }
@@ -98,7 +107,7 @@ pub struct CallLimits {
 }
 
 impl Provider {
-    pub fn new(spec: ProviderSpec, breaker: Breaker, max_concurrent: usize) -> Provider {
+    pub fn new(spec: ProviderSpec, breaker: Breaker, slots: SlotLimits) -> Provider {
         let base = spec.base_url.trim_end_matches('/');
         let (completions_url, models_url) = match spec.kind {
             ProviderKind::Openai => (format!("{base}/chat/completions"), format!("{base}/models")),
@@ -107,10 +116,10 @@ impl Provider {
         Provider {
             spec,
             breaker: Arc::new(breaker),
-            healthy: AtomicBool::new(true),
+            health: ProbeState::default(),
             ttft_ewma: AtomicU64::new(0),
             stats: ProviderStats::default(),
-            slots: Arc::new(tokio::sync::Semaphore::new(max_concurrent.max(1))),
+            slots: Slots::new(slots),
             completions_url,
             models_url,
         }
@@ -120,9 +129,24 @@ impl Provider {
         &self.spec.name
     }
 
-    /// Usable now: healthy and its breaker not open.
+    /// Worth trying now: not found unhealthy by a probe, and its breaker not open.
     pub fn is_usable(&self) -> bool {
-        self.healthy.load(Relaxed) && self.breaker.state() != super::breaker::BreakerState::Open
+        self.health.get() != Probed::Unhealthy && self.breaker_allows()
+    }
+
+    /// Known usable: its last probe answered healthy and its breaker is not open
+    /// (what readiness counts).
+    pub fn is_ready(&self) -> bool {
+        self.is_healthy() && self.breaker_allows()
+    }
+
+    /// Its last probe answered healthy.
+    pub fn is_healthy(&self) -> bool {
+        self.health.get() == Probed::Healthy
+    }
+
+    fn breaker_allows(&self) -> bool {
+        self.breaker.state() != super::breaker::BreakerState::Open
     }
 
     /// EWMA of time to first token; `None` until measured.
@@ -252,17 +276,30 @@ impl Provider {
 
 /// `retry-after-ms` (milliseconds) or `retry-after` (seconds); dates are ignored.
 pub fn retry_after(h: &http::HeaderMap) -> Option<Duration> {
-    let get = |name: &str| {
-        h.get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.trim().parse::<f64>().ok())
+    parse_retry_after(
+        h.get("retry-after-ms").map(|v| v.as_bytes()),
+        h.get("retry-after").map(|v| v.as_bytes()),
+    )
+}
+
+/// The wait asked by `retry-after-ms` (milliseconds, preferred) or else `retry-after`
+/// (seconds), at most [`MAX_RETRY_AFTER`]; `None` for anything that is not a finite,
+/// non-negative number. Whatever the bytes, it never panics.
+pub fn parse_retry_after(ms: Option<&[u8]>, secs: Option<&[u8]>) -> Option<Duration> {
+    let number = |v: Option<&[u8]>| {
+        std::str::from_utf8(v?)
+            .ok()?
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|n| n.is_finite() && *n >= 0.0)
     };
-    if let Some(ms) = get("retry-after-ms").filter(|v| v.is_finite() && *v >= 0.0) {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
+    // Clamped before the conversion: `Duration::from_secs_f64` panics past u64 seconds.
+    let max = MAX_RETRY_AFTER.as_secs_f64();
+    if let Some(ms) = number(ms) {
+        return Some(Duration::from_secs_f64((ms / 1000.0).min(max)));
     }
-    get("retry-after")
-        .filter(|v| v.is_finite() && *v >= 0.0)
-        .map(|s| Duration::from_secs_f64(s.min(86_400.0)))
+    number(secs).map(|s| Duration::from_secs_f64(s.min(max)))
 }
 
 async fn read_bounded(mut body: Incoming, deadline: Instant) -> Vec<u8> {
@@ -279,6 +316,28 @@ async fn read_bounded(mut body: Incoming, deadline: Instant) -> Vec<u8> {
         }
     }
     out
+}
+
+impl super::probe_loop::Target for Provider {
+    fn probe<'a>(
+        &'a self,
+        client: &'a HttpClient,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = bool> + 'a>> {
+        Box::pin(Provider::probe(self, client, timeout))
+    }
+
+    fn probe_state(&self) -> &ProbeState {
+        &self.health
+    }
+
+    fn log_change(&self, _was: Probed, now_ok: bool) {
+        if now_ok {
+            tracing::info!(provider = self.name(), "provider healthy again");
+        } else {
+            tracing::warn!(provider = self.name(), "provider health probe failed");
+        }
+    }
 }
 
 /// An open upstream stream of text deltas.
@@ -374,6 +433,86 @@ impl LlmStream {
                 );
             }
             self.failure = failure;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(ms: Option<&str>, secs: Option<&str>) -> Option<Duration> {
+        parse_retry_after(ms.map(str::as_bytes), secs.map(str::as_bytes))
+    }
+
+    #[test]
+    fn retry_after_ms_is_preferred_and_read_in_milliseconds() {
+        assert_eq!(
+            parse(Some("1500"), Some("9")),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(parse(Some(" 0.5 "), None), Some(Duration::from_micros(500)));
+        assert_eq!(parse(None, Some("2")), Some(Duration::from_secs(2)));
+        assert_eq!(parse(Some("0"), None), Some(Duration::ZERO));
+        assert_eq!(parse(None, None), None);
+    }
+
+    #[test]
+    fn huge_values_are_clamped_to_a_day_not_panics() {
+        for v in [
+            "1e300",
+            "1e22",
+            "1.7976931348623157e308",
+            "18446744073709551616000",
+        ] {
+            assert_eq!(
+                parse(Some(v), None),
+                Some(MAX_RETRY_AFTER),
+                "retry-after-ms {v}"
+            );
+            assert_eq!(
+                parse(None, Some(v)),
+                Some(MAX_RETRY_AFTER),
+                "retry-after {v}"
+            );
+        }
+        assert_eq!(parse(Some("86400001"), None), Some(MAX_RETRY_AFTER));
+        // Adding the longest wait to now stays representable.
+        assert!(Instant::now().checked_add(MAX_RETRY_AFTER).is_some());
+    }
+
+    #[test]
+    fn nan_infinite_negative_and_garbage_are_ignored() {
+        for v in [
+            "NaN", "nan", "inf", "-inf", "infinity", "-1", "-0.001", "", "soon", "1s", "\u{ff}",
+        ] {
+            assert_eq!(parse(Some(v), None), None, "retry-after-ms {v:?}");
+            assert_eq!(parse(None, Some(v)), None, "retry-after {v:?}");
+        }
+        // An unusable retry-after-ms falls back to retry-after.
+        assert_eq!(parse(Some("NaN"), Some("3")), Some(Duration::from_secs(3)));
+        assert_eq!(
+            parse_retry_after(Some(&[0xff, 0xfe]), Some(b"1")),
+            Some(Duration::from_secs(1))
+        );
+        // Dates are not numbers.
+        assert_eq!(parse(None, Some("Wed, 21 Oct 2015 07:28:00 GMT")), None);
+    }
+
+    #[test]
+    fn random_bytes_never_panic_and_stay_bounded() {
+        let mut rng = fastrand::Rng::with_seed(17);
+        let alphabet = b"0123456789.eE+-naifNAIF x\xff";
+        for _ in 0..20_000 {
+            let v = |rng: &mut fastrand::Rng| -> Vec<u8> {
+                (0..rng.usize(0..24))
+                    .map(|_| alphabet[rng.usize(..alphabet.len())])
+                    .collect()
+            };
+            let (a, b) = (v(&mut rng), v(&mut rng));
+            if let Some(d) = parse_retry_after(Some(&a), Some(&b)) {
+                assert!(d <= MAX_RETRY_AFTER, "{a:?} {b:?}: {d:?}");
+            }
         }
     }
 }

@@ -8,9 +8,13 @@
 //! jitter (or what `retry-after` asks), then the next candidate, up to `max_attempts`
 //! providers, all within the request's deadline. Once a token has been returned nothing
 //! here retries: a later failure belongs to the caller.
+//!
+//! A provider whose slots are all busy (see [`super::slots`]) is waited for at most
+//! `LLM_QUEUE_TIMEOUT`, then skipped like a failing one; when no candidate had room the
+//! request fails at once as `saturated`, never queued behind the load.
 
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -18,7 +22,9 @@ use tokio::time::Instant;
 use super::breaker::BreakerPermit;
 use super::client::{self, PoolConfig};
 use super::error::{ErrorKind, LlmError};
+use super::probe_loop::{standing, ProbeLoop, Standing};
 use super::provider::{CallLimits, LlmStream, Provider};
+use super::slots::Slot;
 use super::ChatRequest;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
@@ -87,6 +93,10 @@ pub struct Router {
     pub providers: Vec<Arc<Provider>>,
     pub config: RouterConfig,
     rr: AtomicUsize,
+    /// Requests that ended `saturated`: no candidate had a slot in time.
+    pub saturated: AtomicU64,
+    /// The providers' health probes; they stop when the router is dropped.
+    monitor: OnceLock<ProbeLoop>,
 }
 
 /// A stream that has produced its first token.
@@ -98,7 +108,7 @@ pub struct OpenStream {
     pub started: Instant,
     pub ttft: Duration,
     permit: Option<BreakerPermit>,
-    _slot: tokio::sync::OwnedSemaphorePermit,
+    _slot: Slot,
 }
 
 impl OpenStream {
@@ -135,12 +145,30 @@ impl Router {
             providers,
             config,
             rr: AtomicUsize::new(0),
+            saturated: AtomicU64::new(0),
+            monitor: OnceLock::new(),
         }
+    }
+
+    /// Keeps the providers' health probes running for as long as the router lives.
+    pub fn keep_monitor(&self, monitor: ProbeLoop) {
+        let _ = self.monitor.set(monitor);
     }
 
     /// True when at least one provider is usable.
     pub fn any_usable(&self) -> bool {
         self.providers.iter().any(|p| p.is_usable())
+    }
+
+    /// Readiness: ready once a provider answered its probe and is usable; starting
+    /// while none is and some have not answered yet.
+    pub fn standing(&self) -> Standing {
+        standing(self.providers.iter().map(|p| {
+            (
+                p.health.get(),
+                p.breaker.state() != super::breaker::BreakerState::Open,
+            )
+        }))
     }
 
     /// Candidates in the order to try them.
@@ -236,22 +264,20 @@ impl Router {
                     last = Some(e);
                     break;
                 };
-                let slot =
-                    match tokio::time::timeout_at(deadline, provider.slots.clone().acquire_owned())
-                        .await
-                    {
-                        Ok(Ok(slot)) => slot,
-                        _ => {
-                            let e = LlmError::new(
-                                ErrorKind::Timeout,
-                                provider.name(),
-                                "every connection to the provider is busy",
-                            );
-                            provider.record_error(&e);
-                            last = Some(e);
-                            break;
-                        }
-                    };
+                let slot = match provider.slots.acquire(deadline).await {
+                    Ok(slot) => slot,
+                    Err(why) => {
+                        let e = LlmError::new(
+                            ErrorKind::Saturated,
+                            provider.name(),
+                            "the provider has no free slot",
+                        )
+                        .with_detail(why.as_str().to_owned());
+                        provider.record_error(&e);
+                        last = Some(e);
+                        break;
+                    }
+                };
                 let limits = CallLimits {
                     first_byte: self.config.first_byte_timeout,
                     idle: self.config.idle_timeout,
@@ -294,7 +320,12 @@ impl Router {
                         if !retryable || tries >= self.config.retry.max_retries {
                             break;
                         }
-                        if Instant::now() + delay >= deadline {
+                        // `delay` is bounded (`MAX_RETRY_AFTER`); checked all the same, so a
+                        // wait past any instant fails over rather than panics.
+                        if Instant::now()
+                            .checked_add(delay)
+                            .is_none_or(|resume| resume >= deadline)
+                        {
                             break;
                         }
                         tokio::time::sleep(delay).await;
@@ -311,13 +342,17 @@ impl Router {
                 break;
             }
         }
-        Err(last.unwrap_or_else(|| {
+        let e = last.unwrap_or_else(|| {
             LlmError::new(
                 ErrorKind::BreakerOpen,
                 "router",
                 "no LLM provider is configured",
             )
-        }))
+        });
+        if e.kind == ErrorKind::Saturated {
+            self.saturated.fetch_add(1, Relaxed);
+        }
+        Err(e)
     }
 }
 
@@ -343,7 +378,11 @@ mod tests {
                         scores: *s,
                     },
                     Breaker::new(1, Duration::from_secs(60)),
-                    1,
+                    crate::llm::slots::SlotLimits {
+                        limit: 1,
+                        queue_max: 0,
+                        queue_timeout: Duration::ZERO,
+                    },
                 ))
             })
             .collect();
@@ -419,8 +458,8 @@ mod tests {
         r.providers[1].breaker.try_acquire().unwrap().fail();
         assert_eq!(r.order(Some(7)).last().unwrap().name(), "p1");
         assert!(r.any_usable());
-        r.providers[0].healthy.store(false, Relaxed);
-        r.providers[2].healthy.store(false, Relaxed);
+        r.providers[0].health.set(false);
+        r.providers[2].health.set(false);
         assert!(!r.any_usable());
     }
 

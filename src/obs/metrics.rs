@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::stats::{Histogram, CLASS_LABELS, PROM_BUCKETS, ROUTE_LABELS};
 use crate::llm::breaker::BreakerState;
+use crate::llm::slots::{Refusal, Slots};
 use crate::llm::ErrorKind;
 use crate::server::App;
 
@@ -243,7 +244,70 @@ pub fn render(app: &App) -> String {
             "agentd_llm_healthy",
             "gauge",
             "1 when the last health probe succeeded.",
-            &|p| p.healthy.load(Relaxed) as u64,
+            &|p| p.is_healthy() as u64,
+        );
+        each(
+            &mut out,
+            "agentd_llm_slots_limit",
+            "gauge",
+            "LLM_CONCURRENT_REQUESTS: requests in flight allowed, for the whole process.",
+            &|p| p.slots.limits().limit as u64,
+        );
+        each(
+            &mut out,
+            "agentd_llm_slots_in_use",
+            "gauge",
+            "Requests in flight to the provider now, from every worker.",
+            &|p| p.slots.in_use() as u64,
+        );
+        each(
+            &mut out,
+            "agentd_llm_queue_waiters",
+            "gauge",
+            "Requests waiting for a free slot now (at most LLM_QUEUE_MAX).",
+            &|p| p.slots.waiters() as u64,
+        );
+        family(
+            &mut out,
+            "agentd_llm_saturated_total",
+            "counter",
+            "Requests the provider refused for lack of a slot (they failed over or ended saturated), by reason.",
+        );
+        for p in ps {
+            for why in [Refusal::QueueFull, Refusal::WaitedTooLong] {
+                let _ = writeln!(
+                    out,
+                    "agentd_llm_saturated_total{{provider=\"{}\",reason=\"{}\"}} {}",
+                    p.name(),
+                    why.as_str(),
+                    p.slots.refused(why)
+                );
+            }
+        }
+        family(
+            &mut out,
+            "agentd_llm_queue_wait_seconds",
+            "histogram",
+            "Time waited for a free slot (0 when one was free).",
+        );
+        for p in ps {
+            log_hist(
+                &mut out,
+                "agentd_llm_queue_wait_seconds",
+                &format!("provider=\"{}\"", p.name()),
+                &p.slots.wait,
+            );
+        }
+        family(
+            &mut out,
+            "agentd_llm_saturated_requests_total",
+            "counter",
+            "Requests answered 503 saturated: no provider had a free slot in time.",
+        );
+        let _ = writeln!(
+            out,
+            "agentd_llm_saturated_requests_total {}",
+            router.saturated.load(Relaxed)
         );
         family(
             &mut out,
@@ -360,7 +424,8 @@ pub fn stats_json(app: &App) -> serde_json::Value {
                         "tokensIn": s.tokens_in.load(Relaxed),
                         "tokensOut": s.tokens_out.load(Relaxed),
                         "breaker": p.breaker.state().as_str(),
-                        "healthy": p.healthy.load(Relaxed),
+                        "healthy": p.is_healthy(),
+                        "concurrency": slots_json(&p.slots),
                         "timeToFirstTokenMs": s.ttft.latency(),
                         "streamMs": s.latency.latency(),
                     }),
@@ -384,5 +449,19 @@ pub fn stats_json(app: &App) -> serde_json::Value {
             "inFlight": app.shedder.in_flight(),
         },
         "llm": llm,
+        "llmSaturatedRequests": app.agent.llm_router().map(|r| r.saturated.load(Relaxed)),
+    })
+}
+
+/// One provider's concurrency figures, for `/stats` and `/health/detailed`.
+pub fn slots_json(s: &Slots) -> serde_json::Value {
+    json!({
+        "limit": s.limits().limit,
+        "inUse": s.in_use(),
+        "waiters": s.waiters(),
+        "queueMax": s.limits().queue_max,
+        "queueTimeoutMs": s.limits().queue_timeout.as_millis() as u64,
+        "waitMs": s.wait.latency(),
+        "saturated": s.refused(Refusal::QueueFull) + s.refused(Refusal::WaitedTooLong),
     })
 }

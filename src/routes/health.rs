@@ -33,6 +33,14 @@ pub async fn ready(app: &App) -> Reply {
     let reason = match *app.phase.borrow() {
         Phase::Running => match (app.shedder.any_pressure(), app.agent.readiness()) {
             (Some(p), _) => Some(p.as_str()),
+            (None, Err(reason)) if app.agent.starting() => {
+                let body = serde_json::to_vec(
+                    &serde_json::json!({"status": "starting", "reason": reason}),
+                )
+                .unwrap_or_default();
+                return Reply::json(StatusCode::SERVICE_UNAVAILABLE, body.into())
+                    .with_header(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            }
             (None, Err(reason)) => Some(reason),
             (None, Ok(())) => None,
         },
@@ -136,13 +144,28 @@ pub async fn detailed(app: &App) -> Reply {
         json!({"status": if pressure == Some(crate::edge::shed::Pressure::SchedulingDelay) { "down" } else { "up" },
                "maxDelayMs": app.config.max_event_loop_delay}),
     );
+    // Until the first health probes answer, "usable" would be a guess: say so.
+    let starting = app.agent.starting();
+    let down = if starting { "starting" } else { "down" };
     if let Some(router) = app.agent.llm_router() {
-        let usable = router.providers.iter().filter(|p| p.is_usable()).count();
+        let usable = router.providers.iter().filter(|p| p.is_ready()).count();
         unhealthy |= usable == 0;
         degraded |= usable < router.providers.len();
+        // Saturation is load, not failure: shown, never counted against health.
+        let concurrency: serde_json::Map<String, serde_json::Value> = router
+            .providers
+            .iter()
+            .map(|p| {
+                (
+                    p.name().to_owned(),
+                    crate::obs::metrics::slots_json(&p.slots),
+                )
+            })
+            .collect();
         checks.insert(
             "providers".into(),
-            json!({"status": if usable > 0 { "up" } else { "down" }, "usable": usable, "total": router.providers.len()}),
+            json!({"status": if usable > 0 { "up" } else { down }, "usable": usable, "total": router.providers.len(),
+                   "concurrency": concurrency}),
         );
     }
     if let Some((usable, total)) = app.agent.upstream_agents() {
@@ -150,7 +173,7 @@ pub async fn detailed(app: &App) -> Reply {
         degraded |= usable < total;
         checks.insert(
             "upstreams".into(),
-            json!({"status": if usable > 0 { "up" } else { "down" }, "usable": usable, "total": total}),
+            json!({"status": if usable > 0 { "up" } else { down }, "usable": usable, "total": total}),
         );
     }
     // The rate limiter's own connection and cached state: never a new connection.
@@ -169,7 +192,9 @@ pub async fn detailed(app: &App) -> Reply {
             );
         }
     }
-    let status = if unhealthy {
+    let status = if starting && pressure.is_none() {
+        "starting"
+    } else if unhealthy {
         "unhealthy"
     } else if degraded {
         "degraded"

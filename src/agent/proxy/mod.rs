@@ -12,6 +12,10 @@
 //! failure ends the answer with `atomic.error` + `done`. Each upstream has a breaker
 //! and a health check. Dropping the answer (the client left) drops the upstream
 //! request, which closes its connection.
+//!
+//! There is no concurrency cap per upstream here (unlike the LLM providers'
+//! `LLM_CONCURRENT_REQUESTS`): requests in flight are bounded by the edge
+//! (`MAX_IN_FLIGHT`, rate limits) and `least-inflight` balancing spreads them.
 
 pub mod balance;
 pub mod error;
@@ -34,6 +38,7 @@ use super::{Agent, AgentError};
 use crate::config::{Config, DEFAULT_AGENT_NAME};
 use crate::llm::breaker::BreakerPermit;
 use crate::llm::client::{self, HttpClient};
+use crate::llm::probe_loop::{ProbeLoop, Standing};
 use crate::protocol::{Query, ResponseHandler, Session};
 pub use balance::Balance;
 use error::{UpstreamError, UpstreamErrorKind};
@@ -48,6 +53,8 @@ pub struct ProxyAgent {
     name: String,
     settings: ProxySettings,
     pool: Arc<UpstreamPool>,
+    /// The health checks; they stop when the agent is dropped.
+    _monitor: Option<ProbeLoop>,
 }
 
 /// An upstream answer that has produced its first (valid) event.
@@ -69,13 +76,14 @@ impl ProxyAgent {
         } else {
             config.agent_name.clone()
         };
-        let agent = ProxyAgent::new(name, settings);
-        health::spawn(
+        let mut agent = ProxyAgent::new(name, settings);
+        let monitor = health::spawn(
             &agent.pool,
             agent.settings.health_check_interval,
             agent.settings.pool,
         )
         .map_err(|e| format!("cannot start the upstream health checks: {e}"))?;
+        agent._monitor = Some(monitor);
         Ok(agent)
     }
 
@@ -91,6 +99,7 @@ impl ProxyAgent {
             name,
             settings,
             pool,
+            _monitor: None,
         }
     }
 
@@ -186,15 +195,19 @@ impl Agent for ProxyAgent {
 
     fn upstream_agents(&self) -> Option<(usize, usize)> {
         let all = &self.pool.upstreams;
-        Some((all.iter().filter(|u| u.is_usable()).count(), all.len()))
+        Some((all.iter().filter(|u| u.is_ready()).count(), all.len()))
     }
 
     fn readiness(&self) -> Result<(), &'static str> {
-        if self.pool.any_usable() {
-            Ok(())
-        } else {
-            Err("no upstream agent is usable")
+        match self.pool.standing() {
+            Standing::Ready => Ok(()),
+            Standing::Starting => Err("waiting for the first health check of the upstream agents"),
+            Standing::Down => Err("no upstream agent is usable"),
         }
+    }
+
+    fn starting(&self) -> bool {
+        self.pool.standing() == Standing::Starting
     }
 
     async fn assist(

@@ -4,7 +4,7 @@
 //! Lock-free (atomics only), so workers never wait on each other here; it never does
 //! I/O (the health monitor and the relay do).
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,14 +13,15 @@ use smallvec::SmallVec;
 
 use super::balance::{order, Balance, Load};
 use crate::llm::breaker::{Breaker, BreakerState};
+use crate::llm::probe_loop::{standing, ProbeState, Probed, Standing};
 
 /// One upstream agent.
 #[derive(Debug)]
 pub struct Upstream {
     pub url: Uri,
     pub breaker: Arc<Breaker>,
-    /// Set by the health monitor; optimistic until its first probe.
-    healthy: AtomicBool,
+    /// Set by the health monitor; unknown until its first probe answers.
+    health: ProbeState,
     in_flight: AtomicUsize,
 }
 
@@ -29,23 +30,35 @@ impl Upstream {
         Upstream {
             url,
             breaker: Arc::new(breaker),
-            healthy: AtomicBool::new(true),
+            health: ProbeState::default(),
             in_flight: AtomicUsize::new(0),
         }
     }
 
-    /// Healthy and its breaker not open.
+    /// Worth trying now: not found unhealthy by a probe, and its breaker not open.
     pub fn is_usable(&self) -> bool {
-        self.healthy.load(Relaxed) && self.breaker.state() != BreakerState::Open
+        self.health.get() != Probed::Unhealthy && self.breaker.state() != BreakerState::Open
     }
 
+    /// Known usable: its last probe answered healthy and its breaker is not open
+    /// (what readiness counts).
+    pub fn is_ready(&self) -> bool {
+        self.is_healthy() && self.breaker.state() != BreakerState::Open
+    }
+
+    /// Its last probe answered healthy.
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Relaxed)
+        self.health.get() == Probed::Healthy
     }
 
-    /// Records a health probe's result; returns the previous one.
-    pub fn set_healthy(&self, ok: bool) -> bool {
-        self.healthy.swap(ok, Relaxed)
+    /// The health monitor's record of this upstream.
+    pub fn probe_state(&self) -> &ProbeState {
+        &self.health
+    }
+
+    /// Records a health probe's result; returns the state before it.
+    pub fn set_healthy(&self, ok: bool) -> Probed {
+        self.health.set(ok)
     }
 
     /// Requests now in flight to this upstream, from every worker.
@@ -73,7 +86,7 @@ impl Drop for InFlight<'_> {
 /// Every upstream, and the rotation shared by all workers.
 #[derive(Debug)]
 pub struct UpstreamPool {
-    pub upstreams: Vec<Upstream>,
+    pub upstreams: Vec<Arc<Upstream>>,
     balance: Balance,
     turn: AtomicUsize,
 }
@@ -88,7 +101,12 @@ impl UpstreamPool {
         UpstreamPool {
             upstreams: urls
                 .into_iter()
-                .map(|u| Upstream::new(u, Breaker::new(breaker_threshold, breaker_reset)))
+                .map(|u| {
+                    Arc::new(Upstream::new(
+                        u,
+                        Breaker::new(breaker_threshold, breaker_reset),
+                    ))
+                })
                 .collect(),
             balance,
             turn: AtomicUsize::new(0),
@@ -97,7 +115,17 @@ impl UpstreamPool {
 
     /// True when at least one upstream is usable.
     pub fn any_usable(&self) -> bool {
-        self.upstreams.iter().any(Upstream::is_usable)
+        self.upstreams.iter().any(|u| u.is_usable())
+    }
+
+    /// Readiness: ready once an upstream answered its probe and is usable; starting
+    /// while none is and some have not answered yet.
+    pub fn standing(&self) -> Standing {
+        standing(
+            self.upstreams
+                .iter()
+                .map(|u| (u.health.get(), u.breaker.state() != BreakerState::Open)),
+        )
     }
 
     /// Indices of the upstreams in the order this request should try them.
@@ -127,6 +155,9 @@ mod tests {
             3,
             Duration::from_secs(1),
         );
+        assert_eq!(pool.standing(), Standing::Starting);
+        pool.upstreams[0].set_healthy(true);
+        assert_eq!(pool.standing(), Standing::Ready);
         let held = pool.upstreams[0].begin();
         for _ in 0..4 {
             assert_eq!(pool.order()[0], 1);
@@ -138,5 +169,6 @@ mod tests {
         assert!(pool.any_usable());
         pool.upstreams[0].set_healthy(false);
         assert!(!pool.any_usable());
+        assert_eq!(pool.standing(), Standing::Down);
     }
 }

@@ -27,7 +27,7 @@ from harness import HERE, Agentd, Ctx, FakeOpenAI, Results, StaticSite, judge_ev
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--window-size=1100,1400"]
+         "--disable-dev-shm-usage", "--window-size=1100,900"]
 
 
 class Browser:
@@ -69,6 +69,7 @@ class Browser:
             raise RuntimeError("chromium has no page target")
         self.ws = connect(targets[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=10)
         self.n = 0
+        self.events: list[dict] = []  # DevTools events seen while waiting for answers
 
     def call(self, method: str, params: Optional[dict] = None, timeout: float = 30) -> dict:
         self.n += 1
@@ -80,6 +81,8 @@ class Browser:
             if left <= 0:
                 raise TimeoutError(f"DevTools {method}: no answer in {timeout} s")
             msg = json.loads(self.ws.recv(timeout=left))
+            if "method" in msg:
+                self.events.append(msg)
             if msg.get("id") == mid:
                 if "error" in msg:
                     raise RuntimeError(f"DevTools {method}: {msg['error']}")
@@ -93,6 +96,8 @@ class Browser:
         return r["result"].get("value")
 
     def goto(self, url: str) -> None:
+        self.call("Network.enable")
+        self.events.clear()
         self.call("Page.navigate", {"url": url})
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -103,6 +108,20 @@ class Browser:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"page {url} did not load")
+
+    def ws_errors(self, url: str) -> list[str]:
+        """The handshake errors the browser logged for WebSockets to url."""
+        self.call("Runtime.evaluate", {"expression": "0"})  # flush pending events
+        ids = {e["params"]["requestId"] for e in self.events
+               if e["method"] == "Network.webSocketCreated" and e["params"]["url"] == url}
+        return [e["params"]["errorMessage"] for e in self.events
+                if e["method"] == "Network.webSocketFrameError" and e["params"]["requestId"] in ids]
+
+    def statuses(self, url: str) -> list[int]:
+        """HTTP statuses of the browser's responses for url, in order."""
+        self.call("Runtime.evaluate", {"expression": "0"})
+        return [e["params"]["response"]["status"] for e in self.events
+                if e["method"] == "Network.responseReceived" and e["params"]["response"]["url"] == url]
 
     def screenshot(self, path: str) -> None:
         r = self.call("Page.captureScreenshot", {"format": "png"})
@@ -134,7 +153,8 @@ def js(v: Any) -> str:
 
 def es_summary(r: dict) -> str:
     names = [m["event_name"] for m in r["messages"]]
-    return (f"events {names}, errors {[(e['t'], e['readyState']) for e in r['errors']]}, "
+    statuses = f"HTTP statuses the browser got {r['statuses']}, " if "statuses" in r else ""
+    return (f"{statuses}{len(names)} events ({names.count('done')} done), errors (ms, readyState) {[(e['t'], e['readyState']) for e in r['errors']]}, "
             f"final readyState {r['readyState']} ({r.get('why')})")
 
 
@@ -209,9 +229,11 @@ def run_chromium(res: Results, binary: str, out_dir: str) -> None:
                 def after_done(ctx: Ctx) -> None:
                     before = fake.runs
                     t0 = time.monotonic()
-                    r = browser.eval(f"esRun({js(a.base + '/stream?prompt=once')}, {{maxMs: 8000}})", 20)
+                    url = a.base + "/stream?prompt=once"
+                    r = browser.eval(f"esRun({js(url)}, {{maxMs: 8000}})", 20)
                     time.sleep(max(0.0, 8.0 - (time.monotonic() - t0)))  # watch the whole 8 s
                     runs = fake.runs - before
+                    r["statuses"] = browser.statuses(url)
                     ctx.expect(r["doneAt"] is not None, f"expected done; got {es_summary(r)}")
                     ids = [m["lastEventId"] for m in r["messages"]]
                     ctx.expect(all(ids), f"expected an SSE id on every /stream event (so that the browser "
@@ -219,10 +241,10 @@ def run_chromium(res: Results, binary: str, out_dir: str) -> None:
                     ctx.expect(runs == 1, f"expected exactly 1 agent run in 8 s after one EventSource; got "
                                           f"{runs} (the browser reconnects after done and the server re-runs the agent); "
                                           f"{es_summary(r)}")
-                    ctx.expect(r["readyState"] == 2 and r["why"] == "closed by the browser",
+                    ctx.expect(r["readyState"] == 2 and r["why"] == "closed by the browser" and r["statuses"][-1:] == [204],
                                "expected the browser to close the EventSource (readyState 2) when its "
                                f"reconnect with Last-Event-ID got 204; got {es_summary(r)}")
-                    ctx.note(f"1 run; {es_summary(r)}")
+                    ctx.note(f"{runs} agent run(s) in 8 s; {es_summary(r)}")
                 res.check("chromium: after done the EventSource stops (204 to Last-Event-ID), 1 agent run in 8 s", after_done)
 
             # (b) a refused origin: the page is served from `other`, agentd allows only `page`.
@@ -236,10 +258,13 @@ def run_chromium(res: Results, binary: str, out_dir: str) -> None:
                 res.check("chromium: refused origin: EventSource fails (CORS)", refused_es)
 
                 def refused_ws(ctx: Ctx) -> None:
-                    r = browser.eval(f"wsRun({js(b.ws_base + '/ws')}, {js({'type': 'agent-query', 'prompt': 'hijack', 'requestId': 'x'})}, {{maxMs: 6000}})", 15)
-                    ctx.expect(r["opened"] is None and not r["messages"],
-                               f"expected the upgrade from {other.origin} to be refused (403; cross-site WebSocket "
-                               f"hijacking); got {ws_summary(r)}")
+                    url = b.ws_base + "/ws"
+                    r = browser.eval(f"wsRun({js(url)}, {js({'type': 'agent-query', 'prompt': 'hijack', 'requestId': 'x'})}, {{maxMs: 6000}})", 15)
+                    errs = browser.ws_errors(url)
+                    ctx.expect(r["opened"] is None and not r["messages"] and any("403" in e for e in errs),
+                               f"expected the upgrade from {other.origin} to be refused with 403 (cross-site WebSocket "
+                               f"hijacking); got {ws_summary(r)}; browser's handshake errors {errs}")
+                    ctx.note(f"browser: {errs}")
                 res.check("chromium: refused origin: WebSocket upgrade refused", refused_ws)
 
             # (c) AUTH_REQUIRED: a token in ?access_token= is all a browser can send.

@@ -182,7 +182,8 @@ def group_node_ws(res: Results, binary: str, out: str) -> None:
                 ctx.require(r["opened"], f"{what}: expected the socket to open; got {short(r)}")
                 msgs = [json.loads(m) for m in r["messages"] if isinstance(m, str)]
                 errs = [m for m in msgs if m.get("type") == "error"]
-                ctx.require(not errs, f"{what}: expected events through done then metrics; got the error {short(errs[0])}")
+                ctx.require(not errs, f"{what}: expected events through done then metrics; got the error "
+                                      f"{short(errs[:1])}")
                 ctx.require(msgs and msgs[-1].get("type") == "metrics",
                             f"{what}: expected a metrics message last; got {short(r['messages'], 400)}")
                 events = msgs[:-1]

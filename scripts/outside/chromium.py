@@ -270,7 +270,9 @@ def run_chromium(res: Results, binary: str, out_dir: str) -> None:
             # (c) AUTH_REQUIRED: a token in ?access_token= is all a browser can send.
             snap("refused")
             browser.goto(page_url)
-            token = jwt.encode({"sub": "page-user", "role": "user", "exp": int(time.time()) + 600}, secret, algorithm="HS256")
+            claims = {"sub": "page-user", "role": "user", "exp": int(time.time()) + 600}
+            token = jwt.encode(claims, secret, algorithm="HS256")
+            forged = jwt.encode(claims, "not-the-server-secret-0123456789", algorithm="HS256")
             with Agentd(binary, out_dir, "chromium-auth",
                         {**cors, "AUTH_REQUIRED": "true", "JWT_SECRET": secret}) as c:
                 q = "?prompt=authorised&access_token=" + urllib.parse.quote(token)
@@ -281,7 +283,10 @@ def run_chromium(res: Results, binary: str, out_dir: str) -> None:
                     r = browser.eval(f"esRun({js(c.base + '/stream?prompt=anonymous')}, {{maxMs: 6000}})", 15)
                     ctx.expect(not r["messages"] and r["readyState"] == 2,
                                f"expected an EventSource without a token to fail (401); got {es_summary(r)}")
-                res.check("chromium: AUTH_REQUIRED: EventSource with ?access_token= succeeds, without fails", auth_es)
+                    r = browser.eval(f"esRun({js(c.base + '/stream?prompt=forged&access_token=' + forged)}, {{maxMs: 6000}})", 15)
+                    ctx.expect(not r["messages"] and r["readyState"] == 2,
+                               f"expected an EventSource with a token of another key to fail (401); got {es_summary(r)}")
+                res.check("chromium: AUTH_REQUIRED: EventSource with ?access_token= succeeds, without or forged fails", auth_es)
 
                 def auth_ws(ctx: Ctx) -> None:
                     msg = {"type": "agent-query", "prompt": "authorised", "requestId": "a1"}
@@ -290,7 +295,10 @@ def run_chromium(res: Results, binary: str, out_dir: str) -> None:
                     r = browser.eval(f"wsRun({js(c.ws_base + '/ws')}, {js(msg)}, {{maxMs: 6000}})", 15)
                     ctx.expect(r["opened"] is None and not r["messages"],
                                f"expected a WebSocket without a token to be refused (401); got {ws_summary(r)}")
-                res.check("chromium: AUTH_REQUIRED: WebSocket with ?access_token= succeeds, without is refused", auth_ws)
+                    r = browser.eval(f"wsRun({js(c.ws_base + '/ws?access_token=' + forged)}, {js(msg)}, {{maxMs: 6000}})", 15)
+                    ctx.expect(r["opened"] is None and not r["messages"],
+                               f"expected a WebSocket with a token of another key to be refused (401); got {ws_summary(r)}")
+                res.check("chromium: AUTH_REQUIRED: WebSocket with ?access_token= succeeds, without or forged is refused", auth_ws)
 
                 def token_not_logged(ctx: Ctx) -> None:
                     time.sleep(0.3)

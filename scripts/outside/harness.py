@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -172,6 +173,7 @@ class Agentd:
                 p.kill()
                 p.wait(5)
         self.logf.close()
+        shutil.rmtree(self.cwd, ignore_errors=True)
 
     def log_tail(self, n: int = 2000) -> str:
         try:

@@ -227,12 +227,12 @@ def run_chromium(res: Results, binary: str, out_dir: str) -> None:
                 res.check("chromium: allowed origin: WebSocket on /ws answers an agent-query through done", allowed_ws)
 
                 def after_done(ctx: Ctx) -> None:
-                    before = fake.runs
+                    before = fake.agent_runs(a)
                     t0 = time.monotonic()
                     url = a.base + "/stream?prompt=once"
                     r = browser.eval(f"esRun({js(url)}, {{maxMs: 8000}})", 20)
                     time.sleep(max(0.0, 8.0 - (time.monotonic() - t0)))  # watch the whole 8 s
-                    runs = fake.runs - before
+                    runs = fake.agent_runs(a) - before
                     r["statuses"] = browser.statuses(url)
                     ctx.expect(r["doneAt"] is not None, f"expected done; got {es_summary(r)}")
                     ids = [m["lastEventId"] for m in r["messages"]]

@@ -206,7 +206,8 @@ class Agentd:
 class FakeOpenAI:
     """A minimal OpenAI-compatible server: GET /v1/models, and POST
     /v1/chat/completions streaming a short answer. `runs` counts the completions asked
-    for, that is the agent runs of an agentd whose LLM agent points here."""
+    for, that is the agent runs of an agentd whose LLM agent points here (see
+    agent_runs)."""
 
     def __init__(self) -> None:
         fake = self
@@ -234,13 +235,14 @@ class FakeOpenAI:
                     self._send(404, "application/json", b'{"error":{"message":"not found"}}')
 
             def do_POST(self) -> None:
+                if self.path.endswith("/chat/completions"):
+                    with fake.lock:  # counted on the request head: a run cut short counts too
+                        fake.runs += 1
                 n = int(self.headers.get("content-length") or 0)
                 self.rfile.read(n)
                 if not self.path.endswith("/chat/completions"):
                     self._send(404, "application/json", b'{"error":{"message":"not found"}}')
                     return
-                with fake.lock:
-                    fake.runs += 1
 
                 def chunk(delta: dict, finish: Optional[str] = None, **extra: Any) -> bytes:
                     obj = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
@@ -274,7 +276,17 @@ class FakeOpenAI:
 
     def agent_env(self) -> dict[str, str]:
         return {"AGENT": "llm", "OPENAI_API_KEY": "sk-outside-test", "OPENAI_BASE_URL": self.base,
-                "OPENAI_MODEL": "fake-model", "HEALTH_CHECK_INTERVAL": "60000"}
+                "OPENAI_MODEL": "fake-model", "HEALTH_CHECK_INTERVAL": "60000", "ENABLE_METRICS": "true"}
+
+    def agent_runs(self, a: "Agentd") -> int:
+        """Agent runs of `a` (which uses this upstream) so far: the LLM requests agentd says
+        it started (a run cut short may never reach the upstream), or the ones that reached
+        the upstream, whichever is more."""
+        try:
+            started = int(a.metric("agentd_llm_requests_total"))
+        except Exception:
+            started = 0
+        return max(self.runs, started)
 
 
 # ------------------------------------------------------------------ static pages

@@ -266,8 +266,9 @@ def group_pyjwt(res: Results, binary: str, out: str) -> None:
             refused(ctx, a.base, jwt.encode(claims, "another-secret-entirely-0123456789", algorithm="HS256"), "wrong key")
             refused(ctx, a.base, jwt.encode(claims, None, algorithm="none"), "alg none")
             refused(ctx, a.base, jwt.encode({k: v for k, v in claims.items() if k != "exp"}, secret, algorithm="HS256"), "no exp")
+            refused(ctx, a.base, jwt.encode({**claims, "nbf": now + 3600}, secret, algorithm="HS256"), "not valid before an hour from now")
             refused(ctx, a.base, None, "no token")
-        res.check("pyjwt: expired, wrong-key, alg-none, no-exp and missing tokens get 401", hs_bad)
+        res.check("pyjwt: expired, wrong-key, alg-none, no-exp, future-nbf and missing tokens get 401", hs_bad)
 
         def api_key_alone(ctx: Ctx) -> None:
             expect_stream(ctx, a.base, "/agent-api", body(), "/agent-api with X-API-Key only (AUTH_REQUIRED=true)",

@@ -19,7 +19,6 @@ import urllib.request
 from typing import Any, Optional
 
 import jwt
-from ulid import ULID
 from websockets.sync.client import connect
 
 from harness import HERE, Agentd, Ctx, FakeOpenAI, Results, StaticSite, judge_events, log, short

@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -392,6 +393,8 @@ def group_aiohttp(res: Results, binary: str, out: str) -> None:
 
 
 def main() -> int:
+    # `timeout` sends SIGTERM: unwind, so that every agentd and Chromium is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args = sys.argv[1:]
     only = None
     if "--only" in args:

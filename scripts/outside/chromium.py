@@ -202,7 +202,8 @@ def run_chromium(res: Results, binary: str, out_dir: str) -> None:
 
             # (a) allowed origin; (d) what the browser does after done. The LLM agent on a
             # fake upstream, so that every agent run is counted where it costs: upstream.
-            with Agentd(binary, out_dir, "chromium-allowed", {**cors, **fake.agent_env()}) as a:
+            with Agentd(binary, out_dir, "chromium-allowed",
+                        {**cors, **fake.agent_env(), "RATE_LIMIT_MAX": "1000"}) as a:
                 def allowed_es(ctx: Ctx) -> None:
                     r = browser.eval(f"esRun({js(a.base + '/stream?prompt=' + urllib.parse.quote('Hello from a page'))}, {{untilDone: true, maxMs: 10000}})", 20)
                     judge_es_events(ctx, r, "EventSource from the allowed origin")
@@ -214,10 +215,16 @@ def run_chromium(res: Results, binary: str, out_dir: str) -> None:
                     r = browser.eval(f"fetchHeaders({js(a.base + '/health')}, {js(names)})", 15)
                     ctx.require("error" not in r, f"expected a readable cross-origin fetch of /health; got {r}")
                     ctx.expect(bool(r["headers"].get("x-request-id")),
-                               "expected the page to read x-request-id (Access-Control-Expose-Headers); "
+                               "expected the page to read x-request-id of /health (Access-Control-Expose-Headers); "
                                f"got headers {r['headers']} (status {r['status']})")
-                    ctx.note(f"page reads {r['headers']}")
-                res.check("chromium: allowed origin: page reads x-request-id of a cross-origin fetch", allowed_headers)
+                    names = ["x-request-id", "x-ratelimit-limit", "x-ratelimit-remaining"]
+                    s = browser.eval(f"fetchHeaders({js(a.base + '/stream?prompt=headers')}, {js(names)})", 15)
+                    ctx.require("error" not in s, f"expected a readable cross-origin fetch of /stream; got {s}")
+                    ctx.expect(all(s["headers"].get(n) for n in names),
+                               f"expected the page to read {names} of /stream with RATE_LIMIT_MAX set "
+                               f"(Access-Control-Expose-Headers); got headers {s['headers']} (status {s['status']})")
+                    ctx.note(f"page reads {r['headers']} of /health, {s['headers']} of /stream")
+                res.check("chromium: allowed origin: page reads x-request-id and x-ratelimit-* of cross-origin fetches", allowed_headers)
 
                 def allowed_ws(ctx: Ctx) -> None:
                     r = browser.eval(f"wsRun({js(a.ws_base + '/ws')}, {js({'type': 'agent-query', 'prompt': 'hi from a page', 'requestId': 'page-1'})})", 20)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The project's test command: formatting, lints, unit and integration tests, the interop
-# check with the official Python client library, and the benchmark harness end to end.
-# SKIP_INTEROP=1, SKIP_HOSTILE=1, SKIP_FUZZ=1, SKIP_SOAK=1 or SKIP_BENCH=1 leave those
-# parts out.
+# check with the official Python client library, the outside-client suite (Chromium,
+# Node, Python clients, PyJWT, promtool), and the benchmark harness end to end.
+# SKIP_INTEROP=1, SKIP_OUTSIDE=1, SKIP_HOSTILE=1, SKIP_FUZZ=1, SKIP_SOAK=1 or
+# SKIP_BENCH=1 leave those parts out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +22,13 @@ if [[ ${SKIP_INTEROP:-0} != 1 ]]; then
   AGENTD_BIN=target/release/agentd scripts/interop.sh
   step "proxy mode in front of the official Python reference server"
   AGENTD_BIN=target/release/agentd scripts/proxy-interop.sh
+fi
+if [[ ${SKIP_OUTSIDE:-0} != 1 ]]; then
+  step "outside clients: Chromium, Node eventsource and ws, httpx-sse, PyJWT, promtool"
+  # where cargo puts the binary (CARGO_TARGET_DIR, .cargo/config.toml), not a guess
+  outside_target="$(cargo metadata --format-version 1 --no-deps \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+  AGENTD_BIN="$outside_target/release/agentd" scripts/outside.sh
 fi
 if [[ ${SKIP_HOSTILE:-0} != 1 ]]; then
   step "hostile clients: slowloris, HTTP/2 rapid reset and CONTINUATION flood"

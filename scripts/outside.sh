@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Outside-client suite: agentd spoken to by clients nobody on this project wrote.
+#
+#   scripts/outside.sh                            # build (cargo build --release) and check
+#   AGENTD_BIN=path/to/agentd scripts/outside.sh  # check an existing binary, no build
+#   scripts/outside.sh --only node-ws,pyjwt       # some groups only
+#
+# Clients: headless Chromium (Debian `chromium`) on a page of another origin using
+# EventSource on /stream, WebSocket on /ws and fetch; the npm `eventsource` and `ws`
+# packages; Python httpx-sse and aiohttp judged by the official sentient-agent-framework
+# 0.3.0 models; tokens minted by PyJWT; `promtool check metrics` (Debian `prometheus`).
+# Each check starts its own agentd on free 127.0.0.1 ports and stops it by PID.
+#
+# Installs what it needs: the pinned scripts/outside/requirements.txt into
+# .venv-outside/ (scripts/lib/venv.sh), the locked npm packages of scripts/outside/node/
+# (npm ci). chromium, promtool and node must be on the machine (.ci/run installs them).
+# Logs, /metrics text and screenshots go to OUTSIDE_OUT (default: a new temporary
+# folder, printed). Other knobs: PYTHON, OUTSIDE_VENV, OUTSIDE_TIMEOUT (seconds for
+# the whole run, default 300), CHROMIUM (default /usr/bin/chromium).
+# Exit status: 0 when every check passed; the last line is "N passed, M failed".
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+VENV="${OUTSIDE_VENV:-$ROOT/.venv-outside}"
+DIR="$ROOT/scripts/outside"
+NODE_DIR="$DIR/node"
+
+log() { printf 'outside.sh: %s\n' "$*" >&2; }
+
+for tool in node npm; do
+    command -v "$tool" >/dev/null || { log "$tool is missing (Debian: apt-get install nodejs npm)"; exit 1; }
+done
+
+# --- Python venv (sentient_agent_framework 0.3.0 needs Python >= 3.11) ---------
+# shellcheck source=lib/venv.sh
+source "$ROOT/scripts/lib/venv.sh"
+ensure_venv "$VENV" "$DIR/requirements.txt" 3.11
+
+# --- npm packages, from the lock file ------------------------------------------
+lock_hash="$(sha256sum "$NODE_DIR/package-lock.json" | cut -d' ' -f1)"
+if [[ "$(cat "$NODE_DIR/node_modules/.lock-sha256" 2>/dev/null || true)" != "$lock_hash" ]]; then
+    log "npm ci in scripts/outside/node"
+    (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$lock_hash" > "$NODE_DIR/node_modules/.lock-sha256"
+fi
+
+# --- binary ---------------------------------------------------------------------
+if [[ -n "${AGENTD_BIN:-}" ]]; then
+    BIN="$AGENTD_BIN"
+else
+    log "cargo build --release"
+    cargo build --release --bin agentd
+    TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | "$VPY" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+    BIN="$TARGET_DIR/release/agentd"
+fi
+[[ -x "$BIN" ]] || { log "no executable agentd at $BIN"; exit 1; }
+
+# --- run ------------------------------------------------------------------------
+OUT="${OUTSIDE_OUT:-$(mktemp -d -t agentd-outside.XXXXXX)}"
+mkdir -p "$OUT"
+log "agentd $BIN; output in $OUT"
+cd "$DIR"
+timeout -k 10 "${OUTSIDE_TIMEOUT:-300}" "$VPY" "$DIR/run.py" "$BIN" "$OUT" "$@"

@@ -1,0 +1,441 @@
+#!/usr/bin/env python3
+"""The outside-client suite: agentd spoken to by clients nobody on this project wrote.
+
+Usage: run.py AGENTD_BIN OUT_DIR [--only chromium,node-eventsource,node-ws,httpx-sse,pyjwt,promtool,aiohttp]
+
+Each group starts its own agentd processes (free 127.0.0.1 ports, the environment it
+needs, nothing inherited) and stops them by PID. Every check prints one PASS or FAIL
+line (a FAIL says what was expected and what came back); the last line is
+"N passed, M failed". Exit status 1 when any check failed.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Optional
+
+import aiohttp
+import httpx
+import httpx_sse
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from ulid import ULID
+
+from sentient_agent_framework.interface.request import Query, Request
+from sentient_agent_framework.interface.session import SessionObject
+
+from harness import HERE, Agentd, Ctx, FakeOpenAI, Results, judge_events, log, short
+
+NODE_DIR = os.path.join(HERE, "node")
+TIMEOUT = httpx.Timeout(15.0)
+GROUPS = ["chromium", "node-eventsource", "node-ws", "httpx-sse", "pyjwt", "promtool", "aiohttp"]
+
+
+def ulid() -> str:
+    return str(ULID())
+
+
+def node(script: str, *args: str, timeout: float = 30) -> dict:
+    p = subprocess.run(["node", os.path.join(NODE_DIR, script), *args], capture_output=True,
+                       text=True, timeout=timeout, cwd=NODE_DIR)
+    if p.returncode != 0 or not p.stdout.strip():
+        raise RuntimeError(f"node {script} exited {p.returncode}: {short(p.stderr, 600)}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------- SSE over httpx-sse
+
+
+def post_sse(base: str, path: str, body: bytes, headers: Optional[dict] = None) -> tuple[int, list, str, httpx.Headers]:
+    """POSTs body as is; returns (status, [(event, data)], error body, headers)."""
+    h = {"content-type": "application/json", "accept": "text/event-stream"}
+    h.update(headers or {})
+    with httpx.Client(timeout=TIMEOUT) as c:
+        with httpx_sse.connect_sse(c, "POST", base + path, content=body, headers=h) as es:
+            r = es.response
+            if r.status_code != 200:
+                return r.status_code, [], r.read().decode("utf-8", "replace"), r.headers
+            return 200, [(s.event, s.data) for s in es.iter_sse()], "", r.headers
+
+
+def expect_stream(ctx: Ctx, base: str, path: str, body: bytes, what: str, headers: Optional[dict] = None) -> int:
+    status, evs, err, _ = post_sse(base, path, body, headers)
+    ctx.require(status == 200, f"{what}: expected 200 and events; got {status} {short(err)} for body {short(body)}")
+    judge_events(ctx, [d for _, d in evs], what, names=[e for e, _ in evs])
+    return len(evs)
+
+
+def official_body(prompt: str, session: bool = True) -> bytes:
+    """The body as the official package's models serialise it."""
+    req = Request(query=Query(id=ULID(), prompt=prompt),
+                  session=SessionObject(processor_id="sentient-chat-client", activity_id=ULID(),
+                                        request_id=ULID(), interactions=[]) if session else None)
+    return req.model_dump_json().encode()
+
+
+def group_httpx_sse(res: Results, binary: str, out: str) -> None:
+    with Agentd(binary, out, "httpx-sse", {}) as a:
+        res.check("httpx-sse: POST /agent with the official Request model, every event through ResponseEventAdapter",
+                  lambda ctx: ctx.note(f"{expect_stream(ctx, a.base, '/agent', official_body('Hello from httpx-sse'), 'official Request')} events"))
+        res.check("httpx-sse: POST /assist, the reference's route, same events",
+                  lambda ctx: ctx.note(f"{expect_stream(ctx, a.base, '/assist', official_body('assist'), '/assist')} events"))
+
+        def bom(ctx: Ctx) -> None:
+            body = b"\xef\xbb\xbf" + json.dumps({"query": {"id": ulid(), "prompt": "with a BOM"}}).encode()
+            expect_stream(ctx, a.base, "/agent", body, "body starting with a UTF-8 BOM (Fastify strips it)")
+        res.check("httpx-sse: a body with a UTF-8 BOM is accepted", bom)
+
+        def session_null(ctx: Ctx) -> None:
+            body = json.dumps({"query": {"id": ulid(), "prompt": "null session"}, "session": None}).encode()
+            expect_stream(ctx, a.base, "/agent", body, '"session": null (null for an optional object means absent)')
+        res.check('httpx-sse: "session": null is accepted', session_null)
+
+        def context_null(ctx: Ctx) -> None:
+            body = json.dumps({"query": {"id": ulid(), "prompt": "null context", "context": None}}).encode()
+            expect_stream(ctx, a.base, "/agent", body, '"query": {"context": null}')
+        res.check('httpx-sse: "query": {"context": null} is accepted', context_null)
+
+        def official_none(ctx: Ctx) -> None:
+            body = official_body("official, no session", session=False)
+            ctx.note(f"body {body.decode()}")
+            expect_stream(ctx, a.base, "/agent", body, "Request(query, session=None).model_dump_json()")
+        res.check("httpx-sse: the official Request(..., session=None).model_dump_json() POSTed as is", official_none)
+
+    with FakeOpenAI() as fake, Agentd(binary, out, "httpx-sse-head", fake.agent_env()) as a:
+        def head(ctx: Ctx) -> None:
+            with httpx.Client(timeout=TIMEOUT) as c:
+                before = fake.agent_runs(a)
+                statuses = [c.head(a.base + f"/stream?prompt=head{i}").status_code for i in range(3)]
+                time.sleep(1.0)
+                heads = fake.agent_runs(a) - before
+                ctx.expect(all(200 <= s < 300 for s in statuses), f"expected HEAD /stream?prompt=x to answer 2xx; got {statuses}")
+                ctx.expect(heads == 0, f"expected HEAD to run no agent (no LLM request); got {heads} agent run(s) "
+                                       "for three HEADs")
+                # and a GET still runs it, so the counter is known to work
+                g = c.get(a.base + "/stream?prompt=y")
+                time.sleep(0.2)
+                gets = fake.agent_runs(a) - before - heads
+                ctx.expect(g.status_code == 200 and gets == 1,
+                           f"expected a GET to run the agent once; got {g.status_code}, {gets} run(s)")
+                ctx.note(f"HEAD {statuses}, agent runs for them: {heads}; GET ran the agent once")
+        res.check("httpx-sse: HEAD /stream?prompt=x runs no agent", head)
+
+
+# ------------------------------------------------------------------ node clients
+
+
+def group_node_eventsource(res: Results, binary: str, out: str) -> None:
+    with FakeOpenAI() as fake, Agentd(binary, out, "node-eventsource", fake.agent_env()) as a:
+        before = fake.agent_runs(a)
+        t0 = time.monotonic()
+        seen: dict[str, Any] = {}
+        try:
+            seen = node("es_check.mjs", a.base + "/stream?prompt=" + "Hello%20from%20node", "8000", timeout=30)
+        except Exception as e:
+            seen = {"crash": str(e)}
+        # watch the whole 8 s for re-runs, even when the client stopped early
+        time.sleep(max(0.0, 8.0 - (time.monotonic() - t0)))
+        runs = fake.agent_runs(a) - before
+
+        def summary() -> str:
+            return (f"requests {[(r['lastEventId'], r['status']) for r in seen.get('requests', [])]}, "
+                    f"errors {[(e['code'], e['message']) for e in seen.get('errors', [])]}, "
+                    f"readyState {seen.get('readyState')} ({seen.get('why')})")
+
+        def events(ctx: Ctx) -> None:
+            ctx.require("crash" not in seen, f"node eventsource crashed: {seen.get('crash')}")
+            msgs = seen["messages"]
+            names = [json.loads(m["data"]).get("event_name") for m in msgs]
+            ctx.require("done" in names, f"expected events through done; got {names}; {summary()}")
+            first = msgs[: names.index("done") + 1]
+            judge_events(ctx, [m["data"] for m in first], "node eventsource /stream")
+            ids = [m["lastEventId"] for m in first]
+            ctx.expect(all(ids), f"expected an SSE id on every /stream event; got lastEventId {ids}")
+            ctx.note(f"{len(first)} events, ids {ids[:1]}…")
+        res.check("node eventsource: /stream events parsed, ids present, ends at done", events)
+
+        def stops(ctx: Ctx) -> None:
+            ctx.require("crash" not in seen, f"node eventsource crashed: {seen.get('crash')}")
+            reqs = seen["requests"]
+            last_id = next((m["lastEventId"] for m in reversed(seen["messages"]) if m["lastEventId"]), "")
+            ctx.expect(runs == 1, f"expected exactly 1 agent run in 8 s; got {runs}; {summary()}")
+            ctx.expect(len(reqs) == 2 and reqs[1]["status"] == 204 and reqs[1]["lastEventId"] == last_id and last_id,
+                       f"expected one reconnect with Last-Event-ID {last_id or '<an id>'!r} answered 204; got {summary()}")
+            ctx.expect(seen["readyState"] == 2 and seen["why"] == "closed",
+                       f"expected the EventSource closed (readyState 2) after the 204; got {summary()}")
+            ctx.note(summary())
+        res.check("node eventsource: reconnect after done gets 204 and stops (1 agent run in 8 s)", stops)
+
+
+def group_node_ws(res: Results, binary: str, out: str) -> None:
+    allowed, refused = "http://allowed.example", "http://evil.example"
+    with Agentd(binary, out, "node-ws", {"CORS_ORIGINS": allowed}) as a:
+        seen = node("ws_check.mjs", a.ws_base + "/ws", allowed, refused, timeout=60)
+
+        def answer(key: str, rid: str, what: str):
+            def run(ctx: Ctx) -> None:
+                r = seen[key]
+                ctx.require(r["opened"], f"{what}: expected the socket to open; got {short(r)}")
+                msgs = [json.loads(m) for m in r["messages"] if isinstance(m, str)]
+                errs = [m for m in msgs if m.get("type") == "error"]
+                ctx.require(not errs, f"{what}: expected events through done then metrics; got the error "
+                                      f"{short(errs[:1])}")
+                ctx.require(msgs and msgs[-1].get("type") == "metrics",
+                            f"{what}: expected a metrics message last; got {short(r['messages'], 400)}")
+                events = msgs[:-1]
+                ctx.expect(all(e.get("requestId") == rid for e in events + msgs[-1:]),
+                           f"{what}: expected requestId {rid!r} on every message; got {[m.get('requestId') for m in msgs]}")
+                for e in events:
+                    e.pop("requestId", None)
+                judge_events(ctx, [json.dumps(e) for e in events], what)
+                ctx.note(f"{len(events)} events then metrics")
+            return run
+        res.check('node ws: {"type":"agent-query","prompt":"hi","requestId":"r1"} streams through done',
+                  answer("flat", "r1", "flat message"))
+        res.check('node ws: {"type":"agent-query","query":{"id","prompt"},"requestId":"r2"} streams through done',
+                  answer("nested", "r2", "the guide's query-object message"))
+
+        def ping(ctx: Ctx) -> None:
+            r = seen["ping"]
+            ctx.require(r["opened"], f"expected the socket to open; got {short(r)}")
+            ctx.expect(r["messages"][:1] == ['{"type":"pong"}'], f'expected {{"type":"pong"}}; got {r["messages"]}')
+            ctx.expect(r["pongFrame"], "expected a pong frame for a ping frame; got none")
+        res.check("node ws: ping/pong (JSON and frames)", ping)
+
+        def origin(ctx: Ctx) -> None:
+            r = seen["refused"]
+            ctx.expect(not r["opened"] and r["upgradeStatus"] == 403,
+                       f"expected 403 to an upgrade with Origin {refused} (CORS_ORIGINS={allowed}); got "
+                       f"opened={r['opened']} status {r['upgradeStatus']} messages {short(r['messages'])}")
+            n = seen["noOrigin"]
+            ctx.expect(n["opened"] and n["messages"][:1] == ['{"type":"pong"}'],
+                       f"expected a client that sends no Origin (not a browser) to be served; got {short(n)}")
+        res.check("node ws: an upgrade from a disallowed Origin gets 403", origin)
+
+
+# ------------------------------------------------------------------ PyJWT
+
+
+def group_pyjwt(res: Results, binary: str, out: str) -> None:
+    secret = "outside-suite-hs256-secret-0123456789"
+    api_key = "outside-suite-api-key-42"
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pub_pem = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    tmp = tempfile.mkdtemp(prefix="agentd-outside-jwt-")
+    pub_path = os.path.join(tmp, "jwt-public.pem")
+    with open(pub_path, "wb") as f:
+        f.write(pub_pem)
+    now = int(time.time())
+    claims = {"sub": "outside-user", "role": "user", "iat": now, "exp": now + 600}
+
+    def hs256_with(k: bytes, payload: dict) -> str:
+        # PyJWT refuses a PEM key as an HMAC secret (it guards against this attack), so
+        # this token is put together by hand as an attacker would.
+        import base64, hashlib, hmac
+        b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=")
+        signing = b64(b'{"alg":"HS256","typ":"JWT"}') + b"." + b64(json.dumps(payload).encode())
+        return (signing + b"." + b64(hmac.new(k, signing, hashlib.sha256).digest())).decode()
+
+    body = lambda: official_body("authorised")
+
+    def refused(ctx: Ctx, base: str, token: Optional[str], what: str) -> None:
+        h = {"authorization": f"Bearer {token}"} if token is not None else {}
+        status, evs, err, hd = post_sse(base, "/agent", body(), h)
+        ctx.expect(status == 401, f"{what}: expected 401; got {status} {short(err) if err else f'{len(evs)} events'}")
+        if status == 401:
+            ctx.expect(hd.get("www-authenticate", "").lower().startswith("bearer"),
+                       f"{what}: expected WWW-Authenticate: Bearer on the 401; got {hd.get('www-authenticate')!r}")
+
+    with Agentd(binary, out, "pyjwt-hs256", {"AUTH_REQUIRED": "true", "JWT_SECRET": secret,
+                                             "API_KEY_SECRET": api_key}) as a:
+        def hs_ok(ctx: Ctx) -> None:
+            tok = jwt.encode(claims, secret, algorithm="HS256")
+            expect_stream(ctx, a.base, "/agent", body(), "HS256 token from PyJWT", {"authorization": f"Bearer {tok}"})
+        res.check("pyjwt: an HS256 token (JWT_SECRET) is accepted on /agent with AUTH_REQUIRED=true", hs_ok)
+
+        def hs_bad(ctx: Ctx) -> None:
+            refused(ctx, a.base, jwt.encode({**claims, "exp": now - 3600}, secret, algorithm="HS256"), "expired token")
+            refused(ctx, a.base, jwt.encode(claims, "another-secret-entirely-0123456789", algorithm="HS256"), "wrong key")
+            refused(ctx, a.base, jwt.encode(claims, None, algorithm="none"), "alg none")
+            refused(ctx, a.base, jwt.encode({k: v for k, v in claims.items() if k != "exp"}, secret, algorithm="HS256"), "no exp")
+            refused(ctx, a.base, jwt.encode({**claims, "nbf": now + 3600}, secret, algorithm="HS256"), "not valid before an hour from now")
+            refused(ctx, a.base, None, "no token")
+        res.check("pyjwt: expired, wrong-key, alg-none, no-exp, future-nbf and missing tokens get 401", hs_bad)
+
+        def api_key_alone(ctx: Ctx) -> None:
+            expect_stream(ctx, a.base, "/agent-api", body(), "/agent-api with X-API-Key only (AUTH_REQUIRED=true)",
+                          {"x-api-key": api_key})
+            status, _, err, _ = post_sse(a.base, "/agent-api", body(), {"x-api-key": "wrong-key"})
+            ctx.expect(status == 401, f"/agent-api with a wrong X-API-Key: expected 401; got {status} {short(err)}")
+        res.check("pyjwt: /agent-api with a valid X-API-Key and no JWT gets 200 under AUTH_REQUIRED=true", api_key_alone)
+
+    with Agentd(binary, out, "pyjwt-rs256", {"AUTH_REQUIRED": "true", "JWT_PUBLIC_KEY": pub_path}) as a:
+        def rs_ok(ctx: Ctx) -> None:
+            tok = jwt.encode(claims, key, algorithm="RS256")
+            expect_stream(ctx, a.base, "/agent", body(), "RS256 token from PyJWT", {"authorization": f"Bearer {tok}"})
+        res.check("pyjwt: an RS256 token (JWT_PUBLIC_KEY as a file path) is accepted", rs_ok)
+
+        def rs_bad(ctx: Ctx) -> None:
+            refused(ctx, a.base, jwt.encode(claims, other, algorithm="RS256"), "RS256 signed with another key")
+            refused(ctx, a.base, hs256_with(pub_pem, claims), "HS256 signed with the public key (algorithm confusion)")
+            refused(ctx, a.base, jwt.encode({**claims, "exp": now - 3600}, key, algorithm="RS256"), "expired RS256")
+            refused(ctx, a.base, jwt.encode(claims, None, algorithm="none"), "alg none")
+        res.check("pyjwt: RS256 from another key, HS256 signed with the public key, expired, alg none get 401", rs_bad)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ promtool
+
+
+def group_promtool(res: Results, binary: str, out: str) -> None:
+    promtool = shutil.which("promtool")
+
+    def run(ctx: Ctx) -> None:
+        ctx.require(promtool is not None, "expected promtool on PATH (Debian package prometheus)")
+        with FakeOpenAI() as fake, Agentd(binary, out, "promtool", {**fake.agent_env(), "ENABLE_METRICS": "true"}) as a:
+            with httpx.Client(timeout=TIMEOUT) as c:  # traffic, so that every family has samples
+                c.post(a.base + "/agent", content=official_body("metrics"), headers={"content-type": "application/json"})
+                c.get(a.base + "/stream?prompt=metrics")
+                c.get(a.base + "/health")
+                c.get(a.base + "/nope")
+                c.post(a.base + "/agent", content=b"{", headers={"content-type": "application/json"})
+                r = c.get(a.base + "/metrics")
+            ctx.require(r.status_code == 200, f"expected 200 from /metrics with ENABLE_METRICS=true; got {r.status_code}")
+            text = r.content
+        with open(os.path.join(out, "metrics.txt"), "wb") as f:
+            f.write(text)
+        p = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, timeout=30)
+        said = (p.stdout + p.stderr).decode("utf-8", "replace").strip()
+        for line in said.splitlines()[:20]:
+            print(f"     promtool: {line}", flush=True)
+        # promtool exits 1 on a parse error and 3 on lint problems; an operator's
+        # `curl /metrics | promtool check metrics` fails on either, so both fail here.
+        ctx.expect(p.returncode == 0, f"expected `promtool check metrics` to pass (exit 0); got exit {p.returncode}: {short(said, 600)}")
+        ctx.note(f"{len(text)} bytes, {text.count(b'# TYPE')} families, no problems")
+    res.check("promtool: /metrics passes `promtool check metrics`", run)
+
+
+# ------------------------------------------------------------------ aiohttp
+
+
+async def aio_stream(base: str, body: bytes) -> tuple[int, list[tuple[str, str]], str]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as s:
+        async with s.post(base + "/agent", data=body, headers={"content-type": "application/json"}) as r:
+            if r.status != 200:
+                return r.status, [], await r.text()
+            events, name, data = [], None, []
+            async for raw in r.content:  # line by line, as the chunks arrive
+                line = raw.decode("utf-8").rstrip("\r\n")
+                if line == "":
+                    if data:
+                        events.append((name, "\n".join(data)))
+                    name, data = None, []
+                elif line.startswith("event:"):
+                    name = line[6:].lstrip(" ")
+                elif line.startswith("data:"):
+                    data.append(line[5:].lstrip(" "))
+            return 200, events, ""
+
+
+def group_aiohttp(res: Results, binary: str, out: str) -> None:
+    with Agentd(binary, out, "aiohttp", {}) as a:
+        def stream(ctx: Ctx) -> None:
+            status, evs, err = asyncio.run(aio_stream(a.base, official_body("Hello from aiohttp 👋")))
+            ctx.require(status == 200, f"expected 200; got {status} {short(err)}")
+            judge_events(ctx, [d for _, d in evs], "aiohttp /agent", names=[n for n, _ in evs])
+            ctx.note(f"{len(evs)} events")
+        res.check("aiohttp: streaming POST /agent, every event through ResponseEventAdapter", stream)
+
+    with Agentd(binary, out, "aiohttp-ratelimit", {"RATE_LIMIT_MAX": "2", "RATE_LIMIT_WINDOW": "60000"}) as a:
+        def limited(ctx: Ctx) -> None:
+            async def go() -> list[tuple[int, str, Any]]:
+                got = []
+                async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as s:
+                    for i in range(3):
+                        async with s.post(a.base + "/agent", data=official_body(f"r{i}"),
+                                          headers={"content-type": "application/json"}) as r:
+                            got.append((r.status, await r.text(), r.headers.get("retry-after")))
+                return got
+            got = asyncio.run(go())
+            ctx.require([g[0] for g in got] == [200, 200, 429],
+                        f"expected 200, 200, 429 with RATE_LIMIT_MAX=2; got {[g[0] for g in got]}")
+            text, retry_after = got[2][1], got[2][2]
+            try:
+                b = json.loads(text)
+            except ValueError:
+                ctx.require(False, f"expected a JSON 429 body; got {short(text)}")
+            ctx.expect(b.get("statusCode") == 429, f"expected statusCode 429 in the body (@fastify/rate-limit); got {short(text)}")
+            exp = b.get("expiresIn")
+            ctx.require(isinstance(exp, (int, float)) and not isinstance(exp, bool),
+                        f"expected expiresIn, a number; got {short(text)}")
+            # @fastify/rate-limit's ttl, which the guide sends as expiresIn, is in
+            # milliseconds: a 60 s window just started leaves ~60000, not ~60.
+            ctx.expect(1000 < exp <= 60000,
+                       f"expected expiresIn in milliseconds (1000 < expiresIn <= 60000 for a fresh 60 s window, "
+                       f"as @fastify/rate-limit's ttl); got {exp} (seconds?) in {short(text)}")
+            if retry_after is not None and retry_after.isdigit():
+                ctx.expect(abs(exp / 1000 - int(retry_after)) <= 1.5,
+                           f"expected expiresIn/1000 ≈ Retry-After; got expiresIn {exp}, Retry-After {retry_after}")
+            ctx.note(f"429 body {short(text, 200)}, Retry-After {retry_after}")
+        res.check("aiohttp: 429 body as @fastify/rate-limit's (statusCode 429, expiresIn in ms)", limited)
+
+
+# ------------------------------------------------------------------ main
+
+
+def main() -> int:
+    # `timeout` sends SIGTERM: unwind, so that every agentd and Chromium is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    args = sys.argv[1:]
+    only = None
+    if "--only" in args:
+        i = args.index("--only")
+        only = set(args[i + 1].split(","))
+        del args[i:i + 2]
+    if len(args) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    binary, out = os.path.abspath(args[0]), os.path.abspath(args[1])
+    os.makedirs(out, exist_ok=True)
+    unknown = (only or set()) - set(GROUPS)
+    if unknown:
+        print(f"unknown group(s) {sorted(unknown)}; known: {GROUPS}", file=sys.stderr)
+        return 2
+    import chromium  # noqa: E402 (here so that --only without chromium needs no browser bits)
+    runners = {
+        "chromium": chromium.run_chromium,
+        "node-eventsource": group_node_eventsource,
+        "node-ws": group_node_ws,
+        "httpx-sse": group_httpx_sse,
+        "pyjwt": group_pyjwt,
+        "promtool": group_promtool,
+        "aiohttp": group_aiohttp,
+    }
+    res = Results()
+    t0 = time.monotonic()
+    for g in GROUPS:
+        if only and g not in only:
+            continue
+        log(f"--- {g}")
+        try:
+            runners[g](res, binary, out)
+        except Exception as e:  # a group that could not even start is one failure
+            res.check(f"{g}: set-up", lambda ctx, e=e: ctx.require(False, f"{type(e).__name__}: {short(str(e), 600)}"))
+    print(f"outside clients: {time.monotonic() - t0:.0f} s, agentd logs and screenshots in {out}", flush=True)
+    if res.failures:
+        print("failed: " + "; ".join(res.failures), flush=True)
+    print(f"{res.passed} passed, {res.failed} failed", flush=True)
+    return 1 if res.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

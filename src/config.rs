@@ -158,6 +158,12 @@ pub struct Config {
     #[arg(long, env = "SSE_HEARTBEAT", value_name = "SSE_HEARTBEAT", default_value_t = 0, value_parser = ms_range(0, 3_600_000))]
     pub sse_heartbeat: u64,
 
+    /// `/stream` answers whose end is remembered, so that a browser's `EventSource`
+    /// reconnecting after `done` (with `Last-Event-ID`) gets 204 and stops instead of
+    /// running the agent again (0: not remembered).
+    #[arg(long, env = "STREAM_DONE_MEMORY", value_name = "STREAM_DONE_MEMORY", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
+    pub stream_done_memory: u64,
+
     /// Largest WebSocket message accepted on `/ws`, in bytes (a larger one closes the
     /// socket with 1009).
     #[arg(long, env = "WS_MAX_MESSAGE", value_name = "WS_MAX_MESSAGE", default_value_t = 1_048_576, value_parser = clap::value_parser!(u64).range(64..=1_073_741_824))]

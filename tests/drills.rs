@@ -90,6 +90,7 @@ async fn read_stream(res: reqwest::Response, on_first_chunk: impl FnOnce(&str)) 
         }
         events.push(Event {
             event: ev.event,
+            id: ev.id,
             data,
             raw: ev.data,
         });

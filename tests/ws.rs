@@ -90,6 +90,7 @@ async fn read_answer(ws: &mut Ws, request_id: Option<&Value>) -> (Vec<Event>, Va
         let done = v["content_type"] == "atomic.done";
         events.push(Event {
             event: v["event_name"].as_str().unwrap().to_string(),
+            id: String::new(),
             data: v,
             raw,
         });

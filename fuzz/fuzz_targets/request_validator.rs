@@ -2,7 +2,7 @@
 //! simd-json tape parser and the protocol's rules), judged against serde_json and an
 //! independent restatement of the rules.
 //!
-//! Checks: no panic; an all-whitespace body is `Empty`; `Malformed` exactly when
+//! Checks: no panic; a leading byte order mark is skipped; an all-whitespace body is `Empty`; `Malformed` exactly when
 //! serde_json refuses the text; otherwise accept/refuse, the refused JSON pointers and
 //! every extracted value agree with the oracle; an accepted request satisfies the
 //! protocol (canonical ULIDs, 1 to 10000-character prompt); and the bytes after the
@@ -133,6 +133,8 @@ fuzz_target!(|data: &[u8]| {
         "the padding changed the result"
     );
 
+    // One leading UTF-8 byte order mark is skipped, as RFC 8259 §8.1 allows.
+    let data = data.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(data);
     if data.iter().all(u8::is_ascii_whitespace) {
         assert_eq!(got, Err(RequestError::Empty));
         return;

@@ -88,7 +88,7 @@ pub fn judge(root: &Json) -> Verdict {
         }
         Some(q) => query(q, &mut r),
     };
-    let session = root.get("session").and_then(|s| session(s, &mut r));
+    let session = optional(root, "session").and_then(|s| session(s, &mut r));
     match query {
         Some(mut a) if r.0.is_empty() => {
             a.session = session;
@@ -129,7 +129,7 @@ fn query(q: &Json, r: &mut Refusals) -> Option<Accepted> {
             }
         },
     };
-    let context = q.get("context").and_then(|c| context(c, r));
+    let context = optional(q, "context").and_then(|c| context(c, r));
     Some(Accepted {
         id: id?,
         prompt: prompt?,
@@ -138,8 +138,13 @@ fn query(q: &Json, r: &mut Refusals) -> Option<Accepted> {
     })
 }
 
+/// The protocol's optional members: `null` is the same as absent.
+fn optional<'a>(obj: &'a Json, key: &str) -> Option<&'a Json> {
+    obj.get(key).filter(|v| !matches!(v, Json::Null))
+}
+
 fn optional_string(obj: &Json, key: &str, path: &str, r: &mut Refusals) -> Option<String> {
-    let v = obj.get(key)?;
+    let v = optional(obj, key)?;
     if v.as_str().is_none() {
         r.at(path);
     }
@@ -156,19 +161,19 @@ fn context(c: &Json, r: &mut Refusals) -> Option<Context> {
         user_id: optional_string(c, "userId", "/query/context/userId", r),
         preferences: None,
     };
-    if let Some(p) = c.get("preferences") {
+    if let Some(p) = optional(c, "preferences") {
         if !p.is_object() {
             r.at("/query/context/preferences");
             return Some(ctx);
         }
-        let temperature = p.get("temperature").and_then(|t| match t {
+        let temperature = optional(p, "temperature").and_then(|t| match t {
             Json::Num(n) if (0.0..=2.0).contains(&n.as_f64()) => Some(n.as_f64()),
             _ => {
                 r.at("/query/context/preferences/temperature");
                 None
             }
         });
-        let max_tokens = p.get("maxTokens").and_then(|m| {
+        let max_tokens = optional(p, "maxTokens").and_then(|m| {
             let n = match m {
                 Json::Num(Num::U(u)) => Some(*u as f64),
                 Json::Num(Num::I(i)) => Some(*i as f64),

@@ -16,7 +16,8 @@ use super::ids::{encode, ULID_LEN};
 pub enum Framing {
     /// `event: <name>\ndata: <json>\n\n` (the `/agent` and `/assist` responses).
     Named,
-    /// `data: <json>\n\n` only (`/stream`, for browsers' `EventSource.onmessage`).
+    /// `id: <event id>\ndata: <json>\n\n`, no `event:` line (`/stream`, for browsers'
+    /// `EventSource.onmessage`; the id comes back as `Last-Event-ID` on a reconnect).
     DataOnly,
     /// `<json>\n`: one compact JSON object per line (WebSocket messages are cut from
     /// these lines; the JSON itself never contains a raw newline).
@@ -68,9 +69,17 @@ pub fn write_event(
     source: &str,
     body: &EventBody<'_>,
 ) {
+    let mut idb = [0u8; ULID_LEN];
+    let id = encode(id, &mut idb).as_bytes();
     if framing == Framing::Named {
         buf.put_slice(b"event: ");
         buf.put_slice(event_name.as_bytes());
+        buf.put_u8(b'\n');
+    }
+    if framing == Framing::DataOnly {
+        // The SSE id: a browser that reconnects sends it back as `Last-Event-ID`.
+        buf.put_slice(b"id: ");
+        buf.put_slice(id);
         buf.put_u8(b'\n');
     }
     if framing != Framing::Lines {
@@ -81,8 +90,7 @@ pub fn write_event(
     buf.put_slice(b"\",\"event_name\":");
     write_json_str(buf, event_name);
     buf.put_slice(b",\"schema_version\":\"1.0\",\"id\":\"");
-    let mut idb = [0u8; ULID_LEN];
-    buf.put_slice(encode(id, &mut idb).as_bytes());
+    buf.put_slice(id);
     buf.put_slice(b"\",\"source\":");
     write_json_str(buf, source);
     buf.put_slice(b",\"metadata\":null");

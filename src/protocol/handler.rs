@@ -85,6 +85,7 @@ pub struct ResponseHandler {
     streams: SmallVec<[StreamSlot; 2]>,
     stream_prefix: [u8; 6],
     complete: bool,
+    done_id: Option<ulid::Ulid>,
 }
 
 const ALNUM: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
@@ -103,6 +104,7 @@ impl ResponseHandler {
             streams: SmallVec::new(),
             stream_prefix,
             complete: false,
+            done_id: None,
         }
     }
 
@@ -115,6 +117,15 @@ impl ResponseHandler {
     /// Records how this response ends, for the request log (the default is `Done`).
     pub fn set_ending(&self, ending: crate::protocol::queue::Ending) {
         self.sink.set_ending(ending);
+    }
+
+    pub fn framing(&self) -> Framing {
+        self.framing
+    }
+
+    /// The id of the `done` event, once sent.
+    pub fn done_id(&self) -> Option<ulid::Ulid> {
+        self.done_id
     }
 
     pub fn is_disconnected(&self) -> bool {
@@ -139,9 +150,13 @@ impl ResponseHandler {
     ) -> Result<(), ProtocolError> {
         self.sink.ready().await?;
         let (framing, source) = (self.framing, &self.source);
+        let id = next_ulid();
         self.sink.push(finish, |buf: &mut BytesMut| {
-            write_event(buf, framing, name, next_ulid(), source, &body)
+            write_event(buf, framing, name, id, source, &body)
         })?;
+        if finish {
+            self.done_id = Some(id);
+        }
         Ok(())
     }
 

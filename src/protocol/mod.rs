@@ -5,6 +5,7 @@
 //! typed events into bytes.
 
 pub mod events;
+pub mod finished;
 pub mod handler;
 pub mod ids;
 pub mod queue;

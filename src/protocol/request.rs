@@ -52,6 +52,33 @@ thread_local! {
     });
 }
 
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// A parse error in plain words, with where it was found (never the parser's own
+/// type names, nor the raw bytes, which may not be printable).
+fn describe(e: &simd_json::Error) -> String {
+    use simd_json::ErrorType as E;
+    let what = match e.error() {
+        E::InvalidUtf8 => "it is not valid UTF-8",
+        E::InvalidEscape | E::InvalidUnicodeEscape | E::InvalidUnicodeCodepoint => {
+            "a string holds an invalid escape sequence"
+        }
+        E::InvalidNumber | E::InvalidExponent => "a number is malformed",
+        E::UnterminatedString => "a string is not closed",
+        E::Eof => "it ends before the JSON value does",
+        E::TrailingData => "more data follows the JSON value",
+        E::KeyMustBeAString | E::BadKeyType => "an object key is not a string",
+        E::ExpectedObjectColon => "a ':' is missing after an object key",
+        E::ExpectedMapComma | E::ExpectedArrayComma => "a ',' is missing between two items",
+        E::ExpectedMapEnd => "an object is not closed",
+        _ => "it is not a JSON value",
+    };
+    format!(
+        "The body is not valid JSON: {what} (near byte {})",
+        e.index()
+    )
+}
+
 /// Extra bytes a caller must leave after the body (see [`parse_agent_request`]).
 pub const BODY_PADDING: usize = simd_json::INPUT_PADDING;
 
@@ -63,6 +90,14 @@ pub fn parse_agent_request(
     len: usize,
     default_processor_id: &Arc<str>,
 ) -> Result<(Session, Query), RequestError> {
+    // A UTF-8 byte order mark is not part of the JSON text (RFC 8259 §8.1 lets a
+    // parser ignore it; Fastify strips it).
+    let len = if body[..len].starts_with(UTF8_BOM) {
+        body.copy_within(UTF8_BOM.len()..len, 0);
+        len - UTF8_BOM.len()
+    } else {
+        len
+    };
     if body[..len].iter().all(u8::is_ascii_whitespace) {
         return Err(RequestError::Empty);
     }
@@ -73,11 +108,17 @@ pub fn parse_agent_request(
         let mut tape: Tape<'_> = std::mem::replace(&mut parser.tape, Tape(Vec::new())).reset();
         let result = match simd_json::fill_tape_padded(body, len, &mut parser.buffers, &mut tape) {
             Ok(()) => validate(tape.as_value(), default_processor_id),
-            Err(e) => Err(RequestError::Malformed(e.to_string())),
+            Err(e) => Err(RequestError::Malformed(describe(&e))),
         };
         parser.tape = tape.reset();
         result
     })
+}
+
+/// An optional member: absent or `null` (what Python's `None` serialises to) both
+/// mean "not given".
+fn optional<'v, 'i>(obj: &simd_json::tape::Object<'v, 'i>, key: &str) -> Option<Value<'v, 'i>> {
+    obj.get(key).filter(|v| !v.is_null())
 }
 
 #[derive(Default)]
@@ -108,7 +149,7 @@ fn validate(
         }
         Some(q) => validate_query(q, &mut issues),
     };
-    let session = match obj.get("session") {
+    let session = match optional(&obj, "session") {
         None => None,
         Some(s) => validate_session(s, &mut issues),
     };
@@ -149,7 +190,7 @@ fn validate_query(v: Value<'_, '_>, issues: &mut Issues) -> Option<Query> {
                 .ok(),
         },
     };
-    let context = match obj.get("context") {
+    let context = match optional(&obj, "context") {
         None => None,
         Some(c) => validate_context(c, issues),
     };
@@ -202,7 +243,7 @@ fn optional_string(
     path: &'static str,
     issues: &mut Issues,
 ) -> Option<String> {
-    let v = obj.get(key)?;
+    let v = optional(obj, key)?;
     match v.as_str() {
         Some(s) => Some(s.to_owned()),
         None => {
@@ -228,13 +269,13 @@ fn validate_context(v: Value<'_, '_>, issues: &mut Issues) -> Option<QueryContex
         user_id: optional_string(&obj, "userId", "/query/context/userId", issues),
         preferences: None,
     };
-    if let Some(p) = obj.get("preferences") {
+    if let Some(p) = optional(&obj, "preferences") {
         let Some(p) = p.as_object() else {
             issues.push("/query/context/preferences", "must be object");
             return Some(ctx);
         };
         let mut prefs = Preferences::default();
-        if let Some(t) = p.get("temperature") {
+        if let Some(t) = optional(&p, "temperature") {
             const PATH: &str = "/query/context/preferences/temperature";
             match number(&t) {
                 None => issues.push(PATH, "must be number"),
@@ -242,7 +283,7 @@ fn validate_context(v: Value<'_, '_>, issues: &mut Issues) -> Option<QueryContex
                 Some(x) => prefs.temperature = Some(x),
             }
         }
-        if let Some(m) = p.get("maxTokens") {
+        if let Some(m) = optional(&p, "maxTokens") {
             const PATH: &str = "/query/context/preferences/maxTokens";
             match number(&m) {
                 Some(x) if x.fract() != 0.0 || !x.is_finite() => {
@@ -483,7 +524,7 @@ mod tests {
         );
         let q = format!(r#""query":{{"id":"{ID}","prompt":"x"}}"#);
         let sess = |s: &str| issues(&format!("{{{q},\"session\":{s}}}"));
-        assert_eq!(sess("null")[0].0, "/session");
+        assert_eq!(sess("1")[0].0, "/session");
         assert_eq!(sess("{}").len(), 4, "all four fields are required");
         assert_eq!(
             sess(&format!(
@@ -515,6 +556,47 @@ mod tests {
             r#"{{"query":{{"id":"{ID}","prompt":"{pairs}"}}}}"#
         ))
         .is_ok());
+    }
+
+    #[test]
+    fn null_optional_members_mean_absent() {
+        let (s, q) = parse(&format!(
+            r#"{{"query":{{"id":"{ID}","prompt":"p","context":null}},"session":null}}"#
+        ))
+        .unwrap();
+        assert!(q.context.is_none());
+        assert_eq!(&*s.processor_id, "agentd");
+        let (_, q) = parse(&format!(
+            r#"{{"query":{{"id":"{ID}","prompt":"p","context":{{"sessionId":null,"userId":null,"preferences":{{"temperature":null,"maxTokens":null}}}}}}}}"#
+        ))
+        .unwrap();
+        let c = q.context.unwrap();
+        assert_eq!((c.session_id, c.user_id), (None, None));
+        // Required members stay required.
+        assert_eq!(
+            issues(r#"{"query":{"id":null,"prompt":"p"}}"#)[0].0,
+            "/query/id"
+        );
+        assert_eq!(issues(r#"{"query":null}"#)[0].0, "/query");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_and_errors_are_plain_words() {
+        let body = format!(
+            "\u{feff}{}",
+            r#"{"query":{"id":"ID","prompt":"p"}}"#.replace("ID", ID)
+        );
+        assert!(parse(&body).is_ok());
+        assert_eq!(parse("\u{feff}"), Err(RequestError::Empty));
+        let Err(RequestError::Malformed(m)) = parse("\u{feff}\u{feff}{}") else {
+            panic!("two marks are not JSON");
+        };
+        assert!(m.starts_with("The body is not valid JSON"), "{m}");
+        assert!(!m.contains("InternalError") && !m.contains('ï'), "{m}");
+        let Err(RequestError::Malformed(m)) = parse(r#"{"query":{"id":"x""#) else {
+            panic!()
+        };
+        assert!(m.contains("near byte"), "{m}");
     }
 
     #[test]

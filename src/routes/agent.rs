@@ -67,14 +67,29 @@ pub async fn assist(
     Ok(start(app, session, query, Framing::Named, request_id))
 }
 
-/// `GET /stream?prompt=…`: the same agent, framed for `EventSource`.
+/// `GET /stream?prompt=…`: the same agent, framed for `EventSource`. `HEAD` answers
+/// the same head and never runs the agent (uptime checkers and link previews must not
+/// cost an answer). A reconnect whose `Last-Event-ID` is the `done` of an answer this
+/// process finished gets 204, which tells `EventSource` to stop.
 pub fn stream(
     req: Request<Incoming>,
+    headers: &HeaderMap,
     app: &Arc<App>,
     request_id: &HeaderValue,
 ) -> Result<Reply, HttpError> {
     let prompt =
         prompt_from_query(req.uri().query()).map_err(|i| HttpError::Validation(vec![i]))?;
+    if req.method() == http::Method::HEAD {
+        return Ok(Reply::sse(ResponseBody::empty()));
+    }
+    let finished = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| ids::parse_canonical_ulid(s.trim()))
+        .is_some_and(|id| app.finished_streams.contains(id));
+    if finished {
+        return Ok(Reply::empty(http::StatusCode::NO_CONTENT));
+    }
     let query = Query {
         id: ids::next_ulid(),
         prompt,
@@ -168,6 +183,11 @@ pub(crate) async fn run_agent(
         }
     };
     finish(&mut handler, outcome, &request_id).await;
+    if handler.framing() == Framing::DataOnly {
+        if let Some(id) = handler.done_id() {
+            app.finished_streams.insert(id);
+        }
+    }
 }
 
 /// Ends the response whatever the agent did: error (if any), open streams, `done`.

@@ -241,7 +241,7 @@ async fn dispatch(
         Route::Agent | Route::Assist | Route::AgentApi => {
             Box::pin(agent::assist(req, headers, app, request_id)).await
         }
-        Route::Stream => agent::stream(req, app, request_id),
+        Route::Stream => agent::stream(req, headers, app, request_id),
         Route::Ws => ws::upgrade(req, headers, app, request_id),
         Route::Health => Ok(health::health(app)),
         Route::HealthLive => Ok(health::live()),

@@ -6,7 +6,8 @@
 //! hands the socket over and one task on this worker serves it until it closes.
 //!
 //! Messages are text frames of JSON. `{"type":"ping"}` gets `{"type":"pong"}`.
-//! `{"type":"agent-query","prompt":…,"id"?:ULID,"requestId"?:any}` runs the configured
+//! `{"type":"agent-query","prompt":…,"id"?:ULID,"requestId"?:any}` (or, the guide's other
+//! shape, `{"type":"agent-query","query":{"id"?,"prompt"},"requestId"?}`) runs the configured
 //! agent exactly as `/agent` does: the same prompt and id rules, a synthesized session,
 //! and `routes::agent::run_agent`'s failure rules (every answer ends with `done`). Each
 //! event is one text message, its JSON with `"requestId"` appended as the last key when
@@ -333,6 +334,18 @@ struct Wire<'a> {
     id: Loose<'a>,
     #[serde(rename = "requestId", default, deserialize_with = "present")]
     request_id: Option<serde_json::Value>,
+    /// The guide's second shape: `{"type":"agent-query","query":{"id","prompt"}}`.
+    #[serde(default)]
+    query: Option<serde_json::Value>,
+}
+
+/// A `serde_json::Value` member seen as [`Loose`] (for the nested `query` shape).
+fn loose(v: Option<&serde_json::Value>) -> Loose<'_> {
+    match v {
+        None => Loose::Missing,
+        Some(serde_json::Value::String(s)) => Loose::Str(std::borrow::Cow::Borrowed(s)),
+        Some(_) => Loose::Other,
+    }
 }
 
 /// Parses and validates one text message. Never panics.
@@ -373,7 +386,13 @@ fn parse_message(text: &str) -> ClientMessage {
     match wire.kind {
         Loose::Str(t) if t == "ping" => ClientMessage::Ping { request_id },
         Loose::Str(t) if t == "agent-query" => {
-            let prompt = match wire.prompt {
+            // Either shape: `prompt` and `id` at the top, or inside `query` (which wins).
+            let (prompt, id) = match &wire.query {
+                None | Some(serde_json::Value::Null) => (wire.prompt, wire.id),
+                Some(serde_json::Value::Object(q)) => (loose(q.get("prompt")), loose(q.get("id"))),
+                Some(_) => return invalid("query: must be object", request_id),
+            };
+            let prompt = match prompt {
                 Loose::Str(p) => match check_prompt(&p) {
                     Ok(_) => p.into_owned(),
                     Err(m) => {
@@ -388,7 +407,7 @@ fn parse_message(text: &str) -> ClientMessage {
                 }
                 Loose::Other => return invalid("prompt: must be string", request_id),
             };
-            let id = match wire.id {
+            let id = match id {
                 Loose::Missing => next_ulid(),
                 Loose::Str(s) => match parse_canonical_ulid(&s) {
                     Some(id) => id,
@@ -971,6 +990,22 @@ mod tests {
         assert_eq!(
             error_of(r#"{"type":"agent-query","prompt":"x","id":[]}"#),
             "id: must be string"
+        );
+        match parse_message(
+            r#"{"type":"agent-query","query":{"id":"01JDX3ABCDEFGHJKMNPQRSTVWX","prompt":"nested"},"requestId":"r2"}"#,
+        ) {
+            ClientMessage::Query { query, request_id } => {
+                assert_eq!(query.prompt, "nested");
+                assert_eq!(query.id.to_string(), "01JDX3ABCDEFGHJKMNPQRSTVWX");
+                assert_eq!(request_id.as_deref(), Some(&br#""r2""#[..]));
+            }
+            _ => panic!("the guide's nested shape is a query"),
+        }
+        assert!(error_of(r#"{"type":"agent-query","query":{"id":"x"}}"#)
+            .starts_with("prompt: must have"));
+        assert_eq!(
+            error_of(r#"{"type":"agent-query","query":"x"}"#),
+            "query: must be object"
         );
         match parse_message(r#"{"type":"bad","requestId":7}"#) {
             ClientMessage::Invalid { request_id, .. } => {

@@ -41,6 +41,8 @@ pub struct App {
     pub restarts: AtomicU64,
     /// WebSockets open.
     pub ws_open: AtomicU64,
+    /// `done` ids of recently finished `/stream` answers (`STREAM_DONE_MEMORY`).
+    pub finished_streams: crate::protocol::finished::FinishedStreams,
     /// `Some` when `TLS_CERT` / `TLS_KEY` are set: every connection is HTTPS.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
@@ -145,6 +147,9 @@ impl Server {
             auth,
             restarts: AtomicU64::new(0),
             ws_open: AtomicU64::new(0),
+            finished_streams: crate::protocol::finished::FinishedStreams::new(
+                config.stream_done_memory as usize,
+            ),
             tls,
             shedder: crate::edge::shed::Shedder::new(
                 crate::edge::shed::ShedConfig {

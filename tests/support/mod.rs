@@ -161,6 +161,8 @@ pub async fn post_json(server: &TestServer, path: &str, body: String) -> reqwest
 #[derive(Debug, Clone)]
 pub struct Event {
     pub event: String,
+    /// The SSE `id:` field (empty when none was sent).
+    pub id: String,
     pub data: serde_json::Value,
     pub raw: String,
 }
@@ -176,6 +178,7 @@ pub async fn events(res: reqwest::Response) -> Vec<Event> {
         let ev = ev.expect("valid SSE");
         out.push(Event {
             event: ev.event,
+            id: ev.id,
             data: serde_json::from_str(&ev.data).expect("event data is JSON"),
             raw: ev.data,
         });

@@ -2,7 +2,7 @@
 # scripts/bench.sh: agentd against its peers, on this machine, in one run.
 #
 # Servers (each started fresh for every measurement, on 127.0.0.1 only):
-#   agentd           target/release/agentd (cargo build --release), WORKERS = server cores
+#   agentd           the release build (cargo build --release; CARGO_TARGET_DIR honoured), WORKERS = server cores
 #   hyper-ceiling    benches/peers/hyper-ceiling: the smallest honest hyper server, fixed
 #                    responses; the upper bound for any hyper-based server
 #   fastify          benches/peers/fastify: the Fastify guide's server, one Node process,
@@ -312,8 +312,10 @@ if has_fastify; then
     (cd "$FASTIFY_DIR" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci failed"
   fi
 fi
-AGENTD_BIN=$ROOT/target/release/agentd
-CEILING_BIN=$CEILING_DIR/target/release/hyper-ceiling
+# shellcheck source=lib/target_dir.sh
+source "$ROOT/scripts/lib/target_dir.sh"
+AGENTD_BIN=$(cargo_target_dir "$ROOT")/release/agentd
+CEILING_BIN=$(cargo_target_dir "$CEILING_DIR")/release/hyper-ceiling
 if has_server agentd; then [[ -x $AGENTD_BIN ]] || die "$AGENTD_BIN not built"; fi
 if has_server hyper-ceiling; then [[ -x $CEILING_BIN ]] || die "$CEILING_BIN not built"; fi
 

@@ -42,7 +42,7 @@ if [[ -n "${AGENTD_BIN:-}" ]]; then
 else
     log "cargo build --release"
     cargo build --release --bin agentd
-    BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/agentd"
+    BIN="$(source "$ROOT/scripts/lib/target_dir.sh"; cargo_target_dir "$ROOT")/release/agentd"
 fi
 [[ -x "$BIN" ]] || { log "no executable agentd at $BIN"; exit 1; }
 

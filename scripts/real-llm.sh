@@ -127,7 +127,7 @@ if [[ -n "${AGENTD_BIN:-}" ]]; then
 else
     log "building agentd: cargo build --release --bin agentd"
     cargo build --release --bin agentd || die "cargo build failed (src/ may be mid-edit: retry later, or set AGENTD_BIN)"
-    AGENTD="${CARGO_TARGET_DIR:-$ROOT/target}/release/agentd"
+    AGENTD="$(source "$ROOT/scripts/lib/target_dir.sh"; cargo_target_dir "$ROOT")/release/agentd"
 fi
 [[ -x "$AGENTD" ]] || die "no executable agentd at $AGENTD"
 

@@ -92,7 +92,10 @@ RUN=$ROOT/bench-out/soak-$(date -u +%Y%m%d-%H%M%S)
 mkdir -p "$RUN"
 ln -sfn "$(basename "$RUN")" "$ROOT/bench-out/soak-latest"
 # Copies, so a rebuild during the run changes nothing.
-cp "$ROOT/target/release/agentd" "$ROOT/target/release/fake-llm" "$RUN/" \
+# shellcheck source=lib/target_dir.sh
+source "$ROOT/scripts/lib/target_dir.sh"
+TARGET=$(cargo_target_dir "$ROOT")
+cp "$TARGET/release/agentd" "$TARGET/release/fake-llm" "$RUN/" \
   || die "no release binaries (run without --no-build)"
 
 PIDS=()

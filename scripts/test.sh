@@ -17,22 +17,24 @@ step "cargo test --workspace"
 cargo test --workspace
 step "cargo build --release"
 cargo build --release
+# shellcheck source=lib/target_dir.sh
+source scripts/lib/target_dir.sh
+TARGET="$(cargo_target_dir)"
+step "scripts find cargo's output wherever CARGO_TARGET_DIR puts it"
+scripts/lib/target_dir_test.sh
 if [[ ${SKIP_INTEROP:-0} != 1 ]]; then
   step "interop with the official Python client library"
-  AGENTD_BIN=target/release/agentd scripts/interop.sh
+  AGENTD_BIN="$TARGET/release/agentd" scripts/interop.sh
   step "proxy mode in front of the official Python reference server"
-  AGENTD_BIN=target/release/agentd scripts/proxy-interop.sh
+  AGENTD_BIN="$TARGET/release/agentd" scripts/proxy-interop.sh
 fi
 if [[ ${SKIP_OUTSIDE:-0} != 1 ]]; then
   step "outside clients: Chromium, Node eventsource and ws, httpx-sse, PyJWT, promtool"
-  # where cargo puts the binary (CARGO_TARGET_DIR, .cargo/config.toml), not a guess
-  outside_target="$(cargo metadata --format-version 1 --no-deps \
-    | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
-  AGENTD_BIN="$outside_target/release/agentd" scripts/outside.sh
+  AGENTD_BIN="$TARGET/release/agentd" scripts/outside.sh
 fi
 if [[ ${SKIP_HOSTILE:-0} != 1 ]]; then
   step "hostile clients: slowloris, HTTP/2 rapid reset and CONTINUATION flood"
-  AGENTD_BIN=target/release/agentd scripts/hostile.sh
+  AGENTD_BIN="$TARGET/release/agentd" scripts/hostile.sh
 fi
 if [[ ${SKIP_FUZZ:-0} != 1 ]]; then
   step "fuzz targets, 20 s each on the checked-in corpus"

@@ -303,7 +303,11 @@ async fn stream_route_is_data_only() {
     let frames: Vec<&str> = text.split_terminator("\n\n").collect();
     assert_eq!(frames.len(), 3);
     for f in &frames {
-        assert!(f.starts_with("data: {") && !f.contains('\n'), "{f}");
+        // `id: <the event's id>` then one data line: EventSource's Last-Event-ID.
+        let (id, data) = f.split_once('\n').expect("an id line and a data line");
+        let id = id.strip_prefix("id: ").expect("id first");
+        assert!(data.starts_with("data: {") && !data.contains('\n'), "{f}");
+        assert!(data.contains(&format!("\"id\":\"{id}\"")), "{f}");
     }
     assert!(frames[0].contains("⚡ High-speed response to: hello there"));
     assert!(frames[2].contains("\"atomic.done\""));

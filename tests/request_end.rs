@@ -230,3 +230,12 @@ async fn stats_agent_figures_count_only_agent_requests() {
     let s = client_get_json(&server, "/stats").await;
     assert_eq!(s["agent"]["requestCount"], 1, "{s}");
 }
+
+#[test]
+fn the_worker_count_is_resolved_once_at_start() {
+    let mut c = config();
+    c.workers = None;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let server = start_echo_with(c);
+    assert_eq!(server.handle().workers(), cores);
+}

@@ -97,7 +97,9 @@ fi
 OUT=$ROOT/bench-out/proxy-$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT/logs"
 # A copy, so a rebuild during the run changes nothing.
-cp "${CARGO_TARGET_DIR:-$ROOT/target}/release/agentd" "$OUT/agentd"
+# shellcheck source=../lib/target_dir.sh
+source "$ROOT/scripts/lib/target_dir.sh"
+cp "$(cargo_target_dir "$ROOT")/release/agentd" "$OUT/agentd"
 BIN=$OUT/agentd
 RECORDS=$OUT/records.jsonl
 : > "$RECORDS"

@@ -130,8 +130,11 @@ pub struct Server;
 impl Server {
     /// Binds the listeners and starts the workers. Returns once every worker is
     /// accepting (connections made before that wait in the backlog).
-    pub fn start(config: Config, agent: Arc<dyn Agent>) -> std::io::Result<ServerHandle> {
+    pub fn start(mut config: Config, agent: Arc<dyn Agent>) -> std::io::Result<ServerHandle> {
         let workers = config.worker_count();
+        // Resolved once: `available_parallelism` reads cgroup files, which no worker
+        // may do on a request (`/health`, `/stats` report the count).
+        config.workers = Some(workers as u16);
         let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
         let rate = rate_limiter(&config).map_err(invalid)?;
         let auth = authenticator(&config).map_err(invalid)?;
@@ -218,6 +221,11 @@ impl ServerHandle {
     /// True while the server accepts new work.
     pub fn is_ready(&self) -> bool {
         *self.app.phase.borrow() == Phase::Running
+    }
+
+    /// How many workers serve (resolved once at start).
+    pub fn workers(&self) -> usize {
+        self.app.config.worker_count()
     }
 
     /// How many workers were replaced after a panic.

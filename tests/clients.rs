@@ -9,6 +9,15 @@ use std::time::Duration;
 
 use support::*;
 
+/// `GET /stream?prompt=x`, with `Last-Event-ID` when given.
+async fn get_stream(server: &TestServer, last_event_id: Option<&str>) -> reqwest::Response {
+    let mut req = client().get(server.url("/stream?prompt=x"));
+    if let Some(id) = last_event_id {
+        req = req.header("last-event-id", id);
+    }
+    req.send().await.unwrap()
+}
+
 #[tokio::test]
 async fn head_never_runs_the_agent() {
     let agent = Arc::new(SlowStreamAgent::new(1, Duration::from_millis(1)));
@@ -29,14 +38,7 @@ async fn head_never_runs_the_agent() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(started.load(Ordering::SeqCst), 0, "HEAD ran the agent");
     // GET still runs it.
-    let evs = events(
-        client()
-            .get(server.url("/stream?prompt=x"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let evs = events(get_stream(&server, None).await).await;
     assert_eq!(evs.last().unwrap().data["event_name"], "done");
     assert_eq!(started.load(Ordering::SeqCst), 1);
 }
@@ -46,14 +48,7 @@ async fn event_source_gets_ids_and_a_reconnect_after_done_gets_204() {
     let agent = Arc::new(SlowStreamAgent::new(2, Duration::from_millis(1)));
     let started = agent.started.clone();
     let server = start(config(), agent);
-    let evs = events(
-        client()
-            .get(server.url("/stream?prompt=x"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let evs = events(get_stream(&server, None).await).await;
     assert!(evs.len() >= 3);
     for e in &evs {
         assert_eq!(
@@ -65,41 +60,19 @@ async fn event_source_gets_ids_and_a_reconnect_after_done_gets_204() {
     let done_id = evs.last().unwrap().id.clone();
     let first_id = evs[0].id.clone();
     // What a browser does after the stream closes: the same URL, Last-Event-ID.
-    let res = client()
-        .get(server.url("/stream?prompt=x"))
-        .header("last-event-id", &done_id)
-        .send()
-        .await
-        .unwrap();
+    let res = get_stream(&server, Some(&done_id)).await;
     assert_eq!(res.status(), 204);
     assert_eq!(started.load(Ordering::SeqCst), 1, "the agent ran again");
     // An id that is not a finished answer's end is not a reason to refuse.
-    let res = client()
-        .get(server.url("/stream?prompt=x"))
-        .header("last-event-id", &first_id)
-        .send()
-        .await
-        .unwrap();
+    let res = get_stream(&server, Some(&first_id)).await;
     assert_eq!(res.status(), 200);
     let _ = events(res).await;
     // 0 remembers nothing.
     let mut c = config();
     c.stream_done_memory = 0;
     let server = start_echo_with(c);
-    let evs = events(
-        client()
-            .get(server.url("/stream?prompt=x"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    let res = client()
-        .get(server.url("/stream?prompt=x"))
-        .header("last-event-id", &evs.last().unwrap().id)
-        .send()
-        .await
-        .unwrap();
+    let evs = events(get_stream(&server, None).await).await;
+    let res = get_stream(&server, Some(&evs.last().unwrap().id)).await;
     assert_eq!(res.status(), 200);
 }
 

@@ -46,6 +46,17 @@ fn get(port: u16, path: &str) -> Option<String> {
     }
 }
 
+fn stderr_of(child: &mut Child) -> String {
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    err
+}
+
 fn stop(mut child: Child) -> String {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -57,14 +68,7 @@ fn stop(mut child: Child) -> String {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    err
+    stderr_of(&mut child)
 }
 
 fn run_to_exit(cmd: &mut Command) -> (Option<i32>, String) {
@@ -80,14 +84,7 @@ fn run_to_exit(cmd: &mut Command) -> (Option<i32>, String) {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (status.code(), err)
+    (status.code(), stderr_of(&mut child))
 }
 
 #[test]

@@ -48,7 +48,8 @@ fi
 
 # --- binary ---------------------------------------------------------------------
 if [[ -n "${AGENTD_BIN:-}" ]]; then
-    BIN="$AGENTD_BIN"
+    # Absolute: the checks run agentd from other folders.
+    BIN="$(realpath -- "$AGENTD_BIN")"
 else
     log "cargo build --release"
     cargo build --release --bin agentd

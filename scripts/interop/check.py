@@ -136,7 +136,8 @@ def parse_strict(raw: bytes, named: bool, ctx: Ctx) -> list[tuple[Optional[str],
     """Byte-level parse of agentd's promised framing.
 
     named=True:  every event is exactly b"event: NAME\\ndata: JSON\\n\\n"
-    named=False: every event is exactly b"data: JSON\\n\\n"
+    named=False: every event is exactly b"id: ID\\ndata: JSON\\n\\n" (/stream: the SSE id an
+                 EventSource sends back as Last-Event-ID), ID being the event's own "id"
     A heartbeat comment block b":\\n\\n" (or b": text\\n\\n") is tolerated.
     """
     out: list[tuple[Optional[str], bytes]] = []
@@ -158,10 +159,20 @@ def parse_strict(raw: bytes, named: bool, ctx: Ctx) -> list[tuple[Optional[str],
                 continue
             out.append((lines[0][len(b"event: "):].decode("utf-8"), lines[1][len(b"data: "):]))
         else:
-            ok = len(lines) == 1 and lines[0].startswith(b"data: ")
-            if not ctx.check(ok, f"block {i} is not a lone 'data: Y' line: {show(block)}"):
+            ok = (
+                len(lines) == 2
+                and lines[0].startswith(b"id: ")
+                and lines[1].startswith(b"data: ")
+            )
+            if not ctx.check(ok, f"block {i} is not 'id: X\\ndata: Y': {show(block)}"):
                 continue
-            out.append((None, lines[0][len(b"data: "):]))
+            sse_id = lines[0][len(b"id: "):].decode("ascii", "replace")
+            data = lines[1][len(b"data: "):]
+            ctx.check(
+                f'"id":"{sse_id}"'.encode() in data,
+                f"block {i}: the SSE id {sse_id} is not the event's id: {show(block)}",
+            )
+            out.append((None, data))
     return out
 
 

@@ -467,10 +467,23 @@ fn strict_frames(out: &str, framing: Framing) -> Vec<(Option<&str>, &str)> {
             ),
             _ => None,
         };
+        // `/stream`: the SSE id (EventSource's Last-Event-ID) is the event's own id.
+        let sse_id = (framing == Framing::DataOnly).then(|| {
+            lines
+                .next()
+                .and_then(|l| l.strip_prefix("id: "))
+                .expect("an `id: ` line first")
+        });
         let data = lines
             .next()
             .and_then(|l| l.strip_prefix("data: "))
             .expect("a `data: ` line");
+        if let Some(id) = sse_id {
+            assert!(
+                data.contains(&format!("\"id\":\"{id}\"")),
+                "the SSE id is not the event's: {frame:?}"
+            );
+        }
         assert_eq!(lines.next(), None, "more than one data line in {frame:?}");
         frames.push((name, data));
     }

@@ -1,5 +1,6 @@
-//! Authentication at the edge: the guide's `@fastify/jwt` bearer tokens on `/agent`
-//! and the `X-API-Key` check on `POST /agent-api`.
+//! Authentication at the edge: the guide's `@fastify/jwt` bearer tokens on the agent
+//! routes (`/agent`, `/assist`, `/stream`, `/ws`) and the `X-API-Key` check on
+//! `POST /agent-api`.
 //!
 //! Keys are parsed once, in [`Authenticator::new`]; a check is a pure function of the
 //! header value and the clock, so it never blocks and never fails open.
@@ -17,8 +18,8 @@
 //!   signature verifies with the configured key. `jwk`, `jku`, `x5u` and `x5c` headers
 //!   are never used to find a key. A `crit` header is refused: no extension is
 //!   understood.
-//! - **Roles.** `/agent` allows the roles in `agent_roles` (the wiring's default, and
-//!   the default here for an empty list, is `user` and `admin`). A token
+//! - **Roles.** The agent routes allow the roles in `agent_roles` (the wiring's
+//!   default, and the default here for an empty list, is `user` and `admin`). A token
 //!   without a `role` claim (or with `role: null`) counts as `user`; a role that is not
 //!   a string is not allowed. Unknown claims are ignored.
 //! - **Where a token comes from.** `Authorization: Bearer …`; on `/stream` and `/ws`
@@ -58,7 +59,7 @@ pub const MAX_LEEWAY: Duration = Duration::from_secs(24 * 60 * 60);
 /// verify with them anyway; saying so at start is clearer).
 pub const MIN_RSA_BITS: usize = 2048;
 
-/// The roles allowed on `/agent` when `agent_roles` is empty.
+/// The roles allowed on the agent routes when `agent_roles` is empty.
 pub const DEFAULT_AGENT_ROLES: [&str; 2] = ["user", "admin"];
 
 /// The role of a token that has no `role` claim.

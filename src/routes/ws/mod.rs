@@ -1,19 +1,21 @@
 //! `GET /ws`: the agent over WebSocket (README.md, Endpoints).
 //!
-//! The upgrade is validated ([`handshake`]: `Connection: upgrade`, `Upgrade: websocket`,
-//! `Sec-WebSocket-Version: 13`, a 16-byte base64 `Sec-WebSocket-Key`; anything else is
-//! a 400 in the usual JSON error shape) and answered with a `101` [`Reply`]; hyper then
-//! hands the socket over and one task on this worker serves it until it closes.
+//! The upgrade is validated ([`handshake`]: `Connection: upgrade`, `Upgrade:
+//! websocket`, `Sec-WebSocket-Version: 13`, a 16-byte base64 `Sec-WebSocket-Key`;
+//! anything else is a 400 in the usual JSON error shape) and answered with a `101`
+//! [`Reply`]; hyper then hands the socket over and one task on this worker serves it
+//! until it closes.
 //!
 //! Messages are text frames of JSON. `{"type":"ping"}` gets `{"type":"pong"}`.
-//! `{"type":"agent-query","prompt":…,"id"?:ULID,"requestId"?:any}` (or, the guide's other
-//! shape, `{"type":"agent-query","query":{"id"?,"prompt"},"requestId"?}`) runs the configured
-//! agent exactly as `/agent` does: the same prompt and id rules, a synthesized session,
-//! and the same answer lifecycle (`routes::answer`: every answer ends with one `done`). Each
-//! event is one text message, its JSON with `"requestId"` appended as the last key when
-//! the query had one; then `{"type":"metrics","processingTime":<ms>,"requestId"?:…}`,
-//! the time from the answer's start, in milliseconds with microsecond decimals. Bad
-//! JSON, an invalid field, an unknown type or a binary message gets
+//! `{"type":"agent-query","prompt":…,"id"?:ULID,"requestId"?:any}` (or, the guide's
+//! other shape, `{"type":"agent-query","query":{"id"?,"prompt"},"requestId"?}`; the
+//! grammar is [`message`]) runs the configured agent exactly as `/agent` does: the same
+//! prompt and id rules, a synthesized session, and the same answer lifecycle
+//! (`routes::answer`: every answer ends with one `done`). Each event is one text
+//! message, its JSON with `"requestId"` appended as the last key when the query had
+//! one; then `{"type":"metrics","processingTime":<ms>,"requestId"?:…}`, the time from
+//! the answer's start, in milliseconds with microsecond decimals. Bad JSON, an invalid
+//! field, an unknown type or a binary message gets
 //! `{"type":"error","error":"…","requestId"?:…}` and the socket stays open. Replies to
 //! a message that carried a `requestId` carry it too.
 //!

@@ -1,5 +1,5 @@
 //! `POST /agent`, `POST /assist` and `GET /stream`: validate the request, then serve
-//! the answer (see [`super::answer`]: the agent polled once inline, then a task; one
+//! the answer (see `routes::answer`: the agent polled once inline, then a task; one
 //! `done` whatever it does) as an SSE response.
 //!
 //! Only the HTTP side is here (content type, body, query string, `Last-Event-ID`,

@@ -1,4 +1,5 @@
-//! Header values built once, request ids, and `X-Response-Time`.
+//! Header values built once, request ids, and `X-Response-Time` (with the millisecond
+//! format every reported duration uses).
 //!
 //! A request keeps a sane client `x-request-id`; otherwise it gets a fresh ULID.
 //! Per-request header values are cut from a per-worker arena, so they cost a
@@ -71,21 +72,28 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 
 /// `X-Response-Time` in milliseconds with microsecond precision, e.g. `0.042ms`.
 pub fn response_time(elapsed: Duration) -> HeaderValue {
-    let micros = elapsed.as_micros() as u64;
+    // 20 digits of whole milliseconds at most, `.`, 3 decimals, `ms`.
     let mut out = [0u8; 32];
-    let mut ib = itoa::Buffer::new();
-    let whole = ib.format(micros / 1000).as_bytes();
-    let mut n = whole.len();
-    out[..n].copy_from_slice(whole);
-    let frac = micros % 1000;
-    out[n] = b'.';
-    out[n + 1] = b'0' + (frac / 100) as u8;
-    out[n + 2] = b'0' + (frac / 10 % 10) as u8;
-    out[n + 3] = b'0' + (frac % 10) as u8;
-    out[n + 4] = b'm';
-    out[n + 5] = b's';
-    n += 6;
+    let mut rest = &mut out[..];
+    write_millis(&mut rest, elapsed);
+    rest.put_slice(b"ms");
+    let n = 32 - rest.len();
     arena_value(&out[..n])
+}
+
+/// `elapsed` in milliseconds with three decimals (microseconds), e.g. `12.345`: the
+/// one format of the durations agentd reports (`X-Response-Time`, the WebSocket
+/// `processingTime`). Writes at most 24 bytes and never allocates.
+pub(crate) fn write_millis(out: &mut impl BufMut, elapsed: Duration) {
+    let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    out.put_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
+    let frac = micros % 1000;
+    out.put_slice(&[
+        b'.',
+        b'0' + (frac / 100) as u8,
+        b'0' + (frac / 10 % 10) as u8,
+        b'0' + (frac % 10) as u8,
+    ]);
 }
 
 #[cfg(test)]

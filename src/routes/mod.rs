@@ -6,6 +6,7 @@
 //! idle. Handlers must not block the worker.
 
 pub mod agent;
+mod answer;
 pub mod health;
 pub mod ws;
 

@@ -1,0 +1,178 @@
+//! An answer's lifecycle, the same for `/agent`, `/assist`, `/stream` and `/ws`:
+//! [`begin`] opens the answer's bounded event queue and its [`ResponseHandler`],
+//! [`run_answer`] runs the agent under `AGENT_TIMEOUT` and the shutdown deadline, and
+//! `finish` ends the response whatever the agent did.
+//!
+//! The one-`done` rule lives here: whatever the agent does (returns, fails, panics,
+//! overruns `AGENT_TIMEOUT`, or is cut by the shutdown deadline) the answer ends with
+//! exactly one `done`, after an `atomic.error` when it did not succeed, unless the
+//! client is gone. The routes only frame the events for their transport (an SSE body,
+//! WebSocket messages); they must never emit an event themselves or end an answer
+//! another way. Nothing here may block the worker.
+
+use std::future::{poll_fn, Future};
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use futures_util::FutureExt;
+use http::HeaderValue;
+use tokio::task::AbortHandle;
+
+use crate::agent::AgentError;
+use crate::protocol::events::Framing;
+use crate::protocol::queue::{event_queue, Ending, EventSource, QueueLimits};
+use crate::protocol::{ProtocolError, Query, ResponseHandler, Session};
+use crate::server::shutdown::Phase;
+use crate::server::App;
+
+/// Initial size of an answer's event buffer; it grows up to `SSE_QUEUE_BYTES`.
+const INITIAL_EVENT_BUFFER: usize = 1024;
+
+/// Opens an answer to `query`: its events are read from the returned source, and the
+/// returned future runs the agent and ends the answer (see [`run_answer`]). Nothing
+/// runs until the future is polled; dropping it cancels the agent.
+pub(crate) fn begin(
+    app: &Arc<App>,
+    session: Session,
+    query: Query,
+    framing: Framing,
+    request_id: &HeaderValue,
+) -> (impl Future<Output = ()> + Send + 'static, EventSource) {
+    let c = &app.config;
+    let limits = QueueLimits {
+        capacity: c.sse_queue_bytes as usize,
+        slow_reader_timeout: c.slow_reader_timeout(),
+    };
+    let (sink, source) = event_queue(limits, INITIAL_EVENT_BUFFER);
+    let handler = ResponseHandler::new(sink, framing, session.processor_id.clone());
+    let run = run_answer(app.clone(), session, query, handler, request_id.clone());
+    (run, source)
+}
+
+/// Polls an answer's run once, inline: an agent that finishes without waiting (the
+/// echo agent) costs no task and its events leave in one write. Otherwise the run
+/// continues as a task on this worker, whose handle the caller aborts when the client
+/// leaves.
+pub(crate) fn run_inline_then_spawn<F>(mut run: Pin<Box<F>>) -> Option<AbortHandle>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    match run.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(()) => None,
+        // Spawning polls it again with a real waker.
+        Poll::Pending => Some(tokio::spawn(run).abort_handle()),
+    }
+}
+
+enum Outcome {
+    Done,
+    Failed(AgentError),
+    Panicked,
+    TimedOut,
+    ShutdownDeadline,
+}
+
+type Caught = Result<Result<(), AgentError>, Box<dyn std::any::Any + Send>>;
+
+impl From<Caught> for Outcome {
+    fn from(r: Caught) -> Self {
+        match r {
+            Ok(Ok(())) => Outcome::Done,
+            Ok(Err(e)) => Outcome::Failed(e),
+            Err(_) => Outcome::Panicked,
+        }
+    }
+}
+
+/// Runs the agent on `query` and ends the answer (one `done`, last). A finished
+/// `/stream` answer's `done` id is remembered, so that an `EventSource` reconnecting
+/// after it gets 204.
+async fn run_answer(
+    app: Arc<App>,
+    session: Session,
+    query: Query,
+    mut handler: ResponseHandler,
+    request_id: HeaderValue,
+) {
+    let deadline = tokio::time::Instant::now() + app.config.agent_timeout();
+    let outcome = {
+        let assist =
+            AssertUnwindSafe(app.agent.assist(&session, &query, &mut handler)).catch_unwind();
+        let mut assist = std::pin::pin!(assist);
+        // An agent that finishes without waiting needs neither the timeout's timer nor
+        // the shutdown watch: poll it once before arming them.
+        let first = poll_fn(|cx| Poll::Ready(assist.as_mut().poll(cx))).await;
+        match first {
+            Poll::Ready(r) => Outcome::from(r),
+            Poll::Pending => {
+                let mut phase = app.phase.clone();
+                tokio::select! {
+                    biased;
+                    r = tokio::time::timeout_at(deadline, assist) => match r {
+                        Ok(r) => Outcome::from(r),
+                        Err(_) => Outcome::TimedOut,
+                    },
+                    _ = phase.wait_for(|p| *p == Phase::Deadline) => Outcome::ShutdownDeadline,
+                }
+            }
+        }
+    };
+    finish(&mut handler, outcome, &request_id).await;
+    if handler.framing() == Framing::DataOnly {
+        if let Some(id) = handler.done_id() {
+            app.finished_streams.insert(id);
+        }
+    }
+}
+
+/// Ends the answer whatever the agent did: error (if any), open streams, `done`.
+async fn finish(handler: &mut ResponseHandler, outcome: Outcome, request_id: &HeaderValue) {
+    if handler.is_disconnected() {
+        return;
+    }
+    let (failure, ending) = match outcome {
+        Outcome::Done => (None, Ending::Done),
+        Outcome::Failed(e) => {
+            tracing::warn!(request_id = ?request_id, error = %e, "agent failed");
+            let code = e.code;
+            (Some(e), Ending::Error(code))
+        }
+        Outcome::Panicked => {
+            tracing::error!(request_id = ?request_id, "agent panicked");
+            (
+                Some(AgentError::new("The agent failed while answering", 500)),
+                Ending::Error(500),
+            )
+        }
+        Outcome::TimedOut => {
+            tracing::warn!(request_id = ?request_id, "agent timed out");
+            (
+                Some(AgentError::new("The agent did not answer in time", 504)),
+                Ending::TimedOut,
+            )
+        }
+        Outcome::ShutdownDeadline => (
+            Some(AgentError::new("The server is shutting down", 503)),
+            Ending::Shutdown,
+        ),
+    };
+    if handler.is_complete() {
+        return;
+    }
+    if let Some(e) = failure {
+        let sent = handler
+            .emit_error(&e.message, e.code, e.details.as_ref())
+            .await;
+        if let Err(ProtocolError::InvalidContent(_)) = sent {
+            // Details that are not a JSON object are dropped, the error still goes out.
+            let _ = handler.emit_error(&e.message, e.code, None).await;
+        }
+    }
+    // An error the agent emitted itself was recorded by `emit_error`.
+    if ending != Ending::Done {
+        handler.set_ending(ending);
+    }
+    let _ = handler.complete().await;
+}

@@ -46,6 +46,20 @@ fn get(port: u16, path: &str) -> Option<String> {
     }
 }
 
+/// A child agentd that is killed if a failing test leaves it running.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(cmd: &mut Command) -> Running {
+    Running(cmd.spawn().unwrap())
+}
+
 fn stderr_of(child: &mut Child) -> String {
     let mut err = String::new();
     child
@@ -57,7 +71,8 @@ fn stderr_of(child: &mut Child) -> String {
     err
 }
 
-fn stop(mut child: Child) -> String {
+fn stop(mut running: Running) -> String {
+    let child = &mut running.0;
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -68,34 +83,34 @@ fn stop(mut child: Child) -> String {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    stderr_of(&mut child)
+    stderr_of(child)
 }
 
 fn run_to_exit(cmd: &mut Command) -> (Option<i32>, String) {
-    let mut child = cmd.spawn().unwrap();
+    let mut running = spawn(cmd);
     let deadline = Instant::now() + Duration::from_secs(15);
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = running.0.try_wait().unwrap() {
             break s;
         }
         if Instant::now() > deadline {
-            let err = stop(child);
+            let err = stop(running);
             panic!("still running after 15 s: {err}");
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    (status.code(), stderr_of(&mut child))
+    (status.code(), stderr_of(&mut running.0))
 }
 
 #[test]
 fn a_second_instance_on_a_held_port_exits_2() {
     let port = free_port();
-    let first = agentd()
-        .env("PORT", port.to_string())
-        .env("HOST", "127.0.0.1")
-        .env("WORKERS", "2")
-        .spawn()
-        .unwrap();
+    let first = spawn(
+        agentd()
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("WORKERS", "2"),
+    );
     assert!(get(port, "/health/live").is_some_and(|r| r.starts_with("HTTP/1.1 200")));
     let (code, err) = run_to_exit(
         agentd()
@@ -119,12 +134,12 @@ fn a_second_instance_on_a_held_port_exits_2() {
 #[test]
 fn host_localhost_listens_on_loopback() {
     let port = free_port();
-    let child = agentd()
-        .env("PORT", port.to_string())
-        .env("HOST", "localhost")
-        .env("WORKERS", "1")
-        .spawn()
-        .unwrap();
+    let child = spawn(
+        agentd()
+            .env("PORT", port.to_string())
+            .env("HOST", "localhost")
+            .env("WORKERS", "1"),
+    );
     let r = get(port, "/health/live");
     let err = stop(child);
     assert!(r.is_some_and(|r| r.starts_with("HTTP/1.1 200")), "{err}");
@@ -173,16 +188,16 @@ fn logs_to_a_pipe_have_no_colour_and_the_start_up_line_says_what_runs() {
     let dir = std::env::temp_dir().join(format!("agentd-startup-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join(".env"), "AGENT_NAME=dotenv-named\nPROT=3001\n").unwrap();
-    let child = agentd()
-        .current_dir(&dir)
-        .env("PORT", port.to_string())
-        .env("HOST", "127.0.0.1")
-        .env("WORKERS", "2")
-        .env("NODE_ENV", "development")
-        .env("RATE_LIMIT_MAX", "100")
-        .env("REDIS_URL", "redis://user:hunter2@127.0.0.1:1/0")
-        .spawn()
-        .unwrap();
+    let child = spawn(
+        agentd()
+            .current_dir(&dir)
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("WORKERS", "2")
+            .env("NODE_ENV", "development")
+            .env("RATE_LIMIT_MAX", "100")
+            .env("REDIS_URL", "redis://user:hunter2@127.0.0.1:1/0"),
+    );
     let r = get(port, "/health").unwrap();
     let err = stop(child);
     let _ = std::fs::remove_dir_all(&dir);
@@ -216,15 +231,15 @@ fn logs_to_a_pipe_have_no_colour_and_the_start_up_line_says_what_runs() {
 #[test]
 fn the_start_up_line_names_providers_without_keys() {
     let port = free_port();
-    let child = agentd()
-        .env("PORT", port.to_string())
-        .env("HOST", "127.0.0.1")
-        .env("WORKERS", "1")
-        .env("LOG_FORMAT", "json")
-        .env("OPENAI_API_KEY", "sk-secret-key-1234")
-        .env("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
-        .spawn()
-        .unwrap();
+    let child = spawn(
+        agentd()
+            .env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("WORKERS", "1")
+            .env("LOG_FORMAT", "json")
+            .env("OPENAI_API_KEY", "sk-secret-key-1234")
+            .env("OPENAI_BASE_URL", "http://127.0.0.1:9/v1"),
+    );
     let _ = get(port, "/health/live");
     let err = stop(child);
     let line = err

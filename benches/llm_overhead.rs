@@ -186,43 +186,75 @@ struct RunResult {
     kinds: BTreeMap<String, usize>,
     /// How late each request was sent against its schedule.
     lag: Vec<Duration>,
-    /// CPU used per part (fraction of one core) over the run.
-    cpu: BTreeMap<String, f64>,
+    /// Per part, over the run: CPU used and time waited for a CPU (fractions of one
+    /// core). A part that waits about as long as it runs is starved by its neighbours.
+    cpu: BTreeMap<String, (f64, f64)>,
 }
 
-/// CPU time used so far by this process's threads, by part (thread name prefix), in
-/// seconds (Linux `/proc`; empty elsewhere).
-fn cpu_by_part() -> BTreeMap<String, f64> {
+/// Per part (thread name prefix): seconds on a CPU and seconds spent runnable but
+/// waiting for one (the scheduler's run queue: time another process or thread had the
+/// CPU), so far (Linux `/proc/self/task/*/schedstat`; empty elsewhere).
+fn cpu_by_part() -> BTreeMap<String, (f64, f64)> {
     let mut out = BTreeMap::new();
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
         return out;
     };
-    // SAFETY: sysconf has no preconditions.
-    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     for t in dir.flatten() {
-        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        let Ok(sched) = std::fs::read_to_string(t.path().join("schedstat")) else {
             continue;
         };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let name = &stat[open + 1..close];
-        let part = if name.starts_with("agentd") {
+        let part = if comm.starts_with("agentd") {
             "agentd"
-        } else if name.starts_with("bench-fake") {
+        } else if comm.starts_with("bench-fake") {
             "fake upstream"
-        } else if name.starts_with("bench-client") {
+        } else if comm.starts_with("bench-client") {
             "client"
         } else {
             "other"
         };
-        let f: Vec<&str> = stat[close + 2..].split(' ').collect();
-        // Fields 14 and 15 of stat (utime, stime); `f` starts at field 3.
-        let ticks = f.get(11).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0)
-            + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-        *out.entry(part.to_string()).or_insert(0.0) += ticks / tick;
+        let mut f = sched
+            .split_whitespace()
+            .map(|x| x.parse::<f64>().unwrap_or(0.0) / 1e9);
+        let (run, wait) = (f.next().unwrap_or(0.0), f.next().unwrap_or(0.0));
+        let e = out.entry(part.to_string()).or_insert((0.0, 0.0));
+        e.0 += run;
+        e.1 += wait;
     }
     out
+}
+
+/// agentd's upstream slots in use and requests in flight, as sampled.
+type Samples = std::sync::Arc<std::sync::Mutex<Vec<(u64, u64)>>>;
+
+/// agentd's `/stats` as JSON.
+async fn stats(client: &HttpClient, url: &str) -> Option<serde_json::Value> {
+    let res = client
+        .request(http::Request::get(url).body(Full::default()).ok()?)
+        .await
+        .ok()?;
+    let body = res.into_body().collect().await.ok()?.to_bytes();
+    serde_json::from_slice(&body).ok()
+}
+
+/// Samples agentd's upstream slots in use and requests in flight every 250 ms until
+/// dropped; returns the samples as "in use/in flight" pairs.
+fn sample_stats(client: HttpClient, url: String) -> (tokio::task::JoinHandle<()>, Samples) {
+    let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let out = samples.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            if let Some(s) = stats(&client, &url).await {
+                let in_use = s["llm"]["openai"]["concurrency"]["inUse"].as_u64();
+                let in_flight = s["server"]["inFlight"].as_u64();
+                if let Ok(mut v) = out.lock() {
+                    v.push((in_use.unwrap_or(0), in_flight.unwrap_or(0)));
+                }
+            }
+        }
+    });
+    (task, samples)
 }
 
 async fn run(
@@ -231,6 +263,7 @@ async fn run(
     make: impl Fn() -> http::Request<Full<Bytes>>,
     first: &'static [u8],
     end: &'static [u8],
+    stats_url: Option<&str>,
 ) -> RunResult {
     let mut http = HttpConnector::new();
     // As agentd's own client: small writes go out at once.
@@ -238,6 +271,7 @@ async fn run(
     let client: HttpClient = Client::builder(TokioExecutor::new()).build(http);
     let n = a.rate * a.seconds;
     let gap = Duration::from_secs_f64(1.0 / a.rate as f64);
+    let sampler = stats_url.map(|u| sample_stats(client.clone(), u.to_owned()));
     let cpu_before = cpu_by_part();
     let wall = Instant::now();
     let started = tokio::time::Instant::now();
@@ -287,9 +321,27 @@ async fn run(
         }
     }
     let secs = wall.elapsed().as_secs_f64();
-    for (part, after) in cpu_by_part() {
-        let before = cpu_before.get(&part).copied().unwrap_or(0.0);
-        r.cpu.insert(part, (after - before) / secs);
+    if let Some((task, samples)) = sampler {
+        task.abort();
+        let v = samples.lock().map(|v| v.clone()).unwrap_or_default();
+        let line: Vec<String> = v.iter().map(|(u, f)| format!("{u}/{f}")).collect();
+        eprintln!(
+            "  agentd upstream slots in use / requests in flight, every 250 ms: {}",
+            line.join(" ")
+        );
+        if let Some(s) = stats(&client, stats_url.unwrap_or_default()).await {
+            eprintln!("  agentd /stats llm: {}", s["llm"]);
+            let _ = std::fs::create_dir_all("bench-out");
+            let _ = std::fs::write(
+                "bench-out/llm-overhead-agentd-stats.json",
+                serde_json::to_vec_pretty(&s).unwrap_or_default(),
+            );
+        }
+    }
+    for (part, (run, wait)) in cpu_by_part() {
+        let (run0, wait0) = cpu_before.get(&part).copied().unwrap_or((0.0, 0.0));
+        r.cpu
+            .insert(part, ((run - run0) / secs, (wait - wait0) / secs));
     }
     eprintln!("{name}: {n} requests, {} failed", r.failed);
     for (kind, count) in &r.kinds {
@@ -465,17 +517,12 @@ async fn measure(a: Args, urls: String) {
     let warm = Args { seconds: 1, ..a };
     let direct_marks: (&[u8], &[u8]) = (b"\"content\":\"tok", b"[DONE]");
     let via_marks: (&[u8], &[u8]) = (b"\"AI_RESPONSE\"", b"\"atomic.done\"");
-    run(
-        "warm-up direct",
-        &warm,
-        &direct,
-        direct_marks.0,
-        direct_marks.1,
-    )
-    .await;
-    run("warm-up agentd", &warm, &via, via_marks.0, via_marks.1).await;
-    let mut d = run("direct", &a, &direct, direct_marks.0, direct_marks.1).await;
-    let mut v = run("via agentd", &a, &via, via_marks.0, via_marks.1).await;
+    let stats_url = agentd_url.replace("/agent", "/stats");
+    let (dm, vm) = (direct_marks, via_marks);
+    run("warm-up direct", &warm, &direct, dm.0, dm.1, None).await;
+    run("warm-up agentd", &warm, &via, vm.0, vm.1, None).await;
+    let mut d = run("direct", &a, &direct, dm.0, dm.1, None).await;
+    let mut v = run("via agentd", &a, &via, vm.0, vm.1, Some(&stats_url)).await;
     let rows = [
         (
             "time to first token, p50",
@@ -521,13 +568,15 @@ async fn measure(a: Args, urls: String) {
     let cpu = |r: &RunResult| {
         r.cpu
             .iter()
-            .map(|(k, v)| format!("{k} {:.0}%", v * 100.0))
+            .map(|(k, (run, wait))| {
+                format!("{k} {:.0}% (waited {:.0}%)", run * 100.0, wait * 100.0)
+            })
             .collect::<Vec<_>>()
             .join(", ")
     };
     println!("\nfailures: direct {}, via agentd {}", d.failed, v.failed);
     println!(
-        "CPU (% of one core): direct run: {}; via agentd run: {}",
+        "CPU (% of one core; waited: runnable while another thread or process had the CPU): direct run: {}; via agentd run: {}",
         cpu(&d),
         cpu(&v)
     );

@@ -10,7 +10,9 @@
 //! another's event loop: agentd (one worker), the fake upstream (`bench-fake`, its own
 //! runtime) and the load generator (`bench-client`, a current-thread runtime). `--pin`
 //! gives agentd a CPU of its own (CPU 1) and puts the fake upstream and the client on the
-//! others (with two CPUs they share CPU 0), as `taskset` would.
+//! others (with two CPUs they share CPU 0), as `taskset` would; on two CPUs that crowds
+//! the client and the fake upstream onto one core, whose queueing then shows in the p99,
+//! so the default leaves placement to the scheduler.
 //!
 //! The figures are only as good as the load generator: it reports how late it sent
 //! requests against the schedule (if the client is late, the rate was not driven), the CPU

@@ -5,43 +5,18 @@
 
 mod support;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use agentd::{Agent, AgentError, Query, ResponseHandler, Session};
 use async_trait::async_trait;
 use support::*;
 
-/// Every log line of this test binary, JSON.
-fn logs() -> &'static Mutex<Vec<u8>> {
-    static LOGS: OnceLock<Mutex<Vec<u8>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        struct Sink;
-        impl Write for Sink {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                logs().lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_env_filter("agentd=info")
-            .with_writer(|| Sink)
-            .init();
-        Mutex::new(Vec::new())
-    })
-}
-
 /// The request log line carrying `request_id`, once written.
 async fn log_line(request_id: &str) -> serde_json::Value {
     let mut found = None;
     eventually(Duration::from_secs(5), || {
-        let text = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
+        let text = String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned();
         found = text
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -53,7 +28,7 @@ async fn log_line(request_id: &str) -> serde_json::Value {
 }
 
 fn logging_config() -> agentd::Config {
-    let _ = logs();
+    let _ = captured_logs();
     let mut c = config();
     c.request_logging = Some(true);
     c

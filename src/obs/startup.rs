@@ -68,7 +68,10 @@ impl Summary {
             "agentd listening"
         );
         for key in &self.unknown_dotenv_keys {
-            tracing::warn!(key = %key, ".env sets a variable agentd does not know (misspelt?)");
+            tracing::warn!(
+                key = %key,
+                ".env sets a variable agentd does not use (misspelt, or a setting agentd does not have)"
+            );
         }
     }
 }

@@ -504,3 +504,30 @@ impl Agent for FloodAgent {
         Err(r.into())
     }
 }
+
+/// Every log line of this test binary, as JSON lines, from the first call on (one global
+/// subscriber per test binary, at TRACE so that nothing at any level escapes a check).
+pub fn captured_logs() -> &'static std::sync::Mutex<Vec<u8>> {
+    static LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+    static INIT: std::sync::Once = std::sync::Once::new();
+    struct Sink;
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            LOGS.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    INIT.call_once(|| {
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
+            .with_ansi(false)
+            .with_writer(|| Sink)
+            .init();
+    });
+    &LOGS
+}

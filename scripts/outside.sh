@@ -53,8 +53,9 @@ if [[ -n "${AGENTD_BIN:-}" ]]; then
 else
     log "cargo build --release"
     cargo build --release --bin agentd
-    TARGET_DIR="$(cargo metadata --format-version 1 --no-deps | "$VPY" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
-    BIN="$TARGET_DIR/release/agentd"
+    # shellcheck source=lib/target_dir.sh
+    source "$ROOT/scripts/lib/target_dir.sh"
+    BIN="$(cargo_target_dir "$ROOT")/release/agentd"
 fi
 [[ -x "$BIN" ]] || { log "no executable agentd at $BIN"; exit 1; }
 

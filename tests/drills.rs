@@ -236,14 +236,6 @@ impl Drop for Binary {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// 200 streams in flight, SIGTERM, every stream ends with `done`, exit 0 within the
 /// deadline + 1 s. Returns the streams' outcomes for the variant's own checks.
 async fn sigterm_with_streams_in_flight(

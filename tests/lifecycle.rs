@@ -100,14 +100,6 @@ async fn the_shutdown_deadline_ends_stragglers_with_error_and_done() {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn bad_configuration_exits_2_naming_the_variable() {
     for (var, val) in [

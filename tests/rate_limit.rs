@@ -5,13 +5,14 @@
 //! Needs `redis-server` on the PATH (`apt-get install -y redis-server`).
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 mod support;
+use support::free_port;
 
 use agentd::edge::rate::{FailurePolicy, RateLimitConfig, RateLimiter, RateStats};
 use agentd::edge::rate_redis::COOL_DOWN;
@@ -100,14 +101,6 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Whether a Redis answers PING on `port` within a short wait.

@@ -1,17 +1,13 @@
 //! Start-up as an operator sees it: a port already held, host names, exit codes of bad
 //! settings, the start-up line and colour-free logs. Each runs the real binary.
 
+mod support;
+
+use support::free_port;
+
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn agentd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_agentd"));

@@ -251,15 +251,12 @@ impl Authenticator {
         if !self.is_jwt_configured() {
             return Ok(None);
         }
-        let Some(value) = authorization else {
-            return if self.required {
-                Err(AuthError::InvalidToken)
-            } else {
-                Ok(None)
-            };
-        };
-        let token = bearer_token(value).ok_or(AuthError::InvalidToken)?;
-        self.check_token(Some(token))
+        match authorization {
+            None => self.check_token(None),
+            Some(value) => {
+                self.check_token(Some(bearer_token(value).ok_or(AuthError::InvalidToken)?))
+            }
+        }
     }
 
     /// Checks a bare token (from `Authorization: Bearer`, or from the `access_token`

@@ -30,32 +30,25 @@ pub fn live() -> Reply {
 }
 
 pub async fn ready(app: &App) -> Reply {
-    let reason = match *app.phase.borrow() {
+    let refusal = match *app.phase.borrow() {
         Phase::Running => match (app.shedder.any_pressure(), app.agent.readiness()) {
-            (Some(p), _) => Some(p.as_str()),
-            (None, Err(reason)) if app.agent.starting() => {
-                let body = serde_json::to_vec(
-                    &serde_json::json!({"status": "starting", "reason": reason}),
-                )
-                .unwrap_or_default();
-                return Reply::json(StatusCode::SERVICE_UNAVAILABLE, body.into())
-                    .with_header(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
-            }
-            (None, Err(reason)) => Some(reason),
+            (Some(p), _) => Some(("not ready", p.as_str())),
+            (None, Err(reason)) if app.agent.starting() => Some(("starting", reason)),
+            (None, Err(reason)) => Some(("not ready", reason)),
             (None, Ok(())) => None,
         },
-        _ => Some("shutting down"),
+        _ => Some(("not ready", "shutting down")),
     };
-    let reason = match reason {
+    let (status, reason) = match refusal {
         Some(r) => r,
         None if !rate_limit_store_down(app).await => {
             return Reply::json(StatusCode::OK, Bytes::from_static(br#"{"status":"ready"}"#))
         }
         // Every limited request would get 503 `rate_limit_unavailable`: send the load
         // balancer's traffic elsewhere until Redis answers again.
-        None => "rate limit store unavailable",
+        None => ("not ready", "rate limit store unavailable"),
     };
-    let body = serde_json::to_vec(&serde_json::json!({"status": "not ready", "reason": reason}))
+    let body = serde_json::to_vec(&serde_json::json!({"status": status, "reason": reason}))
         .unwrap_or_default();
     Reply::json(StatusCode::SERVICE_UNAVAILABLE, body.into())
         .with_header(header::RETRY_AFTER, http::HeaderValue::from_static("1"))

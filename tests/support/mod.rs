@@ -531,3 +531,12 @@ pub fn captured_logs() -> &'static std::sync::Mutex<Vec<u8>> {
     });
     &LOGS
 }
+
+/// A port free on 127.0.0.1 when asked (for a server started as a separate process).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

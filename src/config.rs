@@ -22,17 +22,7 @@ pub enum AgentKind {
     Proxy,
 }
 
-/// Logging verbosity (`LOG_LEVEL`), with the guide's pino names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogLevel {
-    Trace,
-    Debug,
-    Info,
-    Warn,
-    Error,
-    Fatal,
-    Silent,
-}
+pub use crate::obs::log::LogLevel;
 
 #[derive(Clone, Debug, Parser)]
 #[command(
@@ -678,6 +668,14 @@ impl Config {
 
     pub fn is_production(&self) -> bool {
         self.node_env.eq_ignore_ascii_case("production")
+    }
+
+    /// JSON log lines: `LOG_FORMAT=json`, or production without `LOG_FORMAT`.
+    pub fn json_logs(&self) -> bool {
+        match self.log_format.as_deref() {
+            Some(f) => f == "json",
+            None => self.is_production(),
+        }
     }
 
     pub fn request_logging(&self) -> bool {

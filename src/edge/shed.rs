@@ -5,7 +5,10 @@
 //! `/health/ready` reports the pressure. Checking costs a few relaxed atomic loads.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use crate::obs::stats::Stats;
 
 /// How often each worker samples its scheduling delay, and worker 0 the RSS.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
@@ -43,17 +46,20 @@ pub struct Shedder {
     /// Per worker: the last sampled scheduling delay, in microseconds.
     delay_us: Box<[AtomicU64]>,
     rss: AtomicU64,
-    in_flight: AtomicU64,
+    /// Counts the requests in flight (`RequestDone` keeps the count).
+    stats: Arc<Stats>,
     pub shed: AtomicU64,
 }
 
 impl Shedder {
-    pub fn new(config: ShedConfig, workers: usize) -> Shedder {
+    pub fn new(config: ShedConfig, stats: Arc<Stats>) -> Shedder {
         Shedder {
             config,
-            delay_us: (0..workers).map(|_| AtomicU64::new(0)).collect(),
+            delay_us: (0..stats.workers().len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             rss: AtomicU64::new(0),
-            in_flight: AtomicU64::new(0),
+            stats,
             shed: AtomicU64::new(0),
         }
     }
@@ -70,7 +76,7 @@ impl Shedder {
         if c.max_rss > 0 && self.rss.load(Relaxed) > c.max_rss {
             return Some(Pressure::Memory);
         }
-        if c.max_in_flight > 0 && self.in_flight.load(Relaxed) >= c.max_in_flight {
+        if c.max_in_flight > 0 && self.stats.in_flight() >= c.max_in_flight {
             return Some(Pressure::InFlight);
         }
         None
@@ -81,16 +87,12 @@ impl Shedder {
         (0..self.delay_us.len()).find_map(|w| self.pressure(w))
     }
 
-    pub fn begin(&self) {
-        self.in_flight.fetch_add(1, Relaxed);
-    }
-
-    pub fn end(&self) {
-        self.in_flight.fetch_sub(1, Relaxed);
+    pub fn config(&self) -> &ShedConfig {
+        &self.config
     }
 
     pub fn in_flight(&self) -> u64 {
-        self.in_flight.load(Relaxed)
+        self.stats.in_flight()
     }
 
     /// Samples this worker's scheduling delay forever (spawn it on the worker).
@@ -123,13 +125,13 @@ mod tests {
                 max_rss: 0,
                 max_in_flight: 2,
             },
-            2,
+            Arc::new(Stats::new(2)),
         );
         assert_eq!(s.pressure(0), None);
-        s.begin();
-        s.begin();
+        s.stats.request_began();
+        s.stats.request_began();
         assert_eq!(s.pressure(0), Some(Pressure::InFlight));
-        s.end();
+        s.stats.request_ended();
         assert_eq!(s.pressure(1), None);
         s.delay_us[1].store(200_000, Relaxed);
         assert_eq!(s.pressure(1), Some(Pressure::SchedulingDelay));
@@ -145,7 +147,7 @@ mod tests {
                 max_rss: 0,
                 max_in_flight: 0,
             },
-            1,
+            Arc::new(Stats::new(1)),
         ));
         let sampler = tokio::spawn({
             let s = s.clone();

@@ -20,7 +20,8 @@ use tokio::task::AbortHandle;
 
 use super::activity::ConnActivity;
 use super::error::HttpError;
-use crate::edge::compress::{compress_all, Compressor, Encoding};
+use crate::http::compress::{compress_all, Compressor, Encoding};
+use crate::obs::stats::Stats;
 use crate::protocol::queue::{EventSource, Next, StreamSummary};
 use crate::protocol::request::BODY_PADDING;
 
@@ -86,7 +87,7 @@ pub struct RequestLog {
 /// log line is written with how the response ended. It must run exactly once.
 pub struct RequestDone {
     activity: Arc<ConnActivity>,
-    app: Arc<crate::server::App>,
+    stats: Arc<Stats>,
     worker: usize,
     start: Instant,
     /// Index into `ROUTE_LABELS`.
@@ -110,15 +111,15 @@ impl RequestDone {
     /// Counts the request in flight; [`RequestDone`] takes it out again.
     pub fn begin(
         activity: Arc<ConnActivity>,
-        app: Arc<crate::server::App>,
+        stats: Arc<Stats>,
         worker: usize,
         start: Instant,
     ) -> RequestDone {
         activity.begin_request();
-        app.shedder.begin();
+        stats.request_began();
         RequestDone {
             activity,
-            app,
+            stats,
             worker,
             start,
             route: crate::http::router::UNROUTED_LABEL,
@@ -147,7 +148,7 @@ impl RequestDone {
             self.status = CLIENT_CLOSED;
         }
         let elapsed = self.start.elapsed();
-        let w = self.app.stats.worker(self.worker);
+        let w = self.stats.worker(self.worker);
         w.record(elapsed);
         w.record_route(self.route, self.status, elapsed);
         if self.agent {
@@ -160,7 +161,7 @@ impl RequestDone {
         if self.sse {
             w.streams_closed.fetch_add(1, Relaxed);
         }
-        self.app.shedder.end();
+        self.stats.request_ended();
         self.activity.end_request();
         if let Some(log) = self.log.take() {
             let ms = elapsed.as_secs_f64() * 1000.0;

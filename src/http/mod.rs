@@ -4,6 +4,7 @@
 
 pub mod activity;
 pub mod body;
+pub mod compress;
 pub mod error;
 pub mod headers;
 pub mod reply;

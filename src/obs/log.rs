@@ -3,11 +3,22 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{Config, LogLevel};
+/// Logging verbosity (`LOG_LEVEL`), with the guide's pino names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Fatal,
+    Silent,
+}
 
-/// Installs the global subscriber (once; later calls are ignored).
-pub fn init(config: &Config) {
-    let level = match config.log_level {
+/// Installs the global subscriber (once; later calls are ignored): JSON lines when
+/// `json`, human-readable ones otherwise.
+pub fn init(level: LogLevel, json: bool) {
+    let level = match level {
         LogLevel::Trace => "trace",
         LogLevel::Debug => "debug",
         LogLevel::Info => "info",
@@ -25,10 +36,6 @@ pub fn init(config: &Config) {
             std::env::var_os("NO_COLOR").as_deref(),
         ))
         .with_writer(std::io::stderr);
-    let json = match config.log_format.as_deref() {
-        Some(f) => f == "json",
-        None => config.is_production(),
-    };
     let _ = if json {
         builder.json().flatten_event(true).try_init()
     } else {

@@ -13,7 +13,7 @@ use super::stats::{Histogram, CLASS_LABELS, PROM_BUCKETS, ROUTE_LABELS};
 use crate::llm::breaker::BreakerState;
 use crate::llm::slots::{Refusal, Slots};
 use crate::llm::ErrorKind;
-use crate::server::App;
+use crate::routes::App;
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -159,7 +159,7 @@ pub fn render(app: &App) -> String {
         &mut out,
         "agentd_worker_restarts_total",
         "Workers replaced after a panic.",
-        app.restarts.load(Relaxed),
+        app.server.worker_restarts(),
     );
     if let Some(rate) = &app.rate {
         let r = rate.stats();
@@ -445,7 +445,7 @@ pub fn stats_json(app: &App) -> serde_json::Value {
             "uptime": app.started.elapsed().as_secs_f64(),
             "memory": {"rss": rss},
             "cpu": {"user": user, "system": system},
-            "workers": app.config.worker_count(),
+            "workers": app.workers(),
             "inFlight": app.shedder.in_flight(),
         },
         "llm": llm,

@@ -3,5 +3,4 @@
 pub mod log;
 pub mod metrics;
 pub mod process;
-pub mod startup;
 pub mod stats;

@@ -202,10 +202,15 @@ impl WorkerStats {
     }
 }
 
-/// All workers' slots.
+/// All workers' slots, and the process's requests in flight.
 pub struct Stats {
     workers: Box<[WorkerStats]>,
+    /// Every worker adds and subtracts here; on its own cache line.
+    in_flight: InFlight,
 }
+
+#[repr(align(128))]
+struct InFlight(AtomicU64);
 
 /// Percentiles of response time, in milliseconds.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
@@ -220,7 +225,23 @@ impl Stats {
     pub fn new(workers: usize) -> Self {
         Stats {
             workers: (0..workers).map(|_| WorkerStats::new()).collect(),
+            in_flight: InFlight(AtomicU64::new(0)),
         }
+    }
+
+    /// A request began (the whole process's count: load shedding reads it).
+    pub fn request_began(&self) {
+        self.in_flight.0.fetch_add(1, Relaxed);
+    }
+
+    /// A request ended.
+    pub fn request_ended(&self) {
+        self.in_flight.0.fetch_sub(1, Relaxed);
+    }
+
+    /// Requests in flight in the whole process.
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.0.load(Relaxed)
     }
 
     pub fn worker(&self, i: usize) -> &WorkerStats {

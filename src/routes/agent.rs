@@ -16,7 +16,7 @@ use crate::http::{HttpError, Reply, ResponseBody};
 use crate::protocol::events::Framing;
 use crate::protocol::request::{parse_agent_request, prompt_from_query};
 use crate::protocol::{ids, Query, Session};
-use crate::server::App;
+use crate::routes::App;
 
 /// True for JSON content types: absent, `application/json` (any parameters) or
 /// `application/*+json`.
@@ -42,15 +42,9 @@ pub async fn assist(
     if !is_json_content_type(headers.get(header::CONTENT_TYPE)) {
         return Err(HttpError::UnsupportedMediaType);
     }
-    let c = &app.config;
-    let mut body = read_body(
-        req.into_body(),
-        headers,
-        c.body_limit,
-        c.body_read_timeout(),
-    )
-    .await?;
-    let (session, query) = parse_agent_request(&mut body.buf, body.len, &app.agent_id)?;
+    let s = &app.settings;
+    let mut body = read_body(req.into_body(), headers, s.body_limit, s.body_read_timeout).await?;
+    let (session, query) = parse_agent_request(&mut body.buf, body.len, &s.agent_id)?;
     drop(body);
     Ok(start(app, session, query, Framing::Named, request_id))
 }
@@ -83,7 +77,7 @@ pub fn stream(
         prompt,
         context: None,
     };
-    let session = Session::synthesized(&app.agent_id);
+    let session = Session::synthesized(&app.settings.agent_id);
     Ok(start(app, session, query, Framing::DataOnly, request_id))
 }
 
@@ -101,7 +95,7 @@ fn start(
     Reply::sse(ResponseBody::sse(SseBody::new(
         events,
         agent,
-        app.config.heartbeat(),
+        app.settings.heartbeat,
     )))
 }
 

@@ -22,10 +22,10 @@ use tokio::task::AbortHandle;
 
 use crate::agent::AgentError;
 use crate::protocol::events::Framing;
-use crate::protocol::queue::{event_queue, Ending, EventSource, QueueLimits};
+use crate::protocol::queue::{event_queue, Ending, EventSource};
 use crate::protocol::{ProtocolError, Query, ResponseHandler, Session};
+use crate::routes::App;
 use crate::server::shutdown::Phase;
-use crate::server::App;
 
 /// Initial size of an answer's event buffer; it grows up to `SSE_QUEUE_BYTES`.
 const INITIAL_EVENT_BUFFER: usize = 1024;
@@ -40,12 +40,7 @@ pub(crate) fn begin(
     framing: Framing,
     request_id: &HeaderValue,
 ) -> (impl Future<Output = ()> + Send + 'static, EventSource) {
-    let c = &app.config;
-    let limits = QueueLimits {
-        capacity: c.sse_queue_bytes as usize,
-        slow_reader_timeout: c.slow_reader_timeout(),
-    };
-    let (sink, source) = event_queue(limits, INITIAL_EVENT_BUFFER);
+    let (sink, source) = event_queue(app.settings.queue, INITIAL_EVENT_BUFFER);
     let handler = ResponseHandler::new(sink, framing, session.processor_id.clone());
     let run = run_answer(app.clone(), session, query, handler, request_id.clone());
     (run, source)
@@ -96,7 +91,7 @@ async fn run_answer(
     mut handler: ResponseHandler,
     request_id: HeaderValue,
 ) {
-    let deadline = tokio::time::Instant::now() + app.config.agent_timeout();
+    let deadline = tokio::time::Instant::now() + app.settings.agent_timeout;
     let outcome = {
         let assist =
             AssertUnwindSafe(app.agent.assist(&session, &query, &mut handler)).catch_unwind();

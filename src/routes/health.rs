@@ -15,8 +15,8 @@ use serde::Serialize;
 
 use crate::http::Reply;
 use crate::obs::stats::Latency;
+use crate::routes::App;
 use crate::server::shutdown::Phase;
-use crate::server::App;
 
 /// How stale `/health` figures may be.
 pub const HEALTH_REFRESH: Duration = Duration::from_millis(250);
@@ -112,7 +112,7 @@ fn render(app: &App) -> Bytes {
         },
         requests: app.stats.requests(),
         latency: app.stats.latency(),
-        workers: app.config.worker_count(),
+        workers: app.workers(),
     };
     Bytes::from(serde_json::to_vec(&h).unwrap_or_default())
 }
@@ -130,12 +130,12 @@ pub async fn detailed(app: &App) -> Reply {
     checks.insert(
         "memory".into(),
         json!({"status": if pressure == Some(crate::edge::shed::Pressure::Memory) { "down" } else { "up" },
-               "rss": rss, "limit": app.config.max_rss_bytes}),
+               "rss": rss, "limit": app.shedder.config().max_rss}),
     );
     checks.insert(
         "runtime".into(),
         json!({"status": if pressure == Some(crate::edge::shed::Pressure::SchedulingDelay) { "down" } else { "up" },
-               "maxDelayMs": app.config.max_event_loop_delay}),
+               "maxDelayMs": app.shedder.config().max_delay.as_millis() as u64}),
     );
     // Until the first health probes answer, "usable" would be a guess: say so.
     let starting = app.agent.starting();

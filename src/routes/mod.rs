@@ -7,6 +7,7 @@
 
 pub mod agent;
 mod answer;
+mod app;
 pub mod health;
 pub mod ws;
 
@@ -18,14 +19,14 @@ use std::time::Instant;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::edge::compress;
 use crate::edge::cors::Cors;
 use crate::edge::security;
 use crate::http::activity::ConnActivity;
 use crate::http::body::{RequestDone, RequestLog};
+use crate::http::compress;
 use crate::http::headers::{self, X_REQUEST_ID, X_RESPONSE_TIME};
 use crate::http::{route, HttpError, Reply, ResponseBody, Route, RouteMatch};
-use crate::server::App;
+pub use app::{App, Compression, Edge, RouteSettings, Routes};
 
 static ACCEPT_ENCODING: HeaderValue = HeaderValue::from_static("Accept-Encoding");
 static X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
@@ -84,11 +85,11 @@ pub async fn handle(
     let pressure = app.shedder.pressure(worker);
     // From here on, however this future ends (even dropped by an HTTP/2 reset), the
     // request leaves the in-flight count.
-    let mut done = RequestDone::begin(activity, app.clone(), worker, start);
+    let mut done = RequestDone::begin(activity, app.stats.clone(), worker, start);
     let request_id = headers::request_id(req.headers());
     // The request's header map becomes the response's (see `Reply`).
     let mut header_map = std::mem::take(req.headers_mut());
-    if app.request_logging {
+    if app.settings.request_logging {
         done.log = Some(Box::new(RequestLog {
             method: req.method().clone(),
             url: crate::edge::auth::redacted_uri(req.uri()).to_string(),
@@ -102,7 +103,7 @@ pub async fn handle(
         None
     };
     let encoding = match header_map.get(http::header::ACCEPT_ENCODING) {
-        Some(v) if app.config.compression => compress::negotiate(v.as_bytes()),
+        Some(v) if app.settings.compression.is_some() => compress::negotiate(v.as_bytes()),
         _ => None,
     };
     if Cors::is_preflight(req.method(), &header_map) {
@@ -136,7 +137,7 @@ pub async fn handle(
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(request_id = ?request_id, reason = p.as_str(), "request shed");
                 Err(HttpError::UnderPressure {
-                    retry_after: app.config.shed_retry_after,
+                    retry_after: app.settings.shed_retry_after,
                 })
             }
             None => match authorize(r, &header_map, req.uri().query(), &app) {
@@ -147,7 +148,7 @@ pub async fn handle(
                     }
                     None => dispatch(r, req, &header_map, &app, &request_id).await,
                     Some(limiter) => {
-                        let ip = app.config.trust_proxy.client_ip(&header_map, peer);
+                        let ip = app.settings.trust_proxy.client_ip(&header_map, peer);
                         let d = Box::pin(limiter.check(ip)).await;
                         let reset_ms = d.reset_after.as_millis() as u64;
                         let reset_secs = reset_ms.div_ceil(1000);
@@ -189,12 +190,8 @@ pub async fn handle(
         h.insert(X_RATELIMIT_REMAINING.clone(), headers::number(d.remaining));
         h.insert(X_RATELIMIT_RESET.clone(), headers::number(reset_secs));
     }
-    if let Some(enc) = encoding {
-        let c = &app.config;
-        if res
-            .body_mut()
-            .compress(enc, c.compression_level, c.compress_threshold as usize)
-        {
+    if let (Some(enc), Some(c)) = (encoding, app.settings.compression) {
+        if res.body_mut().compress(enc, c.level, c.threshold) {
             let h = res.headers_mut();
             h.insert(http::header::CONTENT_ENCODING, enc.header_value());
             h.append(http::header::VARY, ACCEPT_ENCODING.clone());
@@ -222,7 +219,7 @@ fn finish(
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     let h = res.headers_mut();
-    if app.config.security_headers {
+    if app.settings.security_headers {
         security::apply(h);
     }
     h.insert(X_RESPONSE_TIME.clone(), headers::response_time(elapsed));
@@ -254,7 +251,7 @@ async fn dispatch(
                 .unwrap_or_default()
                 .into(),
         )),
-        Route::Metrics if app.config.enable_metrics || app.config.prometheus_metrics => {
+        Route::Metrics if app.settings.metrics => {
             Ok(Reply::prometheus(crate::obs::metrics::render(app)))
         }
         Route::Metrics => Err(HttpError::NotFound),

@@ -21,8 +21,10 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::shutdown::Phase;
-use super::App;
+use super::worker::Shared;
+use super::{ConnInfo, ServerSettings, Service};
 use crate::http::activity::{ConnActivity, Verdict};
+use crate::obs::stats::Stats;
 
 /// The client preface every HTTP/2 connection starts with (RFC 9113 §3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -37,35 +39,32 @@ pub struct Builders {
     h2: http2::Builder<TokioExecutor>,
 }
 
-/// Builds the per-worker connection builders from the configuration.
-pub fn builders(app: &App) -> Builders {
-    let c = &app.config;
+/// Builds the connection builders from the settings.
+pub fn builders(c: &ServerSettings) -> Builders {
     let mut h1 = http1::Builder::new();
     h1.timer(TokioTimer::new())
         .keep_alive(true)
         // Timeouts are enforced by `serve`, which knows keep-alive from header reads.
         .header_read_timeout(None)
-        .max_headers(c.max_headers as usize)
+        .max_headers(c.max_headers)
         // The exact limit on a head; the buffer limit alone is approximate (hyper reads
         // into whatever capacity the buffer has grown to).
-        .max_header_size(c.max_header_bytes as usize)
-        .max_buf_size(c.max_header_bytes as usize);
+        .max_header_size(c.max_header_bytes)
+        .max_buf_size(c.max_header_bytes);
     let mut h2 = http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new())
         .max_concurrent_streams(c.h2_max_concurrent_streams)
         .max_header_list_size(c.max_header_bytes as u32)
-        .max_pending_accept_reset_streams(Some(c.h2_max_pending_resets as usize))
-        .max_local_error_reset_streams(Some(c.h2_max_local_error_resets as usize));
+        .max_pending_accept_reset_streams(Some(c.h2_max_pending_resets))
+        .max_local_error_reset_streams(Some(c.h2_max_local_error_resets));
     Builders { h1, h2 }
 }
 
 /// Serves one accepted connection until it ends.
-pub async fn drive(
+pub(crate) async fn drive<S: Service>(
     stream: TcpStream,
-    app: Arc<App>,
-    builders: Arc<Builders>,
+    shared: Arc<Shared<S>>,
     worker: usize,
-    phase: watch::Receiver<Phase>,
     hold: crate::http::activity::ConnHold,
 ) {
     let peer = stream
@@ -73,16 +72,16 @@ pub async fn drive(
         .map(|a| a.ip())
         .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
     let activity = Arc::new(ConnActivity::with_hold(Some(hold)));
-    let _open = ConnCounter::open(app.clone(), worker);
-    let tls = app.tls.clone();
-    let head_timeout = app.config.header_read_timeout();
+    let _open = ConnCounter::open(shared.status.stats.clone(), worker);
+    let tls = shared.settings.tls.clone();
+    let head_timeout = shared.settings.header_read_timeout;
     let conn = Conn {
-        app,
-        builders,
-        worker,
-        phase,
-        activity: activity.clone(),
-        peer,
+        info: ConnInfo {
+            activity: activity.clone(),
+            worker,
+            peer,
+        },
+        shared,
     };
     let Some(tls) = tls else {
         // The first bytes must arrive within the header timeout, as the head would.
@@ -117,20 +116,16 @@ async fn sniff(stream: &TcpStream) -> io::Result<bool> {
 }
 
 /// What serving one connection needs, whatever its transport.
-struct Conn {
-    app: Arc<App>,
-    builders: Arc<Builders>,
-    worker: usize,
-    phase: watch::Receiver<Phase>,
-    activity: Arc<ConnActivity>,
-    peer: std::net::IpAddr,
+struct Conn<S> {
+    shared: Arc<Shared<S>>,
+    info: ConnInfo,
 }
 
-impl Conn {
+impl<S: Service> Conn<S> {
     async fn serve_tls(self, tls: tokio_rustls::TlsAcceptor, io: TrackedIo) {
         // A handshake is part of reading the first request's head: a client that stalls
         // in it is cut at the same deadline as one that stalls in its headers.
-        let deadline = self.app.config.header_read_timeout();
+        let deadline = self.shared.settings.header_read_timeout;
         match tokio::time::timeout(deadline, tls.accept(io)).await {
             Ok(Ok(io)) => {
                 // HTTP/2 over TLS is chosen by ALPN only (RFC 9113 §3.2).
@@ -146,25 +141,16 @@ impl Conn {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Conn {
-            app,
-            builders,
-            worker,
-            phase,
-            activity,
-            peer,
-        } = self;
-        let timeouts = (
-            app.config.header_read_timeout(),
-            app.config.keep_alive_timeout(),
-        );
-        let svc_activity = activity.clone();
-        let svc = service_fn(move |req| {
-            crate::routes::handle(req, app.clone(), svc_activity.clone(), worker, peer)
-        });
+        let Conn { shared, info } = self;
+        let s = &shared.settings;
+        let timeouts = (s.header_read_timeout, s.keep_alive_timeout);
+        let phase = shared.status.phase.clone();
+        let activity = info.activity.clone();
+        let svc_shared = shared.clone();
+        let svc = service_fn(move |req| svc_shared.service.call(req, &info));
         let io = TokioIo::new(io);
         if h2 {
-            let conn = builders.h2.serve_connection(io, svc);
+            let conn = shared.builders.h2.serve_connection(io, svc);
             run(
                 conn,
                 http2::Connection::graceful_shutdown,
@@ -174,7 +160,7 @@ impl Conn {
             )
             .await
         } else {
-            let conn = builders.h1.serve_connection(io, svc).with_upgrades();
+            let conn = shared.builders.h1.serve_connection(io, svc).with_upgrades();
             let shutdown = http1::UpgradeableConnection::graceful_shutdown;
             run(conn, shutdown, phase, &activity, timeouts).await
         }
@@ -232,22 +218,21 @@ async fn run<F>(
 }
 
 /// Counts the connection open for as long as it lives (closed on any exit path).
-struct ConnCounter(Arc<App>, usize);
+struct ConnCounter(Arc<Stats>, usize);
 
 impl ConnCounter {
-    fn open(app: Arc<App>, worker: usize) -> ConnCounter {
-        app.stats
+    fn open(stats: Arc<Stats>, worker: usize) -> ConnCounter {
+        stats
             .worker(worker)
             .connections
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        ConnCounter(app, worker)
+        ConnCounter(stats, worker)
     }
 }
 
 impl Drop for ConnCounter {
     fn drop(&mut self) {
         self.0
-            .stats
             .worker(self.1)
             .connections_closed
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

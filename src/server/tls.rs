@@ -12,13 +12,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::Config;
-
-/// The acceptor for `config`, or `None` when TLS is not configured.
-pub fn acceptor(config: &Config) -> Result<Option<TlsAcceptor>, String> {
-    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
-        return Ok(None);
-    };
+/// The acceptor for the PEM certificate chain in `cert` and the private key in `key`.
+pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
     let certs = load_certs(cert)?;
     let key = load_key(key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -29,7 +24,7 @@ pub fn acceptor(config: &Config) -> Result<Option<TlsAcceptor>, String> {
         .with_single_cert(certs, key)
         .map_err(|e| format!("TLS_CERT/TLS_KEY: {e}"))?;
     server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Some(TlsAcceptor::from(Arc::new(server))))
+    Ok(TlsAcceptor::from(Arc::new(server)))
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {

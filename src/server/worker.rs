@@ -13,7 +13,15 @@ use tokio::sync::{Notify, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use super::shutdown::Phase;
-use super::{conn, App};
+use super::{conn, ServerSettings, ServerStatus, Service};
+
+/// What every worker of one server shares.
+pub(crate) struct Shared<S> {
+    pub service: S,
+    pub settings: ServerSettings,
+    pub builders: conn::Builders,
+    pub status: Arc<ServerStatus>,
+}
 
 /// How long connections may linger after the shutdown deadline before the worker
 /// stops regardless.
@@ -40,10 +48,10 @@ impl Drop for ExitGuard {
 }
 
 /// Starts worker `id` on `listener`.
-pub(crate) fn spawn(
+pub(crate) fn spawn<S: Service>(
     id: usize,
     listener: std::net::TcpListener,
-    app: Arc<App>,
+    shared: Arc<Shared<S>>,
     crash: Arc<Notify>,
     exits: mpsc::Sender<super::Msg>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
@@ -64,11 +72,16 @@ pub(crate) fn spawn(
                     return;
                 }
             };
-            rt.block_on(serve(id, listener, app, crash));
+            rt.block_on(serve(id, listener, shared, crash));
         })
 }
 
-async fn serve(id: usize, listener: std::net::TcpListener, app: Arc<App>, crash: Arc<Notify>) {
+async fn serve<S: Service>(
+    id: usize,
+    listener: std::net::TcpListener,
+    shared: Arc<Shared<S>>,
+    crash: Arc<Notify>,
+) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -76,16 +89,12 @@ async fn serve(id: usize, listener: std::net::TcpListener, app: Arc<App>, crash:
             return;
         }
     };
-    let builders = Arc::new(conn::builders(&app));
-    let sampler = {
-        let app = app.clone();
-        tokio::spawn(async move { app.shedder.sample(id).await })
-    };
+    let background = tokio::spawn(shared.service.worker_task(id));
     let tracker = TaskTracker::new();
-    let workers = app.config.worker_count() as u64;
-    let per_worker = app.config.max_connections.div_ceil(workers).max(1) as usize;
+    let workers = shared.settings.workers as u64;
+    let per_worker = shared.settings.max_connections.div_ceil(workers).max(1) as usize;
     let permits = Arc::new(Semaphore::new(per_worker));
-    let mut phase = app.phase.clone();
+    let mut phase = shared.status.phase.clone();
     let mut backoff = Duration::from_millis(5);
     loop {
         let permit = tokio::select! {
@@ -105,9 +114,8 @@ async fn serve(id: usize, listener: std::net::TcpListener, app: Arc<App>, crash:
             Ok((stream, _peer)) => {
                 backoff = Duration::from_millis(5);
                 let _ = stream.set_nodelay(true);
-                let (app, builders, phase) = (app.clone(), builders.clone(), app.phase.clone());
                 let hold: crate::http::activity::ConnHold = Arc::new((permit, tracker.token()));
-                tracker.spawn(conn::drive(stream, app, builders, id, phase, hold));
+                tracker.spawn(conn::drive(stream, shared.clone(), id, hold));
             }
             Err(e) => {
                 // EMFILE/ENFILE/ENOBUFS and friends: wait for resources to come back.
@@ -118,9 +126,9 @@ async fn serve(id: usize, listener: std::net::TcpListener, app: Arc<App>, crash:
         }
     }
     drop(listener);
-    sampler.abort();
+    background.abort();
     tracker.close();
-    let mut phase = app.phase.clone();
+    let mut phase = shared.status.phase.clone();
     tokio::select! {
         _ = tracker.wait() => {}
         _ = async {

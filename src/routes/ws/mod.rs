@@ -61,7 +61,7 @@ use hyper_util::rt::TokioIo;
 pub use socket::{CLOSE_TIMEOUT, MAX_WAITING, READ_BUFFER};
 
 use crate::http::{HttpError, Reply};
-use crate::server::App;
+use crate::routes::App;
 
 /// The connection's slot and drain token, carried into the upgraded socket's task.
 #[derive(Clone)]

@@ -32,8 +32,8 @@ use crate::protocol::events::{write_json_str, Framing};
 use crate::protocol::queue::{EventSource, Next};
 use crate::protocol::{Query, Session};
 use crate::routes::answer;
+use crate::routes::App;
 use crate::server::shutdown::Phase;
-use crate::server::App;
 
 /// Queries that may wait behind the running one on a socket.
 pub const MAX_WAITING: usize = 16;
@@ -99,8 +99,7 @@ pub(super) async fn serve(io: TokioIo<Upgraded>, app: Arc<App>, request_id: Head
     app.ws_open
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let _open = OpenSocket(app.clone());
-    let c = &app.config;
-    let max_message = usize::try_from(c.ws_max_message).unwrap_or(usize::MAX);
+    let max_message = app.settings.ws_max_message;
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
@@ -109,7 +108,7 @@ pub(super) async fn serve(io: TokioIo<Upgraded>, app: Arc<App>, request_id: Head
     let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
     let mut socket = Socket {
         ws,
-        write_timeout: c.slow_reader_timeout(),
+        write_timeout: app.settings.queue.slow_reader_timeout,
         max_message,
         app,
         request_id,
@@ -141,7 +140,7 @@ impl Socket {
     async fn run(&mut self) {
         let mut phase = self.app.phase.clone();
         self.draining = *phase.borrow_and_update() != Phase::Running;
-        let idle_timeout = Duration::from_millis(self.app.config.ws_idle_timeout);
+        let idle_timeout = self.app.settings.ws_idle_timeout;
         let idle = tokio::time::sleep(idle_timeout);
         tokio::pin!(idle);
         loop {
@@ -204,7 +203,7 @@ impl Socket {
 
     /// Starts the agent on `query`; its events are taken in `run`'s loop.
     fn start(&mut self, query: Query, request_id: Option<Bytes>) {
-        let session = Session::synthesized(&self.app.agent_id);
+        let session = Session::synthesized(&self.app.settings.agent_id);
         let (run, source) =
             answer::begin(&self.app, session, query, Framing::Lines, &self.request_id);
         let agent: AgentRun = Box::pin(run);

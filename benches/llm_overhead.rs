@@ -19,6 +19,10 @@
 //! each part used (a part near 100% of a core is the bottleneck), and every failure by
 //! kind (connect error, status and error code, `atomic.error` kind, early end).
 
+// A test process, not a worker: it may block its own threads, and signal or limit the
+// processes it starts.
+#![allow(clippy::disallowed_methods, unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 

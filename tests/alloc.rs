@@ -1,6 +1,10 @@
 //! Heap allocations made on worker threads per request, counted by a global allocator
 //! that only counts on threads the server marks as workers.
 
+// A test process, not a worker: it may block its own threads, and signal or limit the
+// processes it starts.
+#![allow(clippy::disallowed_methods, unsafe_code)]
+
 mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};

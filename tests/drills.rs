@@ -8,6 +8,10 @@
 //! so their timing bounds hold on a small machine. Redis killed and restarted under
 //! load is drilled in tests/rate_limit.rs, next to the limiter's other outage tests.
 
+// A test process, not a worker: it may block its own threads, and signal or limit the
+// processes it starts.
+#![allow(clippy::disallowed_methods, unsafe_code)]
+
 mod support;
 
 use std::path::PathBuf;

@@ -7,6 +7,10 @@
 //! performance; figures are printed for the record (`cargo test --test hostile --
 //! --nocapture`).
 
+// A test process, not a worker: it may block its own threads, and signal or limit the
+// processes it starts.
+#![allow(clippy::disallowed_methods, unsafe_code)]
+
 mod support;
 
 #[path = "hostile/common.rs"]

@@ -1,6 +1,10 @@
 //! Process lifecycle: worker respawn, graceful shutdown with streams in flight, the
 //! shutdown deadline, configuration errors and signals on the real binary.
 
+// A test process, not a worker: it may block its own threads, and signal or limit the
+// processes it starts.
+#![allow(clippy::disallowed_methods, unsafe_code)]
+
 mod support;
 
 use std::process::{Command, Stdio};

@@ -4,6 +4,10 @@
 //!
 //! Needs `redis-server` on the PATH (`apt-get install -y redis-server`).
 
+// A test process, not a worker: it may block its own threads, and signal or limit the
+// processes it starts.
+#![allow(clippy::disallowed_methods, unsafe_code)]
+
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpStream};
 use std::process::{Child, Command, Stdio};

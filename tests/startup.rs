@@ -1,6 +1,10 @@
 //! Start-up as an operator sees it: a port already held, host names, exit codes of bad
 //! settings, the start-up line and colour-free logs. Each runs the real binary.
 
+// A test process, not a worker: it may block its own threads, and signal or limit the
+// processes it starts.
+#![allow(clippy::disallowed_methods, unsafe_code)]
+
 mod support;
 
 use support::free_port;

@@ -4,6 +4,10 @@
 //! handshake and cancellation, a reader that stops reading, auth, and 1,000 sockets
 //! at once.
 
+// A test process, not a worker: it may block its own threads, and signal or limit the
+// processes it starts.
+#![allow(clippy::disallowed_methods, unsafe_code)]
+
 mod support;
 
 use std::sync::atomic::Ordering;

@@ -100,6 +100,7 @@ fn load_dotenv(path: &std::path::Path) -> Result<Vec<String>, clap::Error> {
         // Called from `main` before any thread is started, so nothing reads the
         // environment while it changes.
         if std::env::var_os(&key).is_none() {
+            #[allow(clippy::disallowed_methods)]
             std::env::set_var(&key, value);
         }
     }
@@ -112,6 +113,7 @@ mod tests {
     use std::net::IpAddr;
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // the environment this test must not read
     fn defaults_ignore_the_environment() {
         // The variable is set for this process only; `defaults` must not see it. Other
         // tests of this module never read PORT from the environment.

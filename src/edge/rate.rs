@@ -372,6 +372,7 @@ impl MemoryLimiter {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests that mean to block their own thread
 mod tests {
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr};

@@ -114,6 +114,7 @@ impl Shedder {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests that mean to block their own thread
 mod tests {
     use super::*;
 

@@ -140,6 +140,7 @@ impl Drop for BreakerPermit {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests that mean to block their own thread
 mod tests {
     use super::*;
 

@@ -179,6 +179,7 @@ pub fn standing(targets: impl Iterator<Item = (Probed, bool)>) -> Standing {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests that mean to block their own thread
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;

@@ -14,6 +14,15 @@ mod source;
 
 pub use host::ListenHost;
 
+/// Where resumable answers are kept (`RESUME_STORE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ResumeStore {
+    /// Not resumable.
+    Off,
+    /// In this process's memory.
+    Memory,
+}
+
 /// Which agent answers `/agent`, `/assist`, `/stream`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum AgentKind {
@@ -157,6 +166,30 @@ pub struct Config {
     /// running the agent again (0: not remembered).
     #[arg(long, env = "STREAM_DONE_MEMORY", value_name = "STREAM_DONE_MEMORY", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     pub stream_done_memory: u64,
+
+    /// Where answers are kept for a client to resume them (`GET /agent/streams/{id}`):
+    /// `memory` (this process) or `off` (no `x-stream-id`, a client that leaves
+    /// cancels its answer at once).
+    #[arg(long, env = "RESUME_STORE", value_name = "RESUME_STORE", default_value = "off")]
+    pub resume_store: ResumeStore,
+
+    /// How long an answer whose client left keeps running, kept, for a resume (ms).
+    #[arg(long, env = "RESUME_GRACE", value_name = "RESUME_GRACE", default_value_t = 10_000, value_parser = ms_range(0, 3_600_000))]
+    pub resume_grace: u64,
+
+    /// How long a finished answer stays resumable (ms).
+    #[arg(long, env = "RESUME_TTL", value_name = "RESUME_TTL", default_value_t = 60_000, value_parser = ms_range(0, 86_400_000))]
+    pub resume_ttl: u64,
+
+    /// Bytes of events kept per answer; an answer over it can no longer be resumed
+    /// from its start (a resume from a dropped position gets 410 `stream_truncated`).
+    #[arg(long, env = "RESUME_BUFFER_BYTES", value_name = "RESUME_BUFFER_BYTES", default_value_t = 1_048_576, value_parser = clap::value_parser!(u64).range(1024..=1_073_741_824))]
+    pub resume_buffer_bytes: u64,
+
+    /// Bytes of events kept by the whole process; past it the oldest finished answers
+    /// are dropped first (checked every second).
+    #[arg(long, env = "RESUME_MEMORY_BYTES", value_name = "RESUME_MEMORY_BYTES", default_value_t = 67_108_864, value_parser = clap::value_parser!(u64).range(1024..=68_719_476_736))]
+    pub resume_memory_bytes: u64,
 
     /// Largest WebSocket message accepted on `/ws`, in bytes (a larger one closes the
     /// socket with 1009).

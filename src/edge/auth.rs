@@ -298,6 +298,18 @@ impl Authenticator {
         Ok(Some(Claims { sub, role }))
     }
 
+    /// Who presented `key`, for matching later requests by the same client (the start
+    /// of its digest: never the key itself).
+    pub fn api_key_principal(key: &[u8]) -> String {
+        let d = sha256(key);
+        let mut s = String::with_capacity(4 + 24);
+        s.push_str("key:");
+        for b in &d[..12] {
+            s.push_str(&format!("{b:02x}"));
+        }
+        s
+    }
+
     /// Checks the `X-API-Key` header value: `Ok` when it equals one of the configured
     /// keys. Constant time: digests are compared, against every key, with no early
     /// exit. Refused when absent, and always when no key is configured.

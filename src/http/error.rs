@@ -65,12 +65,23 @@ pub enum HttpError {
     /// WebSocket hijacking: browsers apply no CORS to WebSockets).
     #[error("Origin not allowed")]
     OriginNotAllowed,
+    /// `/agent/streams/{id}`: no such stream, or it expired.
+    #[error("Stream not found")]
+    StreamNotFound,
+    /// A resume from a position the stream no longer keeps (`RESUME_BUFFER_BYTES`).
+    #[error("The stream's events up to that position are no longer kept")]
+    StreamTruncated,
+    /// A resume position that is not an event of this stream.
+    #[error("Last-Event-ID is not an event of this stream")]
+    UnknownPosition,
 }
 
 impl HttpError {
     pub fn status(&self) -> StatusCode {
         match self {
-            HttpError::NotFound => StatusCode::NOT_FOUND,
+            HttpError::NotFound | HttpError::StreamNotFound => StatusCode::NOT_FOUND,
+            HttpError::StreamTruncated => StatusCode::GONE,
+            HttpError::UnknownPosition => StatusCode::BAD_REQUEST,
             HttpError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -92,6 +103,9 @@ impl HttpError {
     pub fn code(&self) -> &'static str {
         match self {
             HttpError::NotFound => "not_found",
+            HttpError::StreamNotFound => "stream_not_found",
+            HttpError::StreamTruncated => "stream_truncated",
+            HttpError::UnknownPosition => "unknown_position",
             HttpError::MethodNotAllowed { .. } => "method_not_allowed",
             HttpError::PayloadTooLarge { .. } => "payload_too_large",
             HttpError::UnsupportedMediaType => "unsupported_media_type",

@@ -21,6 +21,10 @@ pub enum Route {
     HealthDetailed,
     Metrics,
     Stats,
+    /// `GET /agent/streams/{id}`: resume an answer.
+    StreamResume,
+    /// `DELETE /agent/streams/{id}`: cancel an answer.
+    StreamCancel,
 }
 
 impl Route {
@@ -59,12 +63,14 @@ impl Route {
             Route::HealthDetailed => 8,
             Route::Metrics => 9,
             Route::Stats => 10,
+            Route::StreamResume => 11,
+            Route::StreamCancel => 12,
         }
     }
 }
 
 /// The label of requests that matched no route.
-pub const UNROUTED_LABEL: usize = 11;
+pub const UNROUTED_LABEL: usize = 13;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RouteMatch {
@@ -76,13 +82,27 @@ pub enum RouteMatch {
 
 const POST: &str = "POST";
 const GET: &str = "GET, HEAD";
+const GET_DELETE: &str = "GET, HEAD, DELETE";
 
 /// Matches a request line's method and path.
 pub fn route(method: &Method, path: &str) -> RouteMatch {
     let mut segs = path.split('/').filter(|s| !s.is_empty());
     let a = segs.next();
     let b = segs.next();
+    let c = segs.next();
     if segs.next().is_some() {
+        return RouteMatch::NotFound;
+    }
+    if let (Some("agent"), Some("streams"), Some(_id)) = (a, b, c) {
+        return if method == Method::GET || method == Method::HEAD {
+            RouteMatch::Found(Route::StreamResume)
+        } else if method == Method::DELETE {
+            RouteMatch::Found(Route::StreamCancel)
+        } else {
+            RouteMatch::MethodNotAllowed(GET_DELETE)
+        };
+    }
+    if c.is_some() {
         return RouteMatch::NotFound;
     }
     let (route, allow) = match (a, b) {

@@ -151,7 +151,7 @@ impl ResponseHandler {
         self.sink.ready().await?;
         let (framing, source) = (self.framing, &self.source);
         let id = next_ulid();
-        self.sink.push(finish, |buf: &mut BytesMut| {
+        self.sink.push_event(Some(id), finish, |buf: &mut BytesMut| {
             write_event(buf, framing, name, id, source, &body)
         })?;
         if finish {
@@ -255,12 +255,13 @@ impl ResponseHandler {
         self.sink.ready().await?;
         let (framing, source) = (self.framing, &self.source);
         let slot = &self.streams[index];
-        self.sink.push(false, |buf: &mut BytesMut| {
+        let id = next_ulid();
+        self.sink.push_event(Some(id), false, |buf: &mut BytesMut| {
             write_event(
                 buf,
                 framing,
                 &slot.event_name,
-                next_ulid(),
+                id,
                 source,
                 &EventBody::Chunk {
                     stream_id: slot.id(),

@@ -8,6 +8,7 @@ pub mod events;
 pub mod finished;
 pub mod handler;
 pub mod ids;
+pub mod journal;
 pub mod queue;
 pub mod request;
 pub mod types;

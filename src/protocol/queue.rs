@@ -5,6 +5,11 @@
 //! in one piece, so events emitted together leave in one write. The queue is bounded in
 //! bytes: a producer waits while the buffer holds `capacity` bytes or more, and if the
 //! reader stays that far behind past the slow-reader deadline the queue is aborted.
+//!
+//! A resumable queue also keeps a [`Journal`] of every event: when its reader goes
+//! away it is *detached* rather than closed (the producer goes on, its events kept only
+//! in the journal), and a new reader can attach and get everything after the last
+//! event it saw, then the live events.
 //! It knows nothing about HTTP and must never hold its lock across an await.
 
 use std::future::poll_fn;
@@ -13,6 +18,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use ulid::Ulid;
+
+use super::journal::{Journal, ReplayError};
 
 /// Why the producer can no longer send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +94,16 @@ struct State {
     bytes: u64,
     /// Told once if the queue is aborted because its reader stayed behind.
     on_slow_reader: Option<Arc<dyn SlowReaderHook>>,
+    /// Resumable queues only.
+    journal: Option<Journal>,
+    /// A resumable queue whose reader left: events go to the journal only.
+    detached: bool,
+    /// Which reader is current (a resumed reader replaces the one before it).
+    reader: u64,
+    /// Woken when the queue is detached or attached again.
+    watcher: Option<Waker>,
+    /// When the producer wrote its last event.
+    finished_at: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for State {
@@ -123,6 +141,8 @@ pub struct EventSink {
 #[derive(Debug)]
 pub struct EventSource {
     shared: Arc<Mutex<State>>,
+    /// Which reader this is (see `State::reader`).
+    reader: u64,
 }
 
 /// What the consumer sees when it polls.
@@ -151,14 +171,106 @@ pub fn event_queue(limits: QueueLimits, initial_capacity: usize) -> (EventSink, 
         events: 0,
         bytes: 0,
         on_slow_reader: None,
+        journal: None,
+        detached: false,
+        reader: 0,
+        watcher: None,
+        finished_at: None,
     }));
     (
         EventSink {
             shared: shared.clone(),
             limits,
         },
-        EventSource { shared },
+        EventSource { shared, reader: 0 },
     )
+}
+
+/// A queue whose events are also kept (up to `journal_limit` bytes) so that a reader
+/// that leaves can be replaced ([`Resumable::attach`]).
+pub fn resumable_event_queue(
+    limits: QueueLimits,
+    initial_capacity: usize,
+    journal_limit: usize,
+) -> (EventSink, EventSource, Resumable) {
+    let (sink, source) = event_queue(limits, initial_capacity);
+    lock(&source.shared).journal = Some(Journal::new(journal_limit));
+    let resumable = Resumable {
+        shared: source.shared.clone(),
+    };
+    (sink, source, resumable)
+}
+
+/// The handle that lets a new reader take over a resumable queue.
+#[derive(Clone, Debug)]
+pub struct Resumable {
+    shared: Arc<Mutex<State>>,
+}
+
+impl Resumable {
+    /// A new reader of everything after the event `after` (from the start for
+    /// `None`), then the live events. The reader before it, if still there, ends.
+    pub fn attach(&self, after: Option<Ulid>) -> Result<EventSource, ReplayError> {
+        let (source, wakers) = {
+            let mut st = lock(&self.shared);
+            let journal = st.journal.as_ref().ok_or(ReplayError::UnknownPosition)?;
+            let replay = journal.replay(after)?;
+            st.buf = replay;
+            st.detached = false;
+            st.reader += 1;
+            let wakers = (st.consumer.take(), st.producer.take(), st.watcher.take());
+            (
+                EventSource {
+                    shared: self.shared.clone(),
+                    reader: st.reader,
+                },
+                wakers,
+            )
+        };
+        for w in [wakers.0, wakers.1, wakers.2].into_iter().flatten() {
+            w.wake();
+        }
+        Ok(source)
+    }
+
+    /// When the producer wrote its last event (`None` while it runs).
+    pub fn finished_at(&self) -> Option<std::time::Instant> {
+        lock(&self.shared).finished_at
+    }
+
+    /// Resolves once the queue has had no reader for `grace` (its reader left and
+    /// nobody attached again in time). Never resolves while a reader is attached.
+    pub async fn abandoned(&self, grace: Duration) {
+        loop {
+            poll_fn(|cx| {
+                let mut st = lock(&self.shared);
+                if st.detached {
+                    Poll::Ready(())
+                } else {
+                    st.watcher = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            })
+            .await;
+            let attached = poll_fn(|cx| {
+                let mut st = lock(&self.shared);
+                if st.detached {
+                    st.watcher = Some(cx.waker().clone());
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                }
+            });
+            if tokio::time::timeout(grace, attached).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Bytes the journal holds.
+    pub fn kept_bytes(&self) -> usize {
+        lock(&self.shared).journal.as_ref().map_or(0, Journal::bytes)
+    }
 }
 
 impl EventSink {
@@ -190,7 +302,7 @@ impl EventSink {
         if let Some(c) = st.closed {
             return Poll::Ready(Err(c));
         }
-        if st.buf.len() < capacity {
+        if st.detached || st.buf.len() < capacity {
             Poll::Ready(Ok(()))
         } else {
             Poll::Pending
@@ -209,13 +321,35 @@ impl EventSink {
     /// Appends bytes written by `write` and wakes the consumer. `finish` marks the
     /// last write. Does not wait: call [`ready`](Self::ready) first.
     pub fn push(&self, finish: bool, write: impl FnOnce(&mut BytesMut)) -> Result<(), Closed> {
+        self.push_event(None, finish, write)
+    }
+
+    /// [`push`](Self::push) for one event with id `id`, which a resumable queue's
+    /// journal keeps.
+    pub fn push_event(
+        &self,
+        id: Option<Ulid>,
+        finish: bool,
+        write: impl FnOnce(&mut BytesMut),
+    ) -> Result<(), Closed> {
         let waker = {
             let mut st = lock(&self.shared);
             if let Some(c) = st.closed {
                 return Err(c);
             }
+            let start = st.buf.len();
             write(&mut st.buf);
+            let st = &mut *st;
+            if let (Some(journal), Some(id)) = (&mut st.journal, id) {
+                journal.append(id, &st.buf[start..]);
+                if st.detached {
+                    st.buf.clear();
+                }
+            }
             st.events += 1;
+            if finish && !st.finished {
+                st.finished_at = Some(std::time::Instant::now());
+            }
             st.finished |= finish;
             st.consumer.take()
         };
@@ -264,6 +398,10 @@ impl EventSource {
             let mut st = lock(&self.shared);
             if let Some(c) = st.closed {
                 return Poll::Ready(Next::Aborted(c));
+            }
+            if st.reader != self.reader {
+                // A resumed reader took over.
+                return Poll::Ready(Next::Aborted(Closed::Disconnected));
             }
             if !st.buf.is_empty() {
                 // The last take hands the whole buffer over (free); earlier ones split
@@ -320,12 +458,21 @@ impl EventSource {
 
 impl Drop for EventSource {
     fn drop(&mut self) {
-        let waker = {
+        let wakers = {
             let mut st = lock(&self.shared);
-            st.closed.get_or_insert(Closed::Disconnected);
-            st.producer.take()
+            if st.reader != self.reader {
+                return;
+            }
+            if st.journal.is_some() && st.closed.is_none() {
+                // Resumable: the producer goes on, into the journal only.
+                st.detached = true;
+                st.buf.clear();
+            } else {
+                st.closed.get_or_insert(Closed::Disconnected);
+            }
+            (st.producer.take(), st.watcher.take())
         };
-        if let Some(w) = waker {
+        for w in [wakers.0, wakers.1].into_iter().flatten() {
             w.wake();
         }
     }

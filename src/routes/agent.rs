@@ -16,7 +16,7 @@ use crate::http::{HttpError, Reply, ResponseBody};
 use crate::protocol::events::Framing;
 use crate::protocol::request::{parse_agent_request, prompt_from_query};
 use crate::protocol::{ids, Query, Session};
-use crate::routes::App;
+use crate::routes::{App, Caller};
 
 /// True for JSON content types: absent, `application/json` (any parameters) or
 /// `application/*+json`.
@@ -38,6 +38,7 @@ pub async fn assist(
     headers: &HeaderMap,
     app: &Arc<App>,
     request_id: &HeaderValue,
+    caller: Caller,
 ) -> Result<Reply, HttpError> {
     if !is_json_content_type(headers.get(header::CONTENT_TYPE)) {
         return Err(HttpError::UnsupportedMediaType);
@@ -46,7 +47,7 @@ pub async fn assist(
     let mut body = read_body(req.into_body(), headers, s.body_limit, s.body_read_timeout).await?;
     let (session, query) = parse_agent_request(&mut body.buf, body.len, &s.agent_id)?;
     drop(body);
-    Ok(start(app, session, query, Framing::Named, request_id))
+    Ok(start(app, session, query, Framing::Named, request_id, caller))
 }
 
 /// `GET /stream?prompt=…`: the same agent, framed for `EventSource`. `HEAD` answers
@@ -58,6 +59,7 @@ pub fn stream(
     headers: &HeaderMap,
     app: &Arc<App>,
     request_id: &HeaderValue,
+    caller: Caller,
 ) -> Result<Reply, HttpError> {
     let prompt =
         prompt_from_query(req.uri().query()).map_err(|i| HttpError::Validation(vec![i]))?;
@@ -78,25 +80,33 @@ pub fn stream(
         context: None,
     };
     let session = Session::synthesized(&app.settings.agent_id);
-    Ok(start(app, session, query, Framing::DataOnly, request_id))
+    Ok(start(app, session, query, Framing::DataOnly, request_id, caller))
 }
 
 /// Begins the answer and hands its events to an SSE body, which aborts the agent's task
-/// if the client leaves.
+/// if the client leaves, unless the answer is resumable (its run then waits
+/// `RESUME_GRACE` for a resume) and named by `x-stream-id`.
 fn start(
     app: &Arc<App>,
     session: Session,
     query: Query,
     framing: Framing,
     request_id: &HeaderValue,
+    caller: Caller,
 ) -> Reply {
-    let (run, events) = answer::begin(app, session, query, framing, request_id);
+    let (run, events, stream) =
+        answer::begin_resumable(app, session, query, framing, request_id, caller);
     let agent = answer::run_inline_then_spawn(Box::pin(run));
-    Reply::sse(ResponseBody::sse(SseBody::new(
+    let agent = if stream.is_some() { None } else { agent };
+    let reply = Reply::sse(ResponseBody::sse(SseBody::new(
         events,
         agent,
         app.settings.heartbeat,
-    )))
+    )));
+    match stream {
+        Some(id) => reply.with_header(super::resume::X_STREAM_ID.clone(), id),
+        None => reply,
+    }
 }
 
 #[cfg(test)]

@@ -22,9 +22,9 @@ use tokio::task::AbortHandle;
 
 use crate::agent::AgentError;
 use crate::protocol::events::Framing;
-use crate::protocol::queue::{event_queue, Ending, EventSource};
+use crate::protocol::queue::{event_queue, resumable_event_queue, Ending, EventSource, Resumable};
 use crate::protocol::{ProtocolError, Query, ResponseHandler, Session};
-use crate::routes::App;
+use crate::routes::{App, Caller};
 use crate::server::shutdown::Phase;
 
 /// Initial size of an answer's event buffer; it grows up to `SSE_QUEUE_BYTES`.
@@ -42,8 +42,57 @@ pub(crate) fn begin(
 ) -> (impl Future<Output = ()> + Send + 'static, EventSource) {
     let (sink, source) = event_queue(app.settings.queue, INITIAL_EVENT_BUFFER);
     let handler = ResponseHandler::new(sink, framing, session.processor_id.clone());
-    let run = run_answer(app.clone(), session, query, handler, request_id.clone());
+    let run = run_answer(app.clone(), session, query, handler, request_id.clone(), None);
     (run, source)
+}
+
+/// [`begin`] for an answer a client may resume (`RESUME_STORE`): its events are kept,
+/// it is registered under a new stream id, and a client that leaves does not cancel it
+/// until `RESUME_GRACE` has passed without a resume. Without a store, [`begin`] as is
+/// (no id).
+pub(crate) fn begin_resumable(
+    app: &Arc<App>,
+    session: Session,
+    query: Query,
+    framing: Framing,
+    request_id: &HeaderValue,
+    caller: Caller,
+) -> (
+    impl Future<Output = ()> + Send + 'static,
+    EventSource,
+    Option<HeaderValue>,
+) {
+    let Some(store) = app.streams.as_ref() else {
+        let (run, source) = begin(app, session, query, framing, request_id);
+        return (futures_util::future::Either::Left(run), source, None);
+    };
+    let s = store.settings();
+    let (sink, source, resumable) =
+        resumable_event_queue(app.settings.queue, INITIAL_EVENT_BUFFER, s.buffer_bytes);
+    let grace = s.grace;
+    let kept = store.keep(caller.worker, resumable.clone(), caller.principal);
+    let handler = ResponseHandler::new(sink, framing, session.processor_id.clone());
+    let resume = Resume {
+        queue: resumable,
+        cancel: kept.cancel,
+        grace,
+    };
+    let run = run_answer(
+        app.clone(),
+        session,
+        query,
+        handler,
+        request_id.clone(),
+        Some(resume),
+    );
+    (futures_util::future::Either::Right(run), source, Some(kept.id))
+}
+
+/// What a resumable answer's run watches: DELETE, and its reader's absence.
+struct Resume {
+    queue: Resumable,
+    cancel: Arc<tokio::sync::Notify>,
+    grace: std::time::Duration,
 }
 
 /// Polls an answer's run once, inline: an agent that finishes without waiting (the
@@ -67,6 +116,10 @@ enum Outcome {
     Panicked,
     TimedOut,
     ShutdownDeadline,
+    /// `DELETE /agent/streams/{id}`.
+    Cancelled,
+    /// The client left and nobody resumed within `RESUME_GRACE`.
+    Abandoned,
 }
 
 type Caught = Result<Result<(), AgentError>, Box<dyn std::any::Any + Send>>;
@@ -90,6 +143,7 @@ async fn run_answer(
     query: Query,
     mut handler: ResponseHandler,
     request_id: HeaderValue,
+    resume: Option<Resume>,
 ) {
     let deadline = tokio::time::Instant::now() + app.settings.agent_timeout;
     let outcome = {
@@ -103,6 +157,18 @@ async fn run_answer(
             Poll::Ready(r) => Outcome::from(r),
             Poll::Pending => {
                 let mut phase = app.phase.clone();
+                let cancelled = async {
+                    match &resume {
+                        Some(r) => r.cancel.notified().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let abandoned = async {
+                    match &resume {
+                        Some(r) => r.queue.abandoned(r.grace).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     biased;
                     r = tokio::time::timeout_at(deadline, assist) => match r {
@@ -110,6 +176,8 @@ async fn run_answer(
                         Err(_) => Outcome::TimedOut,
                     },
                     _ = phase.wait_for(|p| *p == Phase::Deadline) => Outcome::ShutdownDeadline,
+                    _ = cancelled => Outcome::Cancelled,
+                    _ = abandoned => Outcome::Abandoned,
                 }
             }
         }
@@ -151,6 +219,18 @@ async fn finish(handler: &mut ResponseHandler, outcome: Outcome, request_id: &He
         Outcome::ShutdownDeadline => (
             Some(AgentError::new("The server is shutting down", 503)),
             Ending::Shutdown,
+        ),
+        Outcome::Cancelled => (
+            Some(AgentError::new("The answer was cancelled", 499)),
+            Ending::Error(499),
+        ),
+        // Nobody reads: the end is kept for a resume that comes within RESUME_TTL.
+        Outcome::Abandoned => (
+            Some(AgentError::new(
+                "The client left and did not resume in time",
+                499,
+            )),
+            Ending::ClientGone,
         ),
     };
     if handler.is_complete() {

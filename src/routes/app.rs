@@ -47,6 +47,8 @@ pub struct RouteSettings {
     pub agent_timeout: Duration,
     pub ws_max_message: usize,
     pub ws_idle_timeout: Duration,
+    /// `Some` when answers are resumable (`RESUME_STORE=memory`).
+    pub resume: Option<super::resume::ResumeSettings>,
 }
 
 /// How responses are compressed.
@@ -75,6 +77,8 @@ pub struct App {
     pub ws_open: AtomicU64,
     /// `done` ids of recently finished `/stream` answers (`STREAM_DONE_MEMORY`).
     pub finished_streams: FinishedStreams,
+    /// Resumable answers (`RESUME_STORE`).
+    pub streams: Option<super::resume::StreamStore>,
 }
 
 /// The edge's policies, built (and checked) before the server starts.
@@ -95,7 +99,12 @@ impl App {
         agent: Arc<dyn Agent>,
         server: Arc<ServerStatus>,
     ) -> App {
+        let workers = server.workers();
+        let streams = settings
+            .resume
+            .map(|r| super::resume::StreamStore::new(r, workers));
         App {
+            streams,
             settings,
             agent,
             stats: server.stats.clone(),
@@ -140,6 +149,13 @@ impl Service for Routes {
 
     fn worker_task(&self, worker: usize) -> impl std::future::Future<Output = ()> + Send + use<> {
         let app = self.0.clone();
-        async move { app.shedder.sample(worker).await }
+        async move {
+            match &app.streams {
+                Some(store) => {
+                    tokio::join!(app.shedder.sample(worker), store.sweep_forever(worker));
+                }
+                None => app.shedder.sample(worker).await,
+            }
+        }
     }
 }

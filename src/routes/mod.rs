@@ -9,6 +9,7 @@ pub mod agent;
 mod answer;
 mod app;
 pub mod health;
+pub mod resume;
 pub mod ws;
 
 use std::convert::Infallible;
@@ -19,6 +20,7 @@ use std::time::Instant;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::edge::auth::Authenticator;
 use crate::edge::cors::Cors;
 use crate::edge::security;
 use crate::http::activity::ConnActivity;
@@ -37,8 +39,15 @@ static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-rese
 /// with `AUTH_REQUIRED`, its role checked) or, on `/agent-api`, the API key alone (as
 /// in the guide, where `/agent-api` is its own context without the JWT hook). On
 /// `/stream` and `/ws` the token may come as `?access_token=` (RFC 6750 §2.3), because
-/// a browser's EventSource and WebSocket cannot send `Authorization`.
-fn authorize(route: Route, h: &HeaderMap, query: Option<&str>, app: &App) -> Result<(), HttpError> {
+/// a browser's EventSource and WebSocket cannot send `Authorization`. The resumable
+/// stream routes take either credential. Returns who asked, when a credential named
+/// them (what a resumed stream is checked against).
+fn authorize(
+    route: Route,
+    h: &HeaderMap,
+    query: Option<&str>,
+    app: &App,
+) -> Result<Option<Box<str>>, HttpError> {
     use crate::edge::auth::AuthError;
     let map = |e: AuthError| match e {
         AuthError::InvalidToken => HttpError::InvalidToken,
@@ -46,12 +55,18 @@ fn authorize(route: Route, h: &HeaderMap, query: Option<&str>, app: &App) -> Res
         AuthError::InvalidApiKey => HttpError::InvalidApiKey,
     };
     let header = h.get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
+    let api_key = h.get("x-api-key").map(|v| v.as_bytes());
+    let principal = |c: Option<crate::edge::auth::Claims>| {
+        c.and_then(|c| c.sub).map(|s| format!("sub:{s}").into_boxed_str())
+    };
     match route {
         Route::AgentApi => {
-            return app
-                .auth
-                .check_api_key(h.get("x-api-key").map(|v| v.as_bytes()))
-                .map_err(map);
+            app.auth.check_api_key(api_key).map_err(map)?;
+            return Ok(api_key.map(|k| Authenticator::api_key_principal(k).into_boxed_str()));
+        }
+        Route::StreamResume | Route::StreamCancel if api_key.is_some() && header.is_none() => {
+            app.auth.check_api_key(api_key).map_err(map)?;
+            return Ok(api_key.map(|k| Authenticator::api_key_principal(k).into_boxed_str()));
         }
         Route::Stream | Route::Ws => {
             let from_query = crate::edge::auth::access_token_param(query);
@@ -59,17 +74,22 @@ fn authorize(route: Route, h: &HeaderMap, query: Option<&str>, app: &App) -> Res
                 // RFC 6750 §2: a client must not use more than one method.
                 (Some(_), Some(_)) => return Err(HttpError::InvalidToken),
                 (None, Some(token)) => {
-                    app.auth.check_token(Some(&token)).map_err(map)?;
-                    return Ok(());
+                    return app.auth.check_token(Some(&token)).map_err(map).map(principal);
                 }
                 _ => {}
             }
         }
-        Route::Agent | Route::Assist => {}
-        _ => return Ok(()),
+        Route::Agent | Route::Assist | Route::StreamResume | Route::StreamCancel => {}
+        _ => return Ok(None),
     }
-    app.auth.check_bearer(header).map_err(map)?;
-    Ok(())
+    app.auth.check_bearer(header).map_err(map).map(principal)
+}
+
+/// Who is asking: the worker serving the request and, when a credential named them,
+/// the principal.
+pub struct Caller {
+    pub worker: usize,
+    pub principal: Option<Box<str>>,
 }
 
 /// Handles one request.
@@ -128,9 +148,13 @@ pub async fn handle(
         done.route = r.label();
         done.agent = r.is_agent();
     }
+    let mut caller = Caller {
+        worker,
+        principal: None,
+    };
     let result = match routed {
         RouteMatch::Found(r) => match pressure {
-            _ if r.is_probe() => dispatch(r, req, &header_map, &app, &request_id).await,
+            _ if r.is_probe() => dispatch(r, req, &header_map, &app, &request_id, caller).await,
             Some(p) => {
                 app.shedder
                     .shed
@@ -142,11 +166,15 @@ pub async fn handle(
             }
             None => match authorize(r, &header_map, req.uri().query(), &app) {
                 Err(e) => Err(e),
-                Ok(()) => match &app.rate {
+                Ok(principal) => match &app.rate {
                     _ if r.is_rate_exempt() => {
-                        dispatch(r, req, &header_map, &app, &request_id).await
+                        caller.principal = principal;
+                        dispatch(r, req, &header_map, &app, &request_id, caller).await
                     }
-                    None => dispatch(r, req, &header_map, &app, &request_id).await,
+                    None => {
+                        caller.principal = principal;
+                        dispatch(r, req, &header_map, &app, &request_id, caller).await
+                    }
                     Some(limiter) => {
                         let ip = app.settings.trust_proxy.client_ip(&header_map, peer);
                         let d = Box::pin(limiter.check(ip)).await;
@@ -154,7 +182,8 @@ pub async fn handle(
                         let reset_secs = reset_ms.div_ceil(1000);
                         if d.allowed {
                             limit = Some((d, reset_secs));
-                            dispatch(r, req, &header_map, &app, &request_id).await
+                            caller.principal = principal;
+                            dispatch(r, req, &header_map, &app, &request_id, caller).await
                         } else if d.unavailable {
                             // No count to report: the store did not answer.
                             Err(HttpError::RateLimitUnavailable {
@@ -234,12 +263,21 @@ async fn dispatch(
     headers: &HeaderMap,
     app: &Arc<App>,
     request_id: &HeaderValue,
+    caller: Caller,
 ) -> Result<Reply, HttpError> {
     match route {
         Route::Agent | Route::Assist | Route::AgentApi => {
-            Box::pin(agent::assist(req, headers, app, request_id)).await
+            Box::pin(agent::assist(req, headers, app, request_id, caller)).await
         }
-        Route::Stream => agent::stream(req, headers, app, request_id),
+        Route::Stream => agent::stream(req, headers, app, request_id, caller),
+        Route::StreamResume => resume::resume(
+            app,
+            req.uri().path(),
+            req.uri().query(),
+            headers,
+            caller.principal.as_deref(),
+        ),
+        Route::StreamCancel => resume::cancel(app, req.uri().path(), caller.principal.as_deref()),
         Route::Ws => ws::upgrade(req, headers, app, request_id),
         Route::Health => Ok(health::health(app)),
         Route::HealthLive => Ok(health::live()),

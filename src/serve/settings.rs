@@ -9,12 +9,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, ResumeStore};
 use crate::edge::auth::{AuthConfig, Authenticator};
 use crate::edge::cors::Cors;
 use crate::edge::rate::{RateLimitConfig, RateLimiter};
 use crate::edge::shed::ShedConfig;
 use crate::protocol::queue::QueueLimits;
+use crate::routes::resume::ResumeSettings;
 use crate::routes::{Compression, Edge, RouteSettings};
 use crate::server::ServerSettings;
 
@@ -65,6 +66,12 @@ pub fn routes(c: &Config) -> RouteSettings {
         agent_timeout: c.agent_timeout(),
         ws_max_message: usize::try_from(c.ws_max_message).unwrap_or(usize::MAX),
         ws_idle_timeout: Duration::from_millis(c.ws_idle_timeout),
+        resume: (c.resume_store == ResumeStore::Memory).then(|| ResumeSettings {
+            grace: Duration::from_millis(c.resume_grace),
+            ttl: Duration::from_millis(c.resume_ttl),
+            buffer_bytes: c.resume_buffer_bytes as usize,
+            memory_bytes: c.resume_memory_bytes as usize,
+        }),
     }
 }
 

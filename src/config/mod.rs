@@ -170,7 +170,12 @@ pub struct Config {
     /// Where answers are kept for a client to resume them (`GET /agent/streams/{id}`):
     /// `memory` (this process) or `off` (no `x-stream-id`, a client that leaves
     /// cancels its answer at once).
-    #[arg(long, env = "RESUME_STORE", value_name = "RESUME_STORE", default_value = "off")]
+    #[arg(
+        long,
+        env = "RESUME_STORE",
+        value_name = "RESUME_STORE",
+        default_value = "off"
+    )]
     pub resume_store: ResumeStore,
 
     /// How long an answer whose client left keeps running, kept, for a resume (ms).

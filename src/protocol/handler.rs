@@ -151,9 +151,10 @@ impl ResponseHandler {
         self.sink.ready().await?;
         let (framing, source) = (self.framing, &self.source);
         let id = next_ulid();
-        self.sink.push_event(Some(id), finish, |buf: &mut BytesMut| {
-            write_event(buf, framing, name, id, source, &body)
-        })?;
+        self.sink
+            .push_event(Some(id), finish, |buf: &mut BytesMut| {
+                write_event(buf, framing, name, id, source, &body)
+            })?;
         if finish {
             self.done_id = Some(id);
         }
@@ -256,20 +257,21 @@ impl ResponseHandler {
         let (framing, source) = (self.framing, &self.source);
         let slot = &self.streams[index];
         let id = next_ulid();
-        self.sink.push_event(Some(id), false, |buf: &mut BytesMut| {
-            write_event(
-                buf,
-                framing,
-                &slot.event_name,
-                id,
-                source,
-                &EventBody::Chunk {
-                    stream_id: slot.id(),
-                    is_complete,
-                    content,
-                },
-            )
-        })?;
+        self.sink
+            .push_event(Some(id), false, |buf: &mut BytesMut| {
+                write_event(
+                    buf,
+                    framing,
+                    &slot.event_name,
+                    id,
+                    source,
+                    &EventBody::Chunk {
+                        stream_id: slot.id(),
+                        is_complete,
+                        content,
+                    },
+                )
+            })?;
         Ok(())
     }
 

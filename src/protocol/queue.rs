@@ -269,7 +269,10 @@ impl Resumable {
 
     /// Bytes the journal holds.
     pub fn kept_bytes(&self) -> usize {
-        lock(&self.shared).journal.as_ref().map_or(0, Journal::bytes)
+        lock(&self.shared)
+            .journal
+            .as_ref()
+            .map_or(0, Journal::bytes)
     }
 }
 

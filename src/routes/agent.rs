@@ -47,7 +47,14 @@ pub async fn assist(
     let mut body = read_body(req.into_body(), headers, s.body_limit, s.body_read_timeout).await?;
     let (session, query) = parse_agent_request(&mut body.buf, body.len, &s.agent_id)?;
     drop(body);
-    Ok(start(app, session, query, Framing::Named, request_id, caller))
+    Ok(start(
+        app,
+        session,
+        query,
+        Framing::Named,
+        request_id,
+        caller,
+    ))
 }
 
 /// `GET /stream?prompt=…`: the same agent, framed for `EventSource`. `HEAD` answers
@@ -80,7 +87,14 @@ pub fn stream(
         context: None,
     };
     let session = Session::synthesized(&app.settings.agent_id);
-    Ok(start(app, session, query, Framing::DataOnly, request_id, caller))
+    Ok(start(
+        app,
+        session,
+        query,
+        Framing::DataOnly,
+        request_id,
+        caller,
+    ))
 }
 
 /// Begins the answer and hands its events to an SSE body, which aborts the agent's task

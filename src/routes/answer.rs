@@ -42,7 +42,14 @@ pub(crate) fn begin(
 ) -> (impl Future<Output = ()> + Send + 'static, EventSource) {
     let (sink, source) = event_queue(app.settings.queue, INITIAL_EVENT_BUFFER);
     let handler = ResponseHandler::new(sink, framing, session.processor_id.clone());
-    let run = run_answer(app.clone(), session, query, handler, request_id.clone(), None);
+    let run = run_answer(
+        app.clone(),
+        session,
+        query,
+        handler,
+        request_id.clone(),
+        None,
+    );
     (run, source)
 }
 
@@ -85,7 +92,11 @@ pub(crate) fn begin_resumable(
         request_id.clone(),
         Some(resume),
     );
-    (futures_util::future::Either::Right(run), source, Some(kept.id))
+    (
+        futures_util::future::Either::Right(run),
+        source,
+        Some(kept.id),
+    )
 }
 
 /// What a resumable answer's run watches: DELETE, and its reader's absence.

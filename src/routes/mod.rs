@@ -57,7 +57,8 @@ fn authorize(
     let header = h.get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
     let api_key = h.get("x-api-key").map(|v| v.as_bytes());
     let principal = |c: Option<crate::edge::auth::Claims>| {
-        c.and_then(|c| c.sub).map(|s| format!("sub:{s}").into_boxed_str())
+        c.and_then(|c| c.sub)
+            .map(|s| format!("sub:{s}").into_boxed_str())
     };
     match route {
         Route::AgentApi => {
@@ -74,7 +75,11 @@ fn authorize(
                 // RFC 6750 §2: a client must not use more than one method.
                 (Some(_), Some(_)) => return Err(HttpError::InvalidToken),
                 (None, Some(token)) => {
-                    return app.auth.check_token(Some(&token)).map_err(map).map(principal);
+                    return app
+                        .auth
+                        .check_token(Some(&token))
+                        .map_err(map)
+                        .map(principal);
                 }
                 _ => {}
             }

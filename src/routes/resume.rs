@@ -288,7 +288,11 @@ mod tests {
         assert!(store.find(&a).is_some());
         assert!(store.find(&a[..ID_LEN - 1]).is_none());
         let mut other = a.clone().into_bytes();
-        other[ID_LEN - 1] = if other[ID_LEN - 1] == b'0' { b'1' } else { b'0' };
+        other[ID_LEN - 1] = if other[ID_LEN - 1] == b'0' {
+            b'1'
+        } else {
+            b'0'
+        };
         assert!(store.find(std::str::from_utf8(&other).unwrap()).is_none());
         assert!(store.find("zz").is_none());
     }

@@ -1,5 +1,5 @@
-//! The health-probe loop shared by the LLM providers (`llm::health`) and the proxy's
-//! upstream agents (`agent::proxy::health`): a thread of its own with its own runtime
+//! The one health-probe loop, for LLM providers and the proxy's upstream agents alike
+//! (each says how it is probed by implementing [`Target`]): a thread of its own with its own runtime
 //! and client, a first round of probes at once, then one round per interval; every
 //! target of a round is probed concurrently, so one hanging target delays no other.
 //!

@@ -10,19 +10,11 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use crate::backend::probe::Standing;
-use crate::backend::Endpoint;
+use crate::backend::{standing, Endpoint, Standing};
 
-/// How one dependency stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DependencyState {
-    /// Not checked yet (no health check has answered).
-    Unknown,
-    /// Usable: its last check answered healthy (and its breaker is not open).
-    Up,
-    /// Not usable: found unhealthy, or failing.
-    Down,
-}
+/// How one dependency stands: `Unknown` (no check has answered yet), `Up` (usable:
+/// its last check answered healthy, its breaker not open) or `Down`.
+pub use crate::backend::EndpointState as DependencyState;
 
 /// What kind of dependencies a group holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,14 +50,9 @@ impl DependencyHealth {
 
     /// A backend endpoint, as it stands now.
     pub fn of_endpoint(endpoint: &Arc<Endpoint>) -> Self {
-        use crate::backend::EndpointState as E;
         DependencyHealth {
             name: endpoint.name().to_owned(),
-            state: match endpoint.state() {
-                E::Unknown => DependencyState::Unknown,
-                E::Up => DependencyState::Up,
-                E::Down => DependencyState::Down,
-            },
+            state: endpoint.state(),
             endpoint: Some(endpoint.clone()),
         }
     }
@@ -102,17 +89,7 @@ impl DependencyGroup {
     /// Ready once a member is known usable; starting while none is and some have not
     /// answered a check yet; down otherwise (also when the group is empty).
     pub fn standing(&self) -> Standing {
-        if self.usable() > 0 {
-            Standing::Ready
-        } else if self
-            .members
-            .iter()
-            .any(|m| m.state == DependencyState::Unknown)
-        {
-            Standing::Starting
-        } else {
-            Standing::Down
-        }
+        standing(self.members.iter().map(|m| m.state))
     }
 
     /// Why the group keeps the agent from being ready, in `/health/ready`'s words.

@@ -72,6 +72,34 @@ pub enum EndpointState {
     Down,
 }
 
+/// How a set of endpoints (or any dependencies) stands for readiness.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Standing {
+    /// At least one is known usable.
+    Ready,
+    /// None is usable yet, and some have not answered their first probe.
+    Starting,
+    /// Every one answered, and none is usable (also when there is none).
+    Down,
+}
+
+/// The standing of a set of endpoints, given their states.
+pub fn standing(states: impl Iterator<Item = EndpointState>) -> Standing {
+    let mut unknown = false;
+    for s in states {
+        match s {
+            EndpointState::Up => return Standing::Ready,
+            EndpointState::Unknown => unknown = true,
+            EndpointState::Down => {}
+        }
+    }
+    if unknown {
+        Standing::Starting
+    } else {
+        Standing::Down
+    }
+}
+
 impl Endpoint {
     pub fn new(
         name: impl Into<String>,
@@ -217,5 +245,16 @@ mod tests {
         e.breaker.try_acquire().unwrap().fail();
         assert_eq!(e.state(), EndpointState::Down);
         assert!(!e.is_usable());
+    }
+
+    #[test]
+    fn standing_needs_one_answered_usable_endpoint() {
+        use EndpointState::*;
+        let of = |v: &[EndpointState]| standing(v.iter().copied());
+        assert_eq!(of(&[Unknown, Unknown]), Standing::Starting);
+        assert_eq!(of(&[Down, Unknown]), Standing::Starting);
+        assert_eq!(of(&[Up, Unknown]), Standing::Ready);
+        assert_eq!(of(&[Down, Down]), Standing::Down);
+        assert_eq!(of(&[]), Standing::Down);
     }
 }

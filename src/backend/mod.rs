@@ -21,6 +21,6 @@ pub mod sse;
 
 pub use breaker::{Breaker, BreakerPermit, BreakerState};
 pub use client::{HttpClient, PoolConfig};
-pub use endpoint::{Endpoint, EndpointState, InFlight};
+pub use endpoint::{standing, Endpoint, EndpointState, InFlight, Standing};
 pub use error::{BackendError, ErrorKind};
 pub use probe::{ProbeLoop, Probed};

@@ -27,7 +27,7 @@ use super::provider::{CallLimits, LlmStream, Provider};
 use super::ChatRequest;
 use crate::backend::client::{self, PoolConfig};
 use crate::backend::order::{self, Candidate, Policy, Rotation};
-use crate::backend::probe::{standing, ProbeLoop, Standing};
+use crate::backend::probe::ProbeLoop;
 use crate::backend::slots::Slot;
 use crate::backend::{BreakerPermit, InFlight};
 
@@ -173,18 +173,6 @@ impl Router {
     /// True when at least one provider is usable.
     pub fn any_usable(&self) -> bool {
         self.providers.iter().any(|p| p.endpoint.is_usable())
-    }
-
-    /// Readiness: ready once a provider answered its probe and is usable; starting
-    /// while none is and some have not answered yet.
-    pub fn standing(&self) -> Standing {
-        standing(self.providers.iter().map(|p| {
-            let e = &p.endpoint;
-            (
-                e.health.get(),
-                e.breaker.state() != crate::backend::BreakerState::Open,
-            )
-        }))
     }
 
     /// Candidates in the order to try them.

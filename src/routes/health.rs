@@ -15,7 +15,7 @@ use http::{header, StatusCode};
 use serde::Serialize;
 
 use crate::agent::health::{readiness, DependencyGroup, DependencyKind};
-use crate::backend::probe::Standing;
+use crate::backend::Standing;
 use crate::http::Reply;
 use crate::obs::stats::Latency;
 use crate::server::shutdown::Phase;

@@ -23,8 +23,8 @@ use super::balance::Balance;
 use super::error::UPSTREAM_KINDS;
 use crate::backend::client::{self, HttpClient, PoolConfig};
 use crate::backend::order::{self, Candidate, Rotation};
-use crate::backend::probe::{self, standing, ProbeLoop, ProbeState, Probed, Standing};
-use crate::backend::{Breaker, BreakerState, Endpoint};
+use crate::backend::probe::{self, ProbeLoop, ProbeState, Probed};
+use crate::backend::{standing, Breaker, Endpoint, Standing};
 
 /// Longest wait for one health check's answer (shorter when the interval is).
 const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -147,10 +147,7 @@ impl UpstreamPool {
     /// Readiness: ready once an upstream answered its check and is usable; starting
     /// while none is and some have not answered yet.
     pub fn standing(&self) -> Standing {
-        standing(self.upstreams.iter().map(|u| {
-            let e = &u.endpoint;
-            (e.health.get(), e.breaker.state() != BreakerState::Open)
-        }))
+        standing(self.upstreams.iter().map(|u| u.endpoint.state()))
     }
 
     /// Indices of the upstreams in the order this request should try them.

@@ -126,7 +126,10 @@ impl ProxyAgent {
             let endpoint = &upstream.endpoint;
             let Some(permit) = endpoint.breaker.try_acquire() else {
                 let e = upstream_error(ErrorKind::BreakerOpen, "every upstream's breaker is open");
-                endpoint.record_error(&e);
+                if k < n {
+                    // Once per request, however many rounds skip it.
+                    endpoint.record_error(&e);
+                }
                 last.get_or_insert(e);
                 continue;
             };

@@ -5,6 +5,7 @@
 //! `agentd` binary serves the built-in [`EchoAgent`] (see [`run`]).
 
 pub mod agent;
+pub mod backend;
 pub mod config;
 pub mod edge;
 pub mod http;

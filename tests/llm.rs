@@ -655,12 +655,11 @@ async fn the_guide_value_applies_when_set_and_the_default_is_a_server_s() {
     let mut c = with_openai(llm_config(), &fake);
     c.llm_concurrent_requests = 10;
     let agent = agentd::configured_agent(&c).unwrap();
-    let router = agent.llm_router().unwrap();
-    assert_eq!(router.providers[0].slots.limits().limit, 10);
-    assert_eq!(
-        router.providers[0].slots.limits().queue_timeout,
-        Duration::from_millis(250)
-    );
+    let deps = agent.dependencies();
+    let provider = deps[0].members[0].endpoint.as_ref().unwrap();
+    let slots = provider.slots.as_ref().unwrap();
+    assert_eq!(slots.limits().limit, 10);
+    assert_eq!(slots.limits().queue_timeout, Duration::from_millis(250));
 }
 
 #[tokio::test]
@@ -769,7 +768,12 @@ async fn the_health_thread_lets_go_of_the_providers_when_the_server_stops() {
     let mut c = with_openai(llm_config(), &fake);
     c.health_check_interval = 60_000;
     let agent = agentd::configured_agent(&c).unwrap();
-    let provider = std::sync::Arc::downgrade(&agent.llm_router().unwrap().providers[0]);
+    let provider = std::sync::Arc::downgrade(
+        agent.dependencies()[0].members[0]
+            .endpoint
+            .as_ref()
+            .unwrap(),
+    );
     let server = start(c, agent);
     assert!(status_becomes(&server, "/health/ready", 200, Duration::from_secs(2)).await);
     server.stop().await;

@@ -617,3 +617,127 @@ async fn readiness_says_starting_until_the_first_health_check_answers() {
     }
     held.abort();
 }
+
+async fn metrics_text(server: &TestServer) -> String {
+    let res = client().get(server.url("/metrics")).send().await.unwrap();
+    res.text().await.unwrap()
+}
+
+/// `name{labels} value` from the exposition; 0 when absent.
+fn sample(m: &str, key: &str) -> f64 {
+    m.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn upstreams_get_the_providers_figures_in_metrics_and_stats() {
+    let failing = UpstreamAgent::start(Mode::Status(500)).await;
+    let good = UpstreamAgent::start(Mode::WellBehaved).await;
+    let mut c = proxy_config(&[&failing, &good]);
+    c.proxy_max_attempts = 2;
+    c.proxy_breaker_threshold = 100;
+    c.enable_metrics = true;
+    let server = start_proxy(c);
+    assert!(status_becomes(&server, "/health/ready", 200, Duration::from_secs(5)).await);
+    let (f, g) = (failing.url(), good.url());
+    let m = metrics_text(&server).await;
+    for family in [
+        "agentd_upstream_requests_total",
+        "agentd_upstream_completed_total",
+        "agentd_upstream_failovers_total",
+        "agentd_upstream_healthy",
+        "agentd_upstream_in_flight",
+        "agentd_upstream_errors_total",
+        "agentd_upstream_breaker_state",
+        "agentd_upstream_time_to_first_event_seconds",
+        "agentd_upstream_stream_duration_seconds",
+    ] {
+        assert!(
+            m.contains(&format!("# TYPE {family} ")),
+            "{family} missing\n{m}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &m,
+            &format!("agentd_upstream_requests_total{{upstream=\"{g}\"}}")
+        ),
+        0.0
+    );
+    assert_eq!(
+        sample(&m, &format!("agentd_upstream_healthy{{upstream=\"{g}\"}}")),
+        1.0
+    );
+    // Round-robin: the first request starts at the failing upstream and fails over.
+    for i in 0..2 {
+        let evs = ask(&server, body(&format!("m{i}"))).await;
+        assert_well_behaved_answer(&evs, "agentd", &format!("m{i}"));
+    }
+    let m = metrics_text(&server).await;
+    let up = |name: &str, url: &str| sample(&m, &format!("{name}{{upstream=\"{url}\"}}"));
+    assert_eq!(up("agentd_upstream_requests_total", &f), 1.0, "{m}");
+    assert_eq!(up("agentd_upstream_requests_total", &g), 2.0);
+    assert_eq!(up("agentd_upstream_completed_total", &g), 2.0);
+    assert_eq!(up("agentd_upstream_completed_total", &f), 0.0);
+    assert_eq!(up("agentd_upstream_failovers_total", &g), 1.0);
+    assert_eq!(up("agentd_upstream_in_flight", &g), 0.0);
+    assert_eq!(
+        up("agentd_upstream_time_to_first_event_seconds_count", &g),
+        2.0
+    );
+    assert_eq!(up("agentd_upstream_stream_duration_seconds_count", &g), 2.0);
+    let errors = |url: &str, kind: &str| {
+        sample(
+            &m,
+            &format!("agentd_upstream_errors_total{{upstream=\"{url}\",kind=\"{kind}\"}}"),
+        )
+    };
+    assert_eq!(errors(&f, "status"), 1.0);
+    assert_eq!(errors(&g, "status"), 0.0);
+    assert!(m.contains(&format!(
+        "agentd_upstream_breaker_state{{upstream=\"{f}\",state=\"closed\"}} 1"
+    )));
+    let stats: Value = client()
+        .get(server.url("/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let s = &stats["upstreams"];
+    assert_eq!(s[&g]["requests"], 2, "{stats}");
+    assert_eq!(s[&g]["completed"], 2);
+    assert_eq!(s[&g]["failovers"], 1);
+    assert_eq!(s[&g]["healthy"], true);
+    assert_eq!(s[&g]["breaker"], "closed");
+    assert_eq!(s[&f]["errors"]["status"], 1);
+    assert!(stats["llm"].is_null());
+}
+
+#[tokio::test]
+async fn an_upstream_request_held_open_counts_in_flight_until_it_ends() {
+    let hangs = UpstreamAgent::start(Mode::HangAfter(1)).await;
+    let mut c = proxy_config(&[&hangs]);
+    c.proxy_idle_timeout = 500;
+    c.enable_metrics = true;
+    let server = start_proxy(c);
+    let url = hangs.url();
+    let key = format!("agentd_upstream_in_flight{{upstream=\"{url}\"}}");
+    let held = spawn_agent(&server, "held");
+    let t = Instant::now();
+    while sample(&metrics_text(&server).await, &key) != 1.0 {
+        assert!(t.elapsed() < Duration::from_secs(3), "never in flight");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let evs = held.await.unwrap();
+    assert_eq!(
+        error_of(&evs).unwrap()["details"],
+        json!({"kind": "timeout"})
+    );
+    let m = metrics_text(&server).await;
+    assert_eq!(sample(&m, &key), 0.0);
+    let timeouts = format!("agentd_upstream_errors_total{{upstream=\"{url}\",kind=\"timeout\"}}");
+    assert_eq!(sample(&m, &timeouts), 1.0);
+}

@@ -13,7 +13,7 @@
 
 #![no_main]
 
-use agentd::llm::sse::SseEvent;
+use agentd::backend::sse::SseEvent;
 use agentd::llm::wire::{decode_anthropic, decode_openai, StreamItem};
 use agentd::llm::{ErrorKind, LlmError};
 use agentd_fuzz::json_tree::{self, ParseError};
@@ -38,7 +38,7 @@ fn item(i: &StreamItem) -> Item {
 /// What every decoder error must look like: a fixed message, the upstream's words only
 /// in the (bounded, control-free) detail.
 fn check_error(e: &LlmError) {
-    assert_eq!(e.provider, "fuzz");
+    assert_eq!(e.backend, "fuzz");
     let fixed = e.message.starts_with("malformed stream: ")
         || e.message == format!("the provider failed mid-stream ({})", e.kind.as_str());
     assert!(

@@ -16,7 +16,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-use agentd::llm::sse::MAX_EVENT_BYTES;
+use agentd::backend::sse::MAX_EVENT_BYTES;
 use agentd_fuzz::sse_harness::{
     check_against_reference, check_cut_feeding, check_event_size, feed_whole, split_input,
 };

@@ -5,7 +5,7 @@
 //! The only part of this crate that calls agentd; it never panics except to report a
 //! disagreement.
 
-use agentd::llm::sse::{SseError, SseEvent, SseParser, MAX_EVENT_BYTES};
+use agentd::backend::sse::{SseError, SseEvent, SseParser, MAX_EVENT_BYTES};
 
 use crate::sse_reference::{self, Outcome};
 

@@ -17,8 +17,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use serde_json::json;
 
-use super::{Agent, AgentError};
-use crate::llm::probe_loop::Standing;
+use super::{Agent, AgentError, DependencyGroup, DependencyHealth, DependencyKind};
 use crate::llm::{ChatRequest, ErrorKind, LlmError, Router};
 use crate::protocol::{Query, ResponseHandler, Session};
 
@@ -70,7 +69,7 @@ pub fn agent_error(e: &LlmError) -> AgentError {
         _ => 502,
     };
     AgentError::new(format!("LLM provider failed: {}", e.message), code)
-        .with_details(json!({"provider": e.provider, "kind": e.kind.as_str()}))
+        .with_details(json!({"provider": e.backend, "kind": e.kind.as_str()}))
 }
 
 #[async_trait]
@@ -79,21 +78,18 @@ impl Agent for LlmAgent {
         &self.name
     }
 
-    fn llm_router(&self) -> Option<&Arc<Router>> {
-        Some(&self.router)
-    }
-
-    fn readiness(&self) -> Result<(), &'static str> {
+    fn dependencies(&self) -> Vec<DependencyGroup> {
         // Saturation is load, not failure: it never makes the agent unready.
-        match self.router.standing() {
-            Standing::Ready => Ok(()),
-            Standing::Starting => Err("waiting for the first health probe of the LLM providers"),
-            Standing::Down => Err("no LLM provider is usable"),
-        }
-    }
-
-    fn starting(&self) -> bool {
-        self.router.standing() == Standing::Starting
+        vec![DependencyGroup {
+            kind: DependencyKind::LlmProviders,
+            members: self
+                .router
+                .providers
+                .iter()
+                .map(|p| DependencyHealth::of_endpoint(&p.endpoint))
+                .collect(),
+            saturated_requests: Some(self.router.saturated.load(Relaxed)),
+        }]
     }
 
     async fn assist(
@@ -138,6 +134,7 @@ impl Agent for LlmAgent {
             handler.emit_chunk(&stream, &first).await?;
             let to_first = started.elapsed();
             open.provider
+                .endpoint
                 .stats
                 .overhead
                 .record(to_first.saturating_sub(open.ttft));
@@ -150,7 +147,7 @@ impl Agent for LlmAgent {
                     }
                     Err(e) => {
                         open.fail(&e);
-                        tracing::warn!(provider = e.provider, kind = e.kind.as_str(), detail = %e.detail, "LLM stream failed after its first token");
+                        tracing::warn!(provider = e.backend, kind = e.kind.as_str(), detail = %e.detail, "LLM stream failed after its first token");
                         return Err(agent_error(&e));
                     }
                 }

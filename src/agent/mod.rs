@@ -2,9 +2,12 @@
 //!
 //! An agent gets the session, the query and a [`ResponseHandler`]; everything it says
 //! goes through the handler. It must not assume it runs to the end: the server drops it
-//! when the client leaves, at `AGENT_TIMEOUT`, or at the shutdown deadline.
+//! when the client leaves, at `AGENT_TIMEOUT`, or at the shutdown deadline. It reports
+//! its dependencies' health as data ([`Agent::dependencies`]); the server derives
+//! readiness from that.
 
 pub mod echo;
+pub mod health;
 pub mod llm;
 pub mod proxy;
 
@@ -12,6 +15,7 @@ use async_trait::async_trait;
 
 pub use crate::protocol::{ProtocolError, Query, ResponseHandler, Session, TextStream};
 pub use echo::EchoAgent;
+pub use health::{DependencyGroup, DependencyHealth, DependencyKind, DependencyState};
 pub use llm::LlmAgent;
 pub use proxy::ProxyAgent;
 
@@ -21,28 +25,12 @@ pub trait Agent: Send + Sync + 'static {
     /// A human-readable name (shown by `/health`).
     fn name(&self) -> &str;
 
-    /// Whether the agent can answer now (`/health/ready` says 503 with the reason when
-    /// it cannot, e.g. no LLM provider is usable).
-    fn readiness(&self) -> Result<(), &'static str> {
-        Ok(())
-    }
-
-    /// True while the agent waits for the first health probes of what it depends on
-    /// (no provider or upstream known usable yet, some not answered): `/health/ready`
-    /// and `/health/detailed` then say `starting` with 503.
-    fn starting(&self) -> bool {
-        false
-    }
-
-    /// The LLM router behind this agent, for metrics and health (none by default).
-    fn llm_router(&self) -> Option<&std::sync::Arc<crate::llm::Router>> {
-        None
-    }
-
-    /// The upstream agents behind this agent (proxy mode), as `(usable, total)`, for
-    /// `/health/detailed` (none by default).
-    fn upstream_agents(&self) -> Option<(usize, usize)> {
-        None
+    /// What the agent depends on and how each dependency stands now (none by
+    /// default). `/health/ready` is 503 while a group has no usable member (`starting`
+    /// while some have not answered a check yet), and `/health/detailed`, `/stats` and
+    /// `/metrics` show each group; see [`health`].
+    fn dependencies(&self) -> Vec<DependencyGroup> {
+        Vec::new()
     }
 
     /// Answers one query. Returning without completing the response is fine: the

@@ -1,31 +1,29 @@
-//! The LLM connector: providers (OpenAI and compatible servers, Anthropic), a pooled
-//! keep-alive client per worker, retries, a breaker per provider, failover and health
-//! monitoring, all stream-aware.
+//! The LLM connector: providers (OpenAI and compatible servers, Anthropic), their wire
+//! formats, retries and failover, all stream-aware. The machinery shared with the
+//! proxy (each provider's endpoint state and breaker, the probe loop, the ordering, the
+//! pooled client, the SSE reader) is [`crate::backend`]'s.
 //!
 //! Configuration comes from the environment (the guide's keys) and, for several
 //! providers, models, scores and the strategy, from a TOML file (`LLM_CONFIG`; see
 //! [`file`]). Nothing here knows about the Sentient protocol.
 
-pub mod breaker;
-pub mod client;
 pub mod error;
 pub mod file;
-pub mod health;
-pub mod probe_loop;
 pub mod provider;
 pub mod router;
-pub mod slots;
-pub mod sse;
 pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use error::{ErrorKind, LlmError};
+pub use error::{ErrorKind, LlmError, PROVIDER_KINDS};
+
+/// Longest wait for one provider probe's answer (shorter when the interval is).
+const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 pub use router::{OpenStream, Router};
 
+use crate::backend::{client, probe, slots, Breaker};
 use crate::config::Config;
-use breaker::Breaker;
 use provider::{Provider, ProviderSpec, Scores};
 use router::{RetryPolicy, RouterConfig};
 use wire::ProviderKind;
@@ -125,8 +123,17 @@ pub fn router_from_config(config: &Config) -> Result<Option<Arc<Router>>, String
         },
     };
     let router = Arc::new(Router::new(providers, rc));
-    let monitor = health::spawn(&router, ms(config.health_check_interval))
-        .map_err(|e| format!("cannot start the health monitor: {e}"))?;
+    // The providers' health: a cheap probe (list models) of every provider at once,
+    // then every HEALTH_CHECK_INTERVAL; it stops when the router is dropped.
+    let interval = ms(config.health_check_interval);
+    let monitor = probe::spawn(
+        "agentd-llm-health",
+        router.providers.clone(),
+        interval,
+        interval.min(MAX_PROBE_TIMEOUT),
+        router.config.pool,
+    )
+    .map_err(|e| format!("cannot start the health monitor: {e}"))?;
     router.keep_monitor(monitor);
     Ok(Some(router))
 }

@@ -1,31 +1,30 @@
-//! One configured provider: how to call it, and its live state (breaker, health,
-//! latency, figures). `open` sends one streaming request and returns an [`LlmStream`]
-//! once the response head arrived; the stream applies the idle and total deadlines.
+//! One configured provider: how to call it (its URLs, keys and wire format), with its
+//! live state in a [`crate::backend::Endpoint`] (breaker, health, slots, figures).
+//! `open` sends one streaming request and returns an [`LlmStream`] once the response
+//! head arrived; the stream applies the idle and total deadlines.
 //!
 //! It never logs keys and never waits without a deadline.
 
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http_body_util::Full;
 use tokio::time::Instant;
 
-use super::breaker::Breaker;
-use super::client::HttpClient;
-use super::error::{ErrorKind, LlmError};
-use super::probe_loop::{ProbeState, Probed};
-use super::slots::{SlotLimits, Slots};
-use super::sse::SseParser;
+use super::error::{ErrorKind, LlmError, PROVIDER_KINDS};
 use super::wire::{self, ProviderKind, StreamItem};
 use super::ChatRequest;
-use crate::obs::stats::Histogram;
+use crate::backend::client::{self, HttpClient, SendError};
+use crate::backend::probe::{self, ProbeState, Probed};
+use crate::backend::reader::{EventReader, ReadError};
+use crate::backend::slots::SlotLimits;
+use crate::backend::{Breaker, Endpoint};
 
 /// Largest error body read from an upstream.
 const MAX_ERROR_BODY: usize = 64 * 1024;
@@ -68,32 +67,12 @@ pub struct ProviderSpec {
     pub scores: Scores,
 }
 
-/// Per-provider figures (read by `/stats` and `/metrics`).
-#[derive(Debug, Default)]
-pub struct ProviderStats {
-    pub requests: AtomicU64,
-    pub errors: [AtomicU64; ErrorKind::ALL.len()],
-    pub retries: AtomicU64,
-    pub failovers: AtomicU64,
-    pub tokens_in: AtomicU64,
-    pub tokens_out: AtomicU64,
-    pub completed: AtomicU64,
-    pub ttft: Histogram,
-    pub latency: Histogram,
-    /// agentd's own share of the time to first token (see `LlmAgent`).
-    pub overhead: Histogram,
-}
-
+/// One provider: how to call it, and its live state.
 pub struct Provider {
     pub spec: ProviderSpec,
-    pub breaker: Arc<Breaker>,
-    /// Set by the health monitor; unknown until its first probe answers.
-    pub health: ProbeState,
-    /// EWMA of time to first token, in microseconds (f64 bits); 0 = unknown.
-    ttft_ewma: AtomicU64,
-    pub stats: ProviderStats,
-    /// Concurrent requests allowed, for the whole process (the guide's `maxSockets`).
-    pub slots: Slots,
+    /// Breaker, health, slots (`LLM_CONCURRENT_REQUESTS`, for the whole process: the
+    /// guide's `maxSockets`) and figures.
+    pub endpoint: Arc<Endpoint>,
     completions_url: String,
     models_url: String,
 }
@@ -113,13 +92,16 @@ impl Provider {
             ProviderKind::Openai => (format!("{base}/chat/completions"), format!("{base}/models")),
             ProviderKind::Anthropic => (format!("{base}/v1/messages"), format!("{base}/v1/models")),
         };
+        let endpoint = Endpoint::new(
+            spec.name.clone(),
+            spec.base_url.clone(),
+            breaker,
+            Some(slots),
+            &PROVIDER_KINDS,
+        );
         Provider {
             spec,
-            breaker: Arc::new(breaker),
-            health: ProbeState::default(),
-            ttft_ewma: AtomicU64::new(0),
-            stats: ProviderStats::default(),
-            slots: Slots::new(slots),
+            endpoint: Arc::new(endpoint),
             completions_url,
             models_url,
         }
@@ -127,44 +109,6 @@ impl Provider {
 
     pub fn name(&self) -> &str {
         &self.spec.name
-    }
-
-    /// Worth trying now: not found unhealthy by a probe, and its breaker not open.
-    pub fn is_usable(&self) -> bool {
-        self.health.get() != Probed::Unhealthy && self.breaker_allows()
-    }
-
-    /// Known usable: its last probe answered healthy and its breaker is not open
-    /// (what readiness counts).
-    pub fn is_ready(&self) -> bool {
-        self.is_healthy() && self.breaker_allows()
-    }
-
-    /// Its last probe answered healthy.
-    pub fn is_healthy(&self) -> bool {
-        self.health.get() == Probed::Healthy
-    }
-
-    fn breaker_allows(&self) -> bool {
-        self.breaker.state() != super::breaker::BreakerState::Open
-    }
-
-    /// EWMA of time to first token; `None` until measured.
-    pub fn ttft_ewma(&self) -> Option<Duration> {
-        let v = f64::from_bits(self.ttft_ewma.load(Relaxed));
-        (v > 0.0).then(|| Duration::from_micros(v as u64))
-    }
-
-    pub fn record_ttft(&self, ttft: Duration) {
-        self.stats.ttft.record(ttft);
-        let us = ttft.as_micros() as f64;
-        let old = f64::from_bits(self.ttft_ewma.load(Relaxed));
-        let new = if old == 0.0 { us } else { old * 0.8 + us * 0.2 };
-        self.ttft_ewma.store(new.to_bits(), Relaxed);
-    }
-
-    pub fn record_error(&self, e: &LlmError) {
-        self.stats.errors[e.kind.index()].fetch_add(1, Relaxed);
     }
 
     fn authorize(&self, req: &mut http::request::Builder) -> Option<()> {
@@ -196,7 +140,7 @@ impl Provider {
         req: &ChatRequest,
         limits: CallLimits,
     ) -> Result<LlmStream, LlmError> {
-        self.stats.requests.fetch_add(1, Relaxed);
+        self.endpoint.stats.requests.fetch_add(1, Relaxed);
         let body = wire::request_body(self.spec.kind, &self.spec.model, req);
         let mut builder = Request::post(&self.completions_url)
             .header(header::CONTENT_TYPE, "application/json")
@@ -208,11 +152,11 @@ impl Provider {
             .body(Full::new(Bytes::from(body)))
             .map_err(|_| self.err(ErrorKind::Client, "the base URL is not a valid URL"))?;
         let head_deadline = limits.deadline.min(Instant::now() + limits.first_byte);
-        let res = match tokio::time::timeout_at(head_deadline, client.request(request)).await {
-            Err(_) => {
+        let res = match client::send(client, request, head_deadline).await {
+            Err(SendError::Timeout) => {
                 return Err(self.err(ErrorKind::Timeout, "no response from the provider in time"))
             }
-            Ok(Err(e)) => {
+            Err(SendError::Failed(e)) => {
                 let what = if e.is_connect() {
                     "cannot connect to the provider"
                 } else {
@@ -222,12 +166,12 @@ impl Provider {
                     .err(ErrorKind::Network, what)
                     .with_detail(e.to_string()));
             }
-            Ok(Ok(res)) => res,
+            Ok(res) => res,
         };
         let status = res.status();
         if !status.is_success() {
             let retry_after = retry_after(res.headers());
-            let body = read_bounded(res.into_body(), head_deadline).await;
+            let body = client::read_bounded(res.into_body(), MAX_ERROR_BODY, head_deadline).await;
             let mut e = wire::status_error(&self.spec.name, status.as_u16(), &body);
             e.retry_after = retry_after;
             return Err(e);
@@ -241,8 +185,7 @@ impl Provider {
         Ok(LlmStream {
             provider: self.spec.name.clone(),
             kind: self.spec.kind,
-            body: res.into_body(),
-            parser: SseParser::new(),
+            reader: EventReader::new(res.into_body()),
             pending: VecDeque::new(),
             idle: limits.idle,
             deadline: limits.deadline,
@@ -263,13 +206,14 @@ impl Provider {
         let Ok(request) = builder.body(Full::new(Bytes::new())) else {
             return false;
         };
-        match tokio::time::timeout(timeout, client.request(request)).await {
-            Ok(Ok(res)) => {
+        let deadline = Instant::now() + timeout;
+        match client::send(client, request, deadline).await {
+            Ok(res) => {
                 let ok = res.status().is_success();
-                let _ = read_bounded(res.into_body(), Instant::now() + timeout).await;
+                client::discard(res.into_body(), MAX_ERROR_BODY, deadline).await;
                 ok
             }
-            _ => false,
+            Err(_) => false,
         }
     }
 }
@@ -302,23 +246,7 @@ pub fn parse_retry_after(ms: Option<&[u8]>, secs: Option<&[u8]>) -> Option<Durat
     number(secs).map(|s| Duration::from_secs_f64(s.min(max)))
 }
 
-async fn read_bounded(mut body: Incoming, deadline: Instant) -> Vec<u8> {
-    let mut out = Vec::new();
-    while out.len() < MAX_ERROR_BODY {
-        match tokio::time::timeout_at(deadline, body.frame()).await {
-            Ok(Some(Ok(f))) => {
-                if let Ok(d) = f.into_data() {
-                    let room = MAX_ERROR_BODY - out.len();
-                    out.extend_from_slice(&d[..d.len().min(room)]);
-                }
-            }
-            _ => break,
-        }
-    }
-    out
-}
-
-impl super::probe_loop::Target for Provider {
+impl probe::Target for Provider {
     fn probe<'a>(
         &'a self,
         client: &'a HttpClient,
@@ -328,7 +256,7 @@ impl super::probe_loop::Target for Provider {
     }
 
     fn probe_state(&self) -> &ProbeState {
-        &self.health
+        &self.endpoint.health
     }
 
     fn log_change(&self, _was: Probed, now_ok: bool) {
@@ -344,8 +272,7 @@ impl super::probe_loop::Target for Provider {
 pub struct LlmStream {
     provider: String,
     kind: ProviderKind,
-    body: Incoming,
-    parser: SseParser,
+    reader: EventReader,
     pending: VecDeque<StreamItem>,
     idle: Duration,
     deadline: Instant,
@@ -388,8 +315,8 @@ impl LlmStream {
                 return Ok(None);
             }
             let wait_until = self.deadline.min(Instant::now() + self.idle);
-            let frame = match tokio::time::timeout_at(wait_until, self.body.frame()).await {
-                Err(_) => {
+            let ev = match self.reader.next(wait_until).await {
+                Err(ReadError::Timeout) => {
                     let what = if Instant::now() >= self.deadline {
                         "the provider did not finish in time"
                     } else {
@@ -400,39 +327,29 @@ impl LlmStream {
                 Ok(None) => {
                     return Err(self.err(ErrorKind::Truncated, "the provider's stream ended early"))
                 }
-                Ok(Some(Err(e))) => {
+                Err(ReadError::Broken(e)) => {
                     return Err(self
                         .err(ErrorKind::Network, "the connection to the provider broke")
-                        .with_detail(e.to_string()))
+                        .with_detail(e))
                 }
-                Ok(Some(Ok(f))) => f,
+                Err(ReadError::Malformed(e)) => {
+                    self.failure = Some(
+                        self.err(ErrorKind::Protocol, "malformed stream")
+                            .with_detail(e.to_string()),
+                    );
+                    continue;
+                }
+                Ok(Some(ev)) => ev,
             };
-            let Ok(data) = frame.into_data() else {
-                continue;
+            let mut items = Vec::new();
+            let r = match self.kind {
+                ProviderKind::Openai => wire::decode_openai(&self.provider, &ev, &mut items),
+                ProviderKind::Anthropic => wire::decode_anthropic(&self.provider, &ev, &mut items),
             };
-            let mut failure = None;
-            let (kind, provider, pending) = (self.kind, &self.provider, &mut self.pending);
-            let fed = self.parser.feed(&data, &mut |ev| {
-                if failure.is_some() {
-                    return;
-                }
-                let mut items = Vec::new();
-                let r = match kind {
-                    ProviderKind::Openai => wire::decode_openai(provider, &ev, &mut items),
-                    ProviderKind::Anthropic => wire::decode_anthropic(provider, &ev, &mut items),
-                };
-                match r {
-                    Ok(()) => pending.extend(items),
-                    Err(e) => failure = Some(e),
-                }
-            });
-            if let Err(e) = fed {
-                failure.get_or_insert(
-                    self.err(ErrorKind::Protocol, "malformed stream")
-                        .with_detail(e.to_string()),
-                );
+            match r {
+                Ok(()) => self.pending.extend(items),
+                Err(e) => self.failure = Some(e),
             }
-            self.failure = failure;
         }
     }
 }

@@ -9,23 +9,27 @@
 //! providers, all within the request's deadline. Once a token has been returned nothing
 //! here retries: a later failure belongs to the caller.
 //!
-//! A provider whose slots are all busy (see [`super::slots`]) is waited for at most
+//! The order itself, the breakers, the slots and the client are
+//! [`crate::backend`]'s, shared with the proxy. A provider whose slots are all busy
+//! (see [`crate::backend::slots`]) is waited for at most
 //! `LLM_QUEUE_TIMEOUT`, then skipped like a failing one; when no candidate had room the
 //! request fails at once as `saturated`, never queued behind the load.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use smallvec::SmallVec;
 use tokio::time::Instant;
 
-use super::breaker::BreakerPermit;
-use super::client::{self, PoolConfig};
 use super::error::{ErrorKind, LlmError};
-use super::probe_loop::{standing, ProbeLoop, Standing};
 use super::provider::{CallLimits, LlmStream, Provider};
-use super::slots::Slot;
 use super::ChatRequest;
+use crate::backend::client::{self, PoolConfig};
+use crate::backend::order::{self, Candidate, Policy, Rotation};
+use crate::backend::probe::ProbeLoop;
+use crate::backend::slots::Slot;
+use crate::backend::{BreakerPermit, InFlight};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -33,6 +37,16 @@ pub enum Strategy {
     RoundRobin,
     Weighted,
     LeastLatency,
+}
+
+impl Strategy {
+    fn policy(self) -> Policy {
+        match self {
+            Strategy::RoundRobin => Policy::RoundRobin,
+            Strategy::Weighted => Policy::Weighted,
+            Strategy::LeastLatency => Policy::LeastLatency,
+        }
+    }
 }
 
 /// The guide's load-balancing weights.
@@ -92,7 +106,7 @@ pub struct RouterConfig {
 pub struct Router {
     pub providers: Vec<Arc<Provider>>,
     pub config: RouterConfig,
-    rr: AtomicUsize,
+    rotation: Rotation,
     /// Requests that ended `saturated`: no candidate had a slot in time.
     pub saturated: AtomicU64,
     /// The providers' health probes; they stop when the router is dropped.
@@ -108,13 +122,14 @@ pub struct OpenStream {
     pub started: Instant,
     pub ttft: Duration,
     permit: Option<BreakerPermit>,
-    _slot: Slot,
+    _slot: Option<Slot>,
+    _in_flight: InFlight,
 }
 
 impl OpenStream {
     /// The stream ended with its end marker.
     pub fn succeed(&mut self) {
-        let p = &self.provider;
+        let p = &self.provider.endpoint;
         p.stats.completed.fetch_add(1, Relaxed);
         p.stats.latency.record(self.started.elapsed());
         if let Some(u) = self.stream.usage_in {
@@ -130,7 +145,7 @@ impl OpenStream {
 
     /// The stream failed after its first token.
     pub fn fail(&mut self, e: &LlmError) {
-        self.provider.record_error(e);
+        self.provider.endpoint.record_error(e);
         if let Some(permit) = self.permit.take() {
             if e.counts_as_failure() {
                 permit.fail();
@@ -144,7 +159,7 @@ impl Router {
         Router {
             providers,
             config,
-            rr: AtomicUsize::new(0),
+            rotation: Rotation::default(),
             saturated: AtomicU64::new(0),
             monitor: OnceLock::new(),
         }
@@ -157,66 +172,31 @@ impl Router {
 
     /// True when at least one provider is usable.
     pub fn any_usable(&self) -> bool {
-        self.providers.iter().any(|p| p.is_usable())
-    }
-
-    /// Readiness: ready once a provider answered its probe and is usable; starting
-    /// while none is and some have not answered yet.
-    pub fn standing(&self) -> Standing {
-        standing(self.providers.iter().map(|p| {
-            (
-                p.health.get(),
-                p.breaker.state() != super::breaker::BreakerState::Open,
-            )
-        }))
+        self.providers.iter().any(|p| p.endpoint.is_usable())
     }
 
     /// Candidates in the order to try them.
     pub fn order(&self, sticky_key: Option<u128>) -> Vec<Arc<Provider>> {
-        let n = self.providers.len();
-        let mut idx: Vec<usize> = (0..n).collect();
-        match self.config.strategy {
-            Strategy::RoundRobin => {
-                let start = self.rr.fetch_add(1, Relaxed) % n.max(1);
-                idx.rotate_left(start);
-            }
-            Strategy::LeastLatency => {
-                // Unmeasured providers first, so every provider gets measured.
-                idx.sort_by_key(|&i| self.providers[i].ttft_ewma().unwrap_or(Duration::ZERO));
-            }
-            Strategy::Weighted => {
-                let scores: Vec<f64> = idx
-                    .iter()
-                    .map(|&i| self.score(&self.providers[i]))
-                    .collect();
-                // Weighted random draw for the first; the rest by score.
-                let total: f64 = scores.iter().sum();
-                let mut pick = fastrand::f64() * total;
-                let mut first = 0;
-                for (i, s) in scores.iter().enumerate() {
-                    if pick < *s {
-                        first = i;
-                        break;
-                    }
-                    pick -= s;
-                }
-                idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-                if let Some(pos) = idx.iter().position(|&i| i == first) {
-                    let f = idx.remove(pos);
-                    idx.insert(0, f);
-                }
-            }
-        }
-        if let (true, Some(key)) = (self.config.sticky, sticky_key) {
-            let s = (key % n.max(1) as u128) as usize;
-            if let Some(pos) = idx.iter().position(|&i| i == s) {
-                let f = idx.remove(pos);
-                idx.insert(0, f);
-            }
-        }
-        // Usable providers first; unusable ones stay as a last resort.
-        idx.sort_by_key(|&i| !self.providers[i].is_usable());
-        idx.into_iter().map(|i| self.providers[i].clone()).collect()
+        let policy = self.config.strategy.policy();
+        let candidates: SmallVec<[Candidate; 8]> = self
+            .providers
+            .iter()
+            .map(|p| Candidate {
+                usable: p.endpoint.is_usable(),
+                in_flight: p.endpoint.in_flight(),
+                ttft: p.endpoint.ttft_ewma(),
+                weight: if policy == Policy::Weighted {
+                    self.score(p)
+                } else {
+                    0.0
+                },
+            })
+            .collect();
+        let sticky = sticky_key.filter(|_| self.config.sticky);
+        order::order(policy, self.rotation.turn(policy), &candidates, sticky)
+            .into_iter()
+            .map(|i| self.providers[i].clone())
+            .collect()
     }
 
     /// The weighted strategy's score: static scores, with performance scaled down by
@@ -224,11 +204,15 @@ impl Router {
     fn score(&self, p: &Provider) -> f64 {
         let w = self.config.weights;
         let s = p.spec.scores;
-        let perf = match p.ttft_ewma() {
+        let perf = match p.endpoint.ttft_ewma() {
             Some(t) => s.performance / (1.0 + t.as_secs_f64()),
             None => s.performance,
         };
-        let rel = if p.is_usable() { s.reliability } else { 0.0 };
+        let rel = if p.endpoint.is_usable() {
+            s.reliability
+        } else {
+            0.0
+        };
         (w.performance * perf + w.cost * s.cost + w.reliability * rel + w.quality * s.quality)
             .max(1e-6)
     }
@@ -249,22 +233,23 @@ impl Router {
             .take(self.config.max_attempts.max(1))
             .enumerate()
         {
+            let endpoint = &provider.endpoint;
             if n > 0 {
-                provider.stats.failovers.fetch_add(1, Relaxed);
+                endpoint.stats.failovers.fetch_add(1, Relaxed);
             }
             let mut tries = 0u32;
             loop {
-                let Some(permit) = provider.breaker.try_acquire() else {
+                let Some(permit) = endpoint.breaker.try_acquire() else {
                     let e = LlmError::new(
                         ErrorKind::BreakerOpen,
                         provider.name(),
                         "the provider is failing; not tried",
                     );
-                    provider.record_error(&e);
+                    endpoint.record_error(&e);
                     last = Some(e);
                     break;
                 };
-                let slot = match provider.slots.acquire(deadline).await {
+                let slot = match endpoint.acquire_slot(deadline).await {
                     Ok(slot) => slot,
                     Err(why) => {
                         let e = LlmError::new(
@@ -273,7 +258,7 @@ impl Router {
                             "the provider has no free slot",
                         )
                         .with_detail(why.as_str().to_owned());
-                        provider.record_error(&e);
+                        endpoint.record_error(&e);
                         last = Some(e);
                         break;
                     }
@@ -283,6 +268,7 @@ impl Router {
                     idle: self.config.idle_timeout,
                     deadline,
                 };
+                let in_flight = endpoint.begin();
                 let attempt_start = Instant::now();
                 let result = match provider.open(&client, req, limits).await {
                     Ok(mut stream) => stream.next_text().await.map(|first| (stream, first)),
@@ -291,7 +277,7 @@ impl Router {
                 match result {
                     Ok((stream, first)) => {
                         let ttft = attempt_start.elapsed();
-                        provider.record_ttft(ttft);
+                        endpoint.record_ttft(ttft);
                         let mut open = OpenStream {
                             provider: provider.clone(),
                             stream,
@@ -300,6 +286,7 @@ impl Router {
                             ttft,
                             permit: Some(permit),
                             _slot: slot,
+                            _in_flight: in_flight,
                         };
                         if open.first.is_none() {
                             open.succeed();
@@ -307,7 +294,7 @@ impl Router {
                         return Ok(open);
                     }
                     Err(e) => {
-                        provider.record_error(&e);
+                        endpoint.record_error(&e);
                         if e.counts_as_failure() {
                             permit.fail();
                         }
@@ -330,7 +317,7 @@ impl Router {
                         }
                         tokio::time::sleep(delay).await;
                         tries += 1;
-                        provider.stats.retries.fetch_add(1, Relaxed);
+                        endpoint.stats.retries.fetch_add(1, Relaxed);
                     }
                 }
             }
@@ -359,7 +346,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llm::breaker::Breaker;
+    use crate::backend::Breaker;
     use crate::llm::provider::{ProviderSpec, Scores};
     use crate::llm::wire::ProviderKind;
 
@@ -378,7 +365,7 @@ mod tests {
                         scores: *s,
                     },
                     Breaker::new(1, Duration::from_secs(60)),
-                    crate::llm::slots::SlotLimits {
+                    crate::backend::slots::SlotLimits {
                         limit: 1,
                         queue_max: 0,
                         queue_timeout: Duration::ZERO,
@@ -425,11 +412,17 @@ mod tests {
     #[test]
     fn least_latency_prefers_the_fastest_measured() {
         let r = router(Strategy::LeastLatency, false, &[Scores::default(); 3]);
-        r.providers[0].record_ttft(Duration::from_millis(300));
-        r.providers[1].record_ttft(Duration::from_millis(100));
+        r.providers[0]
+            .endpoint
+            .record_ttft(Duration::from_millis(300));
+        r.providers[1]
+            .endpoint
+            .record_ttft(Duration::from_millis(100));
         // p2 is unmeasured: tried first so it gets measured.
         assert_eq!(names(&r.order(None)), ["p2", "p1", "p0"]);
-        r.providers[2].record_ttft(Duration::from_millis(200));
+        r.providers[2]
+            .endpoint
+            .record_ttft(Duration::from_millis(200));
         assert_eq!(names(&r.order(None)), ["p1", "p2", "p0"]);
     }
 
@@ -455,11 +448,16 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(r.order(Some(7))[0].name(), "p1", "7 % 3 = 1");
         }
-        r.providers[1].breaker.try_acquire().unwrap().fail();
+        r.providers[1]
+            .endpoint
+            .breaker
+            .try_acquire()
+            .unwrap()
+            .fail();
         assert_eq!(r.order(Some(7)).last().unwrap().name(), "p1");
         assert!(r.any_usable());
-        r.providers[0].health.set(false);
-        r.providers[2].health.set(false);
+        r.providers[0].endpoint.health.set(false);
+        r.providers[2].endpoint.health.set(false);
         assert!(!r.any_usable());
     }
 

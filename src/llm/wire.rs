@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::{ErrorKind, LlmError};
-use super::sse::SseEvent;
 use super::ChatRequest;
+use crate::backend::sse::SseEvent;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -2,7 +2,10 @@
 //!
 //! Everything is read from per-worker counters (summed here) and shared atomics; the
 //! request path never takes a lock for them. Rendering allocates, on the scrape only.
-//! Labels are bounded: route enum, status class, provider name, error kind.
+//! Labels are bounded: route enum, status class, provider name, upstream URL, error
+//! kind. Backend figures come from the agent's dependencies (`Agent::dependencies`).
+
+mod dependencies;
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering::Relaxed;
@@ -10,10 +13,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use serde_json::json;
 
 use super::stats::{Histogram, CLASS_LABELS, PROM_BUCKETS, ROUTE_LABELS};
-use crate::llm::breaker::BreakerState;
-use crate::llm::slots::{Refusal, Slots};
-use crate::llm::ErrorKind;
+use crate::agent::DependencyKind;
 use crate::routes::App;
+pub use dependencies::slots_json;
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -192,247 +194,22 @@ pub fn render(app: &App) -> String {
             r.redis_failed_closed.load(Relaxed)
         );
     }
-    if let Some(router) = app.agent.llm_router() {
-        let ps = &router.providers;
-        let each = |out: &mut String,
-                    name: &str,
-                    kind: &str,
-                    help: &str,
-                    f: &dyn Fn(&crate::llm::provider::Provider) -> u64| {
-            family(out, name, kind, help);
-            for p in ps {
-                let _ = writeln!(out, "{name}{{provider=\"{}\"}} {}", p.name(), f(p));
-            }
-        };
-        each(
-            &mut out,
-            "agentd_llm_requests_total",
-            "counter",
-            "Upstream requests sent.",
-            &|p| p.stats.requests.load(Relaxed),
-        );
-        each(
-            &mut out,
-            "agentd_llm_retries_total",
-            "counter",
-            "Retries before the first token.",
-            &|p| p.stats.retries.load(Relaxed),
-        );
-        each(
-            &mut out,
-            "agentd_llm_failovers_total",
-            "counter",
-            "Requests failed over to this provider.",
-            &|p| p.stats.failovers.load(Relaxed),
-        );
-        each(
-            &mut out,
-            "agentd_llm_tokens_in_total",
-            "counter",
-            "Prompt tokens reported by the provider.",
-            &|p| p.stats.tokens_in.load(Relaxed),
-        );
-        each(
-            &mut out,
-            "agentd_llm_tokens_out_total",
-            "counter",
-            "Completion tokens reported by the provider.",
-            &|p| p.stats.tokens_out.load(Relaxed),
-        );
-        each(
-            &mut out,
-            "agentd_llm_healthy",
-            "gauge",
-            "1 when the last health probe succeeded.",
-            &|p| p.is_healthy() as u64,
-        );
-        each(
-            &mut out,
-            "agentd_llm_slots_limit",
-            "gauge",
-            "LLM_CONCURRENT_REQUESTS: requests in flight allowed, for the whole process.",
-            &|p| p.slots.limits().limit as u64,
-        );
-        each(
-            &mut out,
-            "agentd_llm_slots_in_use",
-            "gauge",
-            "Requests in flight to the provider now, from every worker.",
-            &|p| p.slots.in_use() as u64,
-        );
-        each(
-            &mut out,
-            "agentd_llm_queue_waiters",
-            "gauge",
-            "Requests waiting for a free slot now (at most LLM_QUEUE_MAX).",
-            &|p| p.slots.waiters() as u64,
-        );
-        family(
-            &mut out,
-            "agentd_llm_saturated_total",
-            "counter",
-            "Requests the provider refused for lack of a slot (they failed over or ended saturated), by reason.",
-        );
-        for p in ps {
-            for why in [Refusal::QueueFull, Refusal::WaitedTooLong] {
-                let _ = writeln!(
-                    out,
-                    "agentd_llm_saturated_total{{provider=\"{}\",reason=\"{}\"}} {}",
-                    p.name(),
-                    why.as_str(),
-                    p.slots.refused(why)
-                );
-            }
-        }
-        family(
-            &mut out,
-            "agentd_llm_queue_wait_seconds",
-            "histogram",
-            "Time waited for a free slot (0 when one was free).",
-        );
-        for p in ps {
-            log_hist(
-                &mut out,
-                "agentd_llm_queue_wait_seconds",
-                &format!("provider=\"{}\"", p.name()),
-                &p.slots.wait,
-            );
-        }
-        family(
-            &mut out,
-            "agentd_llm_saturated_requests_total",
-            "counter",
-            "Requests answered 503 saturated: no provider had a free slot in time.",
-        );
-        let _ = writeln!(
-            out,
-            "agentd_llm_saturated_requests_total {}",
-            router.saturated.load(Relaxed)
-        );
-        family(
-            &mut out,
-            "agentd_llm_errors_total",
-            "counter",
-            "Upstream failures by kind.",
-        );
-        for p in ps {
-            for k in ErrorKind::ALL {
-                let n = p.stats.errors[k.index()].load(Relaxed);
-                let _ = writeln!(
-                    out,
-                    "agentd_llm_errors_total{{provider=\"{}\",kind=\"{}\"}} {n}",
-                    p.name(),
-                    k.as_str()
-                );
-            }
-        }
-        family(
-            &mut out,
-            "agentd_llm_breaker_state",
-            "gauge",
-            "1 for the breaker's current state.",
-        );
-        for p in ps {
-            let now = p.breaker.state();
-            for st in [
-                BreakerState::Closed,
-                BreakerState::Open,
-                BreakerState::HalfOpen,
-            ] {
-                let _ = writeln!(
-                    out,
-                    "agentd_llm_breaker_state{{provider=\"{}\",state=\"{}\"}} {}",
-                    p.name(),
-                    st.as_str(),
-                    (st == now) as u8
-                );
-            }
-        }
-        family(
-            &mut out,
-            "agentd_llm_time_to_first_token_seconds",
-            "histogram",
-            "From sending the request to the first text delta.",
-        );
-        for p in ps {
-            log_hist(
-                &mut out,
-                "agentd_llm_time_to_first_token_seconds",
-                &format!("provider=\"{}\"", p.name()),
-                &p.stats.ttft,
-            );
-        }
-        family(
-            &mut out,
-            "agentd_llm_overhead_seconds",
-            "histogram",
-            "agentd's own share of the time to first token: from the agent's start to the first AI_RESPONSE event, minus the provider's time to first token (retries and backoff included).",
-        );
-        for p in ps {
-            log_hist(
-                &mut out,
-                "agentd_llm_overhead_seconds",
-                &format!("provider=\"{}\"", p.name()),
-                &p.stats.overhead,
-            );
-        }
-        family(
-            &mut out,
-            "agentd_llm_stream_duration_seconds",
-            "histogram",
-            "From sending the request to the end marker.",
-        );
-        for p in ps {
-            log_hist(
-                &mut out,
-                "agentd_llm_stream_duration_seconds",
-                &format!("provider=\"{}\"", p.name()),
-                &p.stats.latency,
-            );
-        }
-    }
+    dependencies::render(&mut out, &app.agent.dependencies());
     out
 }
 
-/// The guide's `/stats`: agent figures, server figures, LLM figures.
+/// The guide's `/stats`: agent figures, server figures, LLM figures (and, in proxy
+/// mode, the upstream agents' figures).
 pub fn stats_json(app: &App) -> serde_json::Value {
     let lat = app.stats.agent_latency();
     let (user, system) = super::process::cpu_seconds();
     let rss = super::process::rss_bytes().unwrap_or(0);
-    let llm = app.agent.llm_router().map(|r| {
-        r.providers
-            .iter()
-            .map(|p| {
-                let s = &p.stats;
-                let errors: serde_json::Map<String, serde_json::Value> = ErrorKind::ALL
-                    .iter()
-                    .map(|k| {
-                        (
-                            k.as_str().to_owned(),
-                            json!(s.errors[k.index()].load(Relaxed)),
-                        )
-                    })
-                    .collect();
-                (
-                    p.name().to_owned(),
-                    json!({
-                        "requests": s.requests.load(Relaxed),
-                        "completed": s.completed.load(Relaxed),
-                        "errors": errors,
-                        "retries": s.retries.load(Relaxed),
-                        "failovers": s.failovers.load(Relaxed),
-                        "tokensIn": s.tokens_in.load(Relaxed),
-                        "tokensOut": s.tokens_out.load(Relaxed),
-                        "breaker": p.breaker.state().as_str(),
-                        "healthy": p.is_healthy(),
-                        "concurrency": slots_json(&p.slots),
-                        "timeToFirstTokenMs": s.ttft.latency(),
-                        "streamMs": s.latency.latency(),
-                    }),
-                )
-            })
-            .collect::<serde_json::Map<_, _>>()
-    });
+    let groups = app.agent.dependencies();
+    let group = |kind: DependencyKind| groups.iter().find(|g| g.kind == kind);
+    let providers = group(DependencyKind::LlmProviders);
+    let llm = providers.map(|g| dependencies::endpoints_json(g, dependencies::provider_json));
+    let upstreams = group(DependencyKind::UpstreamAgents)
+        .map(|g| dependencies::endpoints_json(g, dependencies::upstream_json));
     json!({
         "agent": {
             "name": app.agent.name(),
@@ -449,19 +226,7 @@ pub fn stats_json(app: &App) -> serde_json::Value {
             "inFlight": app.shedder.in_flight(),
         },
         "llm": llm,
-        "llmSaturatedRequests": app.agent.llm_router().map(|r| r.saturated.load(Relaxed)),
-    })
-}
-
-/// One provider's concurrency figures, for `/stats` and `/health/detailed`.
-pub fn slots_json(s: &Slots) -> serde_json::Value {
-    json!({
-        "limit": s.limits().limit,
-        "inUse": s.in_use(),
-        "waiters": s.waiters(),
-        "queueMax": s.limits().queue_max,
-        "queueTimeoutMs": s.limits().queue_timeout.as_millis() as u64,
-        "waitMs": s.wait.latency(),
-        "saturated": s.refused(Refusal::QueueFull) + s.refused(Refusal::WaitedTooLong),
+        "llmSaturatedRequests": providers.and_then(|g| g.saturated_requests),
+        "upstreams": upstreams,
     })
 }

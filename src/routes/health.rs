@@ -6,6 +6,7 @@
 //! open a connection of its own: Redis is asked through the rate limiter's connection
 //! and cached answer.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,8 @@ use bytes::Bytes;
 use http::{header, StatusCode};
 use serde::Serialize;
 
+use crate::agent::health::{readiness, DependencyGroup, DependencyKind};
+use crate::backend::Standing;
 use crate::http::Reply;
 use crate::obs::stats::Latency;
 use crate::routes::App;
@@ -30,14 +33,16 @@ pub fn live() -> Reply {
 }
 
 pub async fn ready(app: &App) -> Reply {
-    let refusal = match *app.phase.borrow() {
-        Phase::Running => match (app.shedder.any_pressure(), app.agent.readiness()) {
-            (Some(p), _) => Some(("not ready", p.as_str())),
-            (None, Err(reason)) if app.agent.starting() => Some(("starting", reason)),
-            (None, Err(reason)) => Some(("not ready", reason)),
-            (None, Ok(())) => None,
+    let refusal: Option<(&str, Cow<'static, str>)> = match *app.phase.borrow() {
+        Phase::Running => match app.shedder.any_pressure() {
+            Some(p) => Some(("not ready", p.as_str().into())),
+            None => match readiness(&app.agent.dependencies()) {
+                Err((Standing::Starting, reason)) => Some(("starting", reason)),
+                Err((_, reason)) => Some(("not ready", reason)),
+                Ok(()) => None,
+            },
         },
-        _ => Some(("not ready", "shutting down")),
+        _ => Some(("not ready", "shutting down".into())),
     };
     let (status, reason) = match refusal {
         Some(r) => r,
@@ -46,7 +51,7 @@ pub async fn ready(app: &App) -> Reply {
         }
         // Every limited request would get 503 `rate_limit_unavailable`: send the load
         // balancer's traffic elsewhere until Redis answers again.
-        None => ("not ready", "rate limit store unavailable"),
+        None => ("not ready", "rate limit store unavailable".into()),
     };
     let body = serde_json::to_vec(&serde_json::json!({"status": status, "reason": reason}))
         .unwrap_or_default();
@@ -117,8 +122,9 @@ fn render(app: &App) -> Bytes {
     Bytes::from(serde_json::to_vec(&h).unwrap_or_default())
 }
 
-/// `/health/detailed`: the guide's aggregate checks. 503 when a required part is down
-/// (no usable LLM provider, Redis down with the `closed` policy) or load is being shed.
+/// `/health/detailed`: the guide's aggregate checks, one per group of the agent's
+/// dependencies. 503 when a required part is down (a group with no usable member, Redis
+/// down with the `closed` policy) or load is being shed.
 pub async fn detailed(app: &App) -> Reply {
     use serde_json::json;
     let mut unhealthy = false;
@@ -138,36 +144,22 @@ pub async fn detailed(app: &App) -> Reply {
                "maxDelayMs": app.shedder.config().max_delay.as_millis() as u64}),
     );
     // Until the first health probes answer, "usable" would be a guess: say so.
-    let starting = app.agent.starting();
-    let down = if starting { "starting" } else { "down" };
-    if let Some(router) = app.agent.llm_router() {
-        let usable = router.providers.iter().filter(|p| p.is_ready()).count();
-        unhealthy |= usable == 0;
-        degraded |= usable < router.providers.len();
-        // Saturation is load, not failure: shown, never counted against health.
-        let concurrency: serde_json::Map<String, serde_json::Value> = router
-            .providers
-            .iter()
-            .map(|p| {
-                (
-                    p.name().to_owned(),
-                    crate::obs::metrics::slots_json(&p.slots),
-                )
-            })
-            .collect();
-        checks.insert(
-            "providers".into(),
-            json!({"status": if usable > 0 { "up" } else { down }, "usable": usable, "total": router.providers.len(),
-                   "concurrency": concurrency}),
-        );
-    }
-    if let Some((usable, total)) = app.agent.upstream_agents() {
+    let groups = app.agent.dependencies();
+    let starting = matches!(readiness(&groups), Err((Standing::Starting, _)));
+    for g in &groups {
+        let usable = g.usable();
+        let total = g.members.len();
         unhealthy |= usable == 0;
         degraded |= usable < total;
-        checks.insert(
-            "upstreams".into(),
-            json!({"status": if usable > 0 { "up" } else { down }, "usable": usable, "total": total}),
-        );
+        let status = if usable > 0 {
+            "up"
+        } else if starting {
+            "starting"
+        } else {
+            "down"
+        };
+        let (key, check) = dependency_check(g, status, usable, total);
+        checks.insert(key, check);
     }
     // The rate limiter's own connection and cached state: never a new connection.
     if let Some(limiter) = &app.rate {
@@ -206,4 +198,40 @@ pub async fn detailed(app: &App) -> Reply {
         StatusCode::OK
     };
     Reply::json(code, serde_json::to_vec(&body).unwrap_or_default().into())
+}
+
+/// One group's entry in `/health/detailed`'s `checks`.
+fn dependency_check(
+    g: &DependencyGroup,
+    status: &str,
+    usable: usize,
+    total: usize,
+) -> (String, serde_json::Value) {
+    use serde_json::json;
+    match &g.kind {
+        DependencyKind::LlmProviders => {
+            // Saturation is load, not failure: shown, never counted against health.
+            let concurrency: serde_json::Map<String, serde_json::Value> = g
+                .members
+                .iter()
+                .filter_map(|m| {
+                    let slots = m.endpoint.as_ref()?.slots.as_ref()?;
+                    Some((m.name.clone(), crate::obs::metrics::slots_json(slots)))
+                })
+                .collect();
+            (
+                "providers".into(),
+                json!({"status": status, "usable": usable, "total": total,
+                       "concurrency": concurrency}),
+            )
+        }
+        DependencyKind::UpstreamAgents => (
+            "upstreams".into(),
+            json!({"status": status, "usable": usable, "total": total}),
+        ),
+        DependencyKind::Other(name) => (
+            name.to_string(),
+            json!({"status": status, "usable": usable, "total": total}),
+        ),
+    }
 }

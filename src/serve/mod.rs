@@ -74,12 +74,11 @@ pub fn configured_agent(config: &Config) -> Result<Arc<dyn Agent>, String> {
 pub fn run(config: Config) -> ExitCode {
     match configured_agent(&config) {
         Ok(agent) => {
-            let kind = if agent.llm_router().is_some() {
-                "llm"
-            } else if agent.upstream_agents().is_some() {
-                "proxy"
-            } else {
-                "echo"
+            let deps = agent.dependencies();
+            let kind = match deps.first().map(|g| &g.kind) {
+                Some(agent::DependencyKind::LlmProviders) => "llm",
+                Some(agent::DependencyKind::UpstreamAgents) => "proxy",
+                _ => "echo",
             };
             serve(config, agent, kind)
         }

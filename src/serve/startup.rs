@@ -5,14 +5,15 @@
 //! It must never show a secret: API keys and JWT secrets are left out, and a Redis URL
 //! has its user and password masked.
 
-use crate::agent::Agent;
+use crate::agent::{Agent, DependencyKind};
 use crate::config::Config;
 
 /// What the start-up line says.
 #[derive(Debug)]
 pub struct Summary {
     pub agent: String,
-    /// `name=base_url` per provider, or each upstream URL.
+    /// `name=base_url` per provider, or each upstream URL (from the agent's
+    /// dependencies).
     pub backends: Vec<String>,
     pub redis: Option<String>,
     pub tls: bool,
@@ -23,24 +24,19 @@ pub struct Summary {
 impl Summary {
     /// `kind` is what the configuration chose (`echo`, `llm`, `proxy`) or `custom`.
     pub fn new(config: &Config, agent: &dyn Agent, kind: &str) -> Summary {
-        let backends = if let Some(router) = agent.llm_router() {
-            router
-                .providers
-                .iter()
-                .map(|p| format!("{}={}", p.name(), p.spec.base_url))
-                .collect()
-        } else if agent.upstream_agents().is_some() {
-            config
-                .agent_upstreams
-                .as_deref()
-                .and_then(|l| crate::agent::proxy::settings::parse_upstreams(l).ok())
-                .unwrap_or_default()
-                .iter()
-                .map(ToString::to_string)
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let backends = agent
+            .dependencies()
+            .iter()
+            .flat_map(|g| {
+                g.members.iter().filter_map(move |m| {
+                    let address = m.endpoint.as_ref()?.address();
+                    Some(match g.kind {
+                        DependencyKind::LlmProviders => format!("{}={address}", m.name),
+                        _ => address.to_owned(),
+                    })
+                })
+            })
+            .collect();
         Summary {
             agent: format!("{kind} ({})", agent.name()),
             backends,

@@ -1,6 +1,5 @@
-//! [`UpstreamError`]: what went wrong with one upstream agent, whether another replica
-//! could do better, whether it counts against the upstream's breaker, and what the
-//! client is told.
+//! The proxy's failures: [`crate::backend::BackendError`] of the kinds an upstream
+//! attempt or relay can end with ([`UPSTREAM_KINDS`]), and what the client is told.
 //!
 //! The client sees a safe message, an HTTP-like code and `details: {"kind": …}`; the
 //! upstream's own words (status lines, bodies, I/O errors) stay in `detail`, for logs.
@@ -9,91 +8,46 @@
 use serde_json::json;
 
 use crate::agent::AgentError;
+use crate::backend::{BackendError, ErrorKind};
 
-/// Why an upstream attempt or relay failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UpstreamErrorKind {
-    /// Connecting failed (refused, unreachable, connect timeout).
-    Connect,
-    /// The connection broke (reset, closed mid-response).
-    Network,
-    /// No response head or first event before `PROXY_FIRST_EVENT_TIMEOUT`, or silence
-    /// past `PROXY_IDLE_TIMEOUT` mid-stream.
-    Timeout,
-    /// A 5xx or 429 answer.
-    Status,
-    /// A 4xx answer other than 429: the request itself was refused, and another replica
-    /// would refuse it too.
-    Refused,
-    /// A 200 answer that is not `text/event-stream`.
-    NotSse,
-    /// An event that breaks the protocol (not JSON, unknown content type, bad name, a
-    /// chunk on a completed stream, an event over the size limit).
-    Protocol,
-    /// The stream ended without `done`.
-    Truncated,
-    /// Every candidate's breaker is open: nothing was tried.
-    BreakerOpen,
-}
+/// One upstream failure (`backend` names the upstream when it is known).
+pub type UpstreamError = BackendError;
 
-impl UpstreamErrorKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UpstreamErrorKind::Connect => "connect",
-            UpstreamErrorKind::Network => "network",
-            UpstreamErrorKind::Timeout => "timeout",
-            UpstreamErrorKind::Status => "status",
-            UpstreamErrorKind::Refused => "refused",
-            UpstreamErrorKind::NotSse => "not_sse",
-            UpstreamErrorKind::Protocol => "protocol",
-            UpstreamErrorKind::Truncated => "truncated",
-            UpstreamErrorKind::BreakerOpen => "breaker_open",
-        }
+/// The kinds an upstream attempt or relay can fail with, in the order `/metrics` lists
+/// them.
+pub const UPSTREAM_KINDS: [ErrorKind; 9] = [
+    ErrorKind::Connect,
+    ErrorKind::Network,
+    ErrorKind::Timeout,
+    ErrorKind::Status,
+    ErrorKind::Refused,
+    ErrorKind::NotSse,
+    ErrorKind::Protocol,
+    ErrorKind::Truncated,
+    ErrorKind::BreakerOpen,
+];
+
+/// The safe message and code the client gets for `kind`.
+fn client_message(kind: ErrorKind) -> (&'static str, i64) {
+    match kind {
+        ErrorKind::Timeout => ("The upstream agent did not answer in time", 504),
+        ErrorKind::BreakerOpen => ("No upstream agent is available", 503),
+        ErrorKind::Truncated => ("The upstream agent ended its answer early", 502),
+        ErrorKind::Protocol => ("The upstream agent sent an invalid event", 502),
+        ErrorKind::Refused => ("The upstream agent refused the request", 502),
+        _ => ("The upstream agent failed", 502),
     }
 }
 
-/// One upstream failure.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UpstreamError {
-    pub kind: UpstreamErrorKind,
-    /// For logs only: may quote the upstream.
-    pub detail: String,
+/// An upstream failure of `kind`; `detail` (for logs only) may quote the upstream.
+pub fn upstream_error(kind: ErrorKind, detail: impl Into<String>) -> UpstreamError {
+    BackendError::new(kind, "upstream agent", client_message(kind).0).with_detail(detail.into())
 }
 
-impl UpstreamError {
-    pub fn new(kind: UpstreamErrorKind, detail: impl Into<String>) -> Self {
-        UpstreamError {
-            kind,
-            detail: detail.into(),
-        }
-    }
-
-    /// Whether another replica (or the same one again) may answer the same request.
-    pub fn is_retryable(&self) -> bool {
-        !matches!(
-            self.kind,
-            UpstreamErrorKind::Refused | UpstreamErrorKind::BreakerOpen
-        )
-    }
-
-    /// Whether this counts against the upstream's breaker (a refused request is the
-    /// request's fault, not the upstream's).
-    pub fn counts_as_failure(&self) -> bool {
-        self.is_retryable()
-    }
-
-    /// What the client is told: a safe message and code, and the kind.
-    pub fn to_agent_error(&self) -> AgentError {
-        let (message, code) = match self.kind {
-            UpstreamErrorKind::Timeout => ("The upstream agent did not answer in time", 504),
-            UpstreamErrorKind::BreakerOpen => ("No upstream agent is available", 503),
-            UpstreamErrorKind::Truncated => ("The upstream agent ended its answer early", 502),
-            UpstreamErrorKind::Protocol => ("The upstream agent sent an invalid event", 502),
-            UpstreamErrorKind::Refused => ("The upstream agent refused the request", 502),
-            _ => ("The upstream agent failed", 502),
-        };
-        AgentError::new(message, code).with_details(json!({"kind": self.kind.as_str()}))
-    }
+/// What the client is told: a safe message and code, and the kind.
+pub fn agent_error(e: &UpstreamError) -> AgentError {
+    let (message, code) = client_message(e.kind);
+    AgentError::new(message, code).with_details(json!({"kind": e.kind.as_str()}))
 }
 
 #[cfg(test)]
@@ -102,19 +56,18 @@ mod tests {
 
     #[test]
     fn client_messages_never_carry_the_detail() {
-        let e = UpstreamError::new(UpstreamErrorKind::Status, "500 from http://secret:8000/x");
-        let a = e.to_agent_error();
+        let e = upstream_error(ErrorKind::Status, "500 from http://secret:8000/x");
+        let a = agent_error(&e);
         assert_eq!(a.code, 502);
         assert!(!a.message.contains("secret"));
         assert_eq!(a.details, Some(json!({"kind": "status"})));
         assert!(e.is_retryable() && e.counts_as_failure());
-        let refused = UpstreamError::new(UpstreamErrorKind::Refused, "422");
+        let refused = upstream_error(ErrorKind::Refused, "422");
         assert!(!refused.is_retryable() && !refused.counts_as_failure());
         assert_eq!(
-            UpstreamError::new(UpstreamErrorKind::Timeout, "")
-                .to_agent_error()
-                .code,
+            agent_error(&upstream_error(ErrorKind::Timeout, "")).code,
             504
         );
+        assert!(!e.to_string().contains("secret"), "Display shows no detail");
     }
 }

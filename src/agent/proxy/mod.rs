@@ -9,8 +9,10 @@
 //! (`reader`), checks each event (`event`) and re-emits it through the handler
 //! (`relay`), which keeps agentd's guarantees. Before the first event a failing
 //! upstream is skipped for the next one (bounded by `PROXY_MAX_ATTEMPTS`); after it, a
-//! failure ends the answer with `atomic.error` + `done`. Each upstream has a breaker
-//! and a health check. Dropping the answer (the client left) drops the upstream
+//! failure ends the answer with `atomic.error` + `done`. Each upstream is a
+//! [`crate::backend::Endpoint`] (breaker, health check, requests in flight, figures
+//! shown by `/metrics` and `/stats`), ordered, probed and called through
+//! [`crate::backend`] like the LLM providers. Dropping the answer (the client left) drops the upstream
 //! request, which closes its connection.
 //!
 //! There is no concurrency cap per upstream here (unlike the LLM providers'
@@ -20,7 +22,6 @@
 pub mod balance;
 pub mod error;
 pub mod event;
-pub mod health;
 pub mod json;
 pub mod reader;
 pub mod relay;
@@ -34,19 +35,20 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::{Agent, AgentError};
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::{Agent, AgentError, DependencyGroup, DependencyHealth, DependencyKind};
+use crate::backend::client::{self, HttpClient};
+use crate::backend::{BreakerPermit, ErrorKind, InFlight, ProbeLoop};
 use crate::config::{Config, DEFAULT_AGENT_NAME};
-use crate::llm::breaker::BreakerPermit;
-use crate::llm::client::{self, HttpClient};
-use crate::llm::probe_loop::{ProbeLoop, Standing};
 use crate::protocol::{Query, ResponseHandler, Session};
 pub use balance::Balance;
-use error::{UpstreamError, UpstreamErrorKind};
+use error::{agent_error, upstream_error, UpstreamError};
 use event::UpstreamEvent;
-use reader::EventReader;
+use reader::UpstreamReader;
 use relay::{Flow, Relay, RelayError};
 pub use settings::ProxySettings;
-use upstream::{InFlight, Upstream, UpstreamPool};
+use upstream::{Upstream, UpstreamPool};
 
 /// The proxy agent.
 pub struct ProxyAgent {
@@ -60,10 +62,11 @@ pub struct ProxyAgent {
 /// An upstream answer that has produced its first (valid) event.
 struct Opened<'a> {
     upstream: &'a Upstream,
-    reader: EventReader,
+    reader: UpstreamReader,
     first: UpstreamEvent,
     permit: BreakerPermit,
-    in_flight: InFlight<'a>,
+    in_flight: InFlight,
+    started: Instant,
 }
 
 impl ProxyAgent {
@@ -77,12 +80,10 @@ impl ProxyAgent {
             config.agent_name.clone()
         };
         let mut agent = ProxyAgent::new(name, settings);
-        let monitor = health::spawn(
-            &agent.pool,
-            agent.settings.health_check_interval,
-            agent.settings.pool,
-        )
-        .map_err(|e| format!("cannot start the upstream health checks: {e}"))?;
+        let monitor = agent
+            .pool
+            .spawn_health_checks(agent.settings.health_check_interval, agent.settings.pool)
+            .map_err(|e| format!("cannot start the upstream health checks: {e}"))?;
         agent._monitor = Some(monitor);
         Ok(agent)
     }
@@ -122,26 +123,33 @@ impl ProxyAgent {
                 break;
             }
             let upstream = &self.pool.upstreams[order[k % n]];
-            let Some(permit) = upstream.breaker.try_acquire() else {
-                last.get_or_insert(UpstreamError::new(
-                    UpstreamErrorKind::BreakerOpen,
-                    "every upstream's breaker is open",
-                ));
+            let endpoint = &upstream.endpoint;
+            let Some(permit) = endpoint.breaker.try_acquire() else {
+                let e = upstream_error(ErrorKind::BreakerOpen, "every upstream's breaker is open");
+                if k < n {
+                    // Once per request, however many rounds skip it.
+                    endpoint.record_error(&e);
+                }
+                last.get_or_insert(e);
                 continue;
             };
+            if tries > 0 {
+                endpoint.stats.failovers.fetch_add(1, Relaxed);
+            }
             tries += 1;
-            let in_flight = upstream.begin();
+            let in_flight = endpoint.begin();
             let started = Instant::now();
             let first_deadline = started + self.settings.first_event_timeout;
             let attempt = async {
                 let body = request::send(client, upstream, body.clone(), first_deadline).await?;
-                let mut reader = EventReader::new(body, first_deadline, self.settings.idle_timeout);
+                let mut reader =
+                    UpstreamReader::new(body, first_deadline, self.settings.idle_timeout);
                 let first = match reader.next().await? {
                     Some(ev) => event::decode(&ev.data)
-                        .map_err(|d| UpstreamError::new(UpstreamErrorKind::Protocol, d))?,
+                        .map_err(|d| upstream_error(ErrorKind::Protocol, d))?,
                     None => {
-                        return Err(UpstreamError::new(
-                            UpstreamErrorKind::Truncated,
+                        return Err(upstream_error(
+                            ErrorKind::Truncated,
                             "the stream ended before its first event",
                         ))
                     }
@@ -150,15 +158,18 @@ impl ProxyAgent {
             };
             match attempt.await {
                 Ok((reader, first)) => {
+                    endpoint.record_ttft(started.elapsed());
                     return Ok(Opened {
                         upstream,
                         reader,
                         first,
                         permit,
                         in_flight,
-                    })
+                        started,
+                    });
                 }
                 Err(e) => {
+                    endpoint.record_error(&e);
                     log_failure(upstream, &e, false);
                     if e.counts_as_failure() {
                         permit.fail();
@@ -171,9 +182,7 @@ impl ProxyAgent {
                 }
             }
         }
-        Err(last.unwrap_or_else(|| {
-            UpstreamError::new(UpstreamErrorKind::BreakerOpen, "no upstream to try")
-        }))
+        Err(last.unwrap_or_else(|| upstream_error(ErrorKind::BreakerOpen, "no upstream to try")))
     }
 }
 
@@ -193,21 +202,15 @@ impl Agent for ProxyAgent {
         &self.name
     }
 
-    fn upstream_agents(&self) -> Option<(usize, usize)> {
-        let all = &self.pool.upstreams;
-        Some((all.iter().filter(|u| u.is_ready()).count(), all.len()))
-    }
-
-    fn readiness(&self) -> Result<(), &'static str> {
-        match self.pool.standing() {
-            Standing::Ready => Ok(()),
-            Standing::Starting => Err("waiting for the first health check of the upstream agents"),
-            Standing::Down => Err("no upstream agent is usable"),
-        }
-    }
-
-    fn starting(&self) -> bool {
-        self.pool.standing() == Standing::Starting
+    fn dependencies(&self) -> Vec<DependencyGroup> {
+        vec![DependencyGroup::new(
+            DependencyKind::UpstreamAgents,
+            self.pool
+                .upstreams
+                .iter()
+                .map(|u| DependencyHealth::of_endpoint(&u.endpoint))
+                .collect(),
+        )]
     }
 
     async fn assist(
@@ -224,16 +227,20 @@ impl Agent for ProxyAgent {
             first,
             permit,
             in_flight,
+            started,
         } = self
             .open(&client, body)
             .await
-            .map_err(|e| e.to_agent_error())?;
+            .map_err(|e| agent_error(&e))?;
+        let endpoint = &upstream.endpoint;
         let mut relay = Relay::new(handler);
         let mut next = first;
         let failure = loop {
             match relay.forward(next).await {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Done) => {
+                    endpoint.stats.completed.fetch_add(1, Relaxed);
+                    endpoint.stats.latency.record(started.elapsed());
                     permit.succeed();
                     // The upstream's answer is over: it no longer counts as busy while
                     // the body's end is read.
@@ -249,22 +256,20 @@ impl Agent for ProxyAgent {
             next = match reader.next().await {
                 Ok(Some(ev)) => match event::decode(&ev.data) {
                     Ok(ev) => ev,
-                    Err(d) => break UpstreamError::new(UpstreamErrorKind::Protocol, d),
+                    Err(d) => break upstream_error(ErrorKind::Protocol, d),
                 },
                 Ok(None) => {
-                    break UpstreamError::new(
-                        UpstreamErrorKind::Truncated,
-                        "the stream ended without done",
-                    )
+                    break upstream_error(ErrorKind::Truncated, "the stream ended without done")
                 }
                 Err(e) => break e,
             };
         };
+        endpoint.record_error(&failure);
         log_failure(upstream, &failure, true);
         if failure.counts_as_failure() {
             permit.fail();
         }
         // The server sends this as `atomic.error`, closes open streams and sends `done`.
-        Err(failure.to_agent_error())
+        Err(agent_error(&failure))
     }
 }

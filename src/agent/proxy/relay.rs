@@ -8,8 +8,9 @@
 //! handler's limit). It never reads the upstream and never waits except on the client
 //! (the handler's bounded queue), which is what carries backpressure upstream.
 
-use super::error::{UpstreamError, UpstreamErrorKind};
+use super::error::{upstream_error, UpstreamError};
 use super::event::UpstreamEvent;
+use crate::backend::ErrorKind;
 use crate::protocol::{ProtocolError, ResponseHandler, TextStream};
 
 /// What the relay should do after an event.
@@ -33,10 +34,7 @@ impl From<ProtocolError> for RelayError {
     fn from(e: ProtocolError) -> Self {
         match e {
             ProtocolError::Disconnected | ProtocolError::SlowReader => RelayError::Client(e),
-            other => RelayError::Upstream(UpstreamError::new(
-                UpstreamErrorKind::Protocol,
-                other.to_string(),
-            )),
+            other => RelayError::Upstream(upstream_error(ErrorKind::Protocol, other.to_string())),
         }
     }
 }
@@ -110,8 +108,8 @@ impl<'h> Relay<'h> {
             }
         };
         let Some(stream) = self.streams[pos].stream.as_ref() else {
-            return Err(RelayError::Upstream(UpstreamError::new(
-                UpstreamErrorKind::Protocol,
+            return Err(RelayError::Upstream(upstream_error(
+                ErrorKind::Protocol,
                 "a chunk on a completed stream",
             )));
         };

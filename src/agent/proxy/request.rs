@@ -2,7 +2,8 @@
 //! forwards is `{query, session}` (the session always present: agentd synthesizes one
 //! when the client sent none, because the Python reference crashes without it).
 //!
-//! It waits only until the head arrives, never past the caller's deadline; it does not
+//! It counts the request in the upstream's figures and waits (on the shared pooled
+//! client) only until the head arrives, never past the caller's deadline; it does not
 //! read the event stream (see `reader`).
 
 use bytes::Bytes;
@@ -12,9 +13,12 @@ use hyper::body::Incoming;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::error::{UpstreamError, UpstreamErrorKind as Kind};
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::error::{upstream_error, UpstreamError};
 use super::upstream::Upstream;
-use crate::llm::client::HttpClient;
+use crate::backend::client::{self, HttpClient, SendError};
+use crate::backend::ErrorKind as Kind;
 use crate::protocol::{Query, Session};
 
 #[derive(Serialize)]
@@ -44,27 +48,25 @@ pub async fn send(
     body: Bytes,
     deadline: Instant,
 ) -> Result<Incoming, UpstreamError> {
+    upstream.endpoint.stats.requests.fetch_add(1, Relaxed);
     let request = Request::post(upstream.url.clone())
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::ACCEPT, "text/event-stream")
         .body(Full::new(body))
-        .map_err(|e| UpstreamError::new(Kind::Connect, e.to_string()))?;
-    let res = match tokio::time::timeout_at(deadline, client.request(request)).await {
-        Err(_) => {
-            return Err(UpstreamError::new(
-                Kind::Timeout,
-                "no response head in time",
-            ))
+        .map_err(|e| upstream_error(Kind::Connect, e.to_string()))?;
+    let res = match client::send(client, request, deadline).await {
+        Err(SendError::Timeout) => {
+            return Err(upstream_error(Kind::Timeout, "no response head in time"))
         }
-        Ok(Err(e)) => {
+        Err(SendError::Failed(e)) => {
             let kind = if e.is_connect() {
                 Kind::Connect
             } else {
                 Kind::Network
             };
-            return Err(UpstreamError::new(kind, format!("{e:?}")));
+            return Err(upstream_error(kind, format!("{e:?}")));
         }
-        Ok(Ok(res)) => res,
+        Ok(res) => res,
     };
     let status = res.status();
     if status != StatusCode::OK {
@@ -75,10 +77,10 @@ pub async fn send(
         } else {
             Kind::Status
         };
-        return Err(UpstreamError::new(kind, format!("status {status}")));
+        return Err(upstream_error(kind, format!("status {status}")));
     }
     if !is_event_stream(res.headers().get(header::CONTENT_TYPE)) {
-        return Err(UpstreamError::new(
+        return Err(upstream_error(
             Kind::NotSse,
             format!("content-type {:?}", res.headers().get(header::CONTENT_TYPE)),
         ));

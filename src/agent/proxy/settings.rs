@@ -9,8 +9,8 @@ use std::time::Duration;
 use http::Uri;
 
 use super::balance::Balance;
+use crate::backend::client::PoolConfig;
 use crate::config::Config;
-use crate::llm::client::PoolConfig;
 
 /// Most upstreams one proxy may front.
 pub const MAX_UPSTREAMS: usize = 256;

@@ -1,85 +1,95 @@
-//! The upstream agents: each one's URL and live state (health, breaker, requests in
-//! flight), shared by every worker, and the pool that orders them for a request.
+//! The upstream agents: each one's URL, how it is health-checked, and its live state (a
+//! [`crate::backend::Endpoint`]: health, breaker, requests in flight, figures), shared
+//! by every worker; and the pool that orders them for a request.
 //!
-//! Lock-free (atomics only), so workers never wait on each other here; it never does
-//! I/O (the health monitor and the relay do).
+//! Health checks run on the one probe loop ([`crate::backend::probe`]): a `GET` of
+//! each URL at once when the proxy starts, then every `PROXY_HEALTH_CHECK_INTERVAL`.
+//! Any answer below 500 means the process is up and serving HTTP (the Python reference
+//! answers 405 to a GET of `/assist`); a refused connection, a timeout or a 5xx marks
+//! it unhealthy until a check succeeds. A check never sends a query (that would run
+//! the upstream's agent). The pool itself is lock-free and never does I/O.
 
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::Uri;
+use bytes::Bytes;
+use http::{Request, Uri};
+use http_body_util::Full;
 use smallvec::SmallVec;
 
-use super::balance::{order, Balance, Load};
-use crate::llm::breaker::{Breaker, BreakerState};
-use crate::llm::probe_loop::{standing, ProbeState, Probed, Standing};
+use super::balance::Balance;
+use super::error::UPSTREAM_KINDS;
+use crate::backend::client::{self, HttpClient, PoolConfig};
+use crate::backend::order::{self, Candidate, Rotation};
+use crate::backend::probe::{self, ProbeLoop, ProbeState, Probed};
+use crate::backend::{standing, Breaker, Endpoint, Standing};
+
+/// Longest wait for one health check's answer (shorter when the interval is).
+const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most bytes of a health check's answer read (the rest is dropped with the connection).
+const MAX_PROBE_BODY: usize = 16 * 1024;
 
 /// One upstream agent.
 #[derive(Debug)]
 pub struct Upstream {
     pub url: Uri,
-    pub breaker: Arc<Breaker>,
-    /// Set by the health monitor; unknown until its first probe answers.
-    health: ProbeState,
-    in_flight: AtomicUsize,
+    pub endpoint: Arc<Endpoint>,
 }
 
 impl Upstream {
     pub fn new(url: Uri, breaker: Breaker) -> Upstream {
+        let name = url.to_string();
         Upstream {
+            endpoint: Arc::new(Endpoint::new(
+                name.clone(),
+                name,
+                breaker,
+                None,
+                &UPSTREAM_KINDS,
+            )),
             url,
-            breaker: Arc::new(breaker),
-            health: ProbeState::default(),
-            in_flight: AtomicUsize::new(0),
         }
     }
 
-    /// Worth trying now: not found unhealthy by a probe, and its breaker not open.
-    pub fn is_usable(&self) -> bool {
-        self.health.get() != Probed::Unhealthy && self.breaker.state() != BreakerState::Open
-    }
-
-    /// Known usable: its last probe answered healthy and its breaker is not open
-    /// (what readiness counts).
-    pub fn is_ready(&self) -> bool {
-        self.is_healthy() && self.breaker.state() != BreakerState::Open
-    }
-
-    /// Its last probe answered healthy.
-    pub fn is_healthy(&self) -> bool {
-        self.health.get() == Probed::Healthy
-    }
-
-    /// The health monitor's record of this upstream.
-    pub fn probe_state(&self) -> &ProbeState {
-        &self.health
-    }
-
-    /// Records a health probe's result; returns the state before it.
+    /// Records a health check's result; returns the state before it.
     pub fn set_healthy(&self, ok: bool) -> Probed {
-        self.health.set(ok)
-    }
-
-    /// Requests now in flight to this upstream, from every worker.
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Relaxed)
-    }
-
-    /// Counts one request in flight until the guard is dropped.
-    pub fn begin(&self) -> InFlight<'_> {
-        self.in_flight.fetch_add(1, Relaxed);
-        InFlight(self)
+        self.endpoint.health.set(ok)
     }
 }
 
-/// One request in flight to an upstream (see [`Upstream::begin`]).
-#[derive(Debug)]
-pub struct InFlight<'a>(&'a Upstream);
+impl probe::Target for Upstream {
+    fn probe<'a>(
+        &'a self,
+        client: &'a HttpClient,
+        timeout: Duration,
+    ) -> Pin<Box<dyn Future<Output = bool> + 'a>> {
+        Box::pin(async move {
+            let Ok(req) = Request::get(self.url.clone()).body(Full::new(Bytes::new())) else {
+                return false;
+            };
+            let deadline = tokio::time::Instant::now() + timeout;
+            let Ok(res) = client::send(client, req, deadline).await else {
+                return false;
+            };
+            let ok = !res.status().is_server_error();
+            // Read the (small) answer so the connection can be reused for the next check.
+            client::discard(res.into_body(), MAX_PROBE_BODY, deadline).await;
+            ok
+        })
+    }
 
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Relaxed);
+    fn probe_state(&self) -> &ProbeState {
+        &self.endpoint.health
+    }
+
+    fn log_change(&self, _was: Probed, now_ok: bool) {
+        if now_ok {
+            tracing::info!(upstream = %self.url, "upstream agent healthy again");
+        } else {
+            tracing::warn!(upstream = %self.url, "upstream agent health check failed");
+        }
     }
 }
 
@@ -88,7 +98,7 @@ impl Drop for InFlight<'_> {
 pub struct UpstreamPool {
     pub upstreams: Vec<Arc<Upstream>>,
     balance: Balance,
-    turn: AtomicUsize,
+    rotation: Rotation,
 }
 
 impl UpstreamPool {
@@ -109,37 +119,51 @@ impl UpstreamPool {
                 })
                 .collect(),
             balance,
-            turn: AtomicUsize::new(0),
+            rotation: Rotation::default(),
         }
+    }
+
+    /// Starts the health checks: a first one at once, then one per `interval`, until
+    /// the returned handle is dropped.
+    pub fn spawn_health_checks(
+        &self,
+        interval: Duration,
+        pool: PoolConfig,
+    ) -> std::io::Result<ProbeLoop> {
+        probe::spawn(
+            "agentd-proxy-health",
+            self.upstreams.clone(),
+            interval,
+            interval.min(MAX_PROBE_TIMEOUT),
+            pool,
+        )
     }
 
     /// True when at least one upstream is usable.
     pub fn any_usable(&self) -> bool {
-        self.upstreams.iter().any(|u| u.is_usable())
+        self.upstreams.iter().any(|u| u.endpoint.is_usable())
     }
 
-    /// Readiness: ready once an upstream answered its probe and is usable; starting
+    /// Readiness: ready once an upstream answered its check and is usable; starting
     /// while none is and some have not answered yet.
     pub fn standing(&self) -> Standing {
-        standing(
-            self.upstreams
-                .iter()
-                .map(|u| (u.health.get(), u.breaker.state() != BreakerState::Open)),
-        )
+        standing(self.upstreams.iter().map(|u| u.endpoint.state()))
     }
 
     /// Indices of the upstreams in the order this request should try them.
     pub fn order(&self) -> SmallVec<[usize; 8]> {
-        let turn = self.turn.fetch_add(1, Relaxed);
-        let loads: SmallVec<[Load; 8]> = self
+        let policy = self.balance.policy();
+        let candidates: SmallVec<[Candidate; 8]> = self
             .upstreams
             .iter()
-            .map(|u| Load {
-                in_flight: u.in_flight(),
-                usable: u.is_usable(),
+            .map(|u| Candidate {
+                usable: u.endpoint.is_usable(),
+                in_flight: u.endpoint.in_flight(),
+                ttft: u.endpoint.ttft_ewma(),
+                weight: 0.0,
             })
             .collect();
-        order(self.balance, turn, &loads)
+        order::order(policy, self.rotation.turn(policy), &candidates, None)
     }
 }
 
@@ -158,12 +182,12 @@ mod tests {
         assert_eq!(pool.standing(), Standing::Starting);
         pool.upstreams[0].set_healthy(true);
         assert_eq!(pool.standing(), Standing::Ready);
-        let held = pool.upstreams[0].begin();
+        let held = pool.upstreams[0].endpoint.begin();
         for _ in 0..4 {
             assert_eq!(pool.order()[0], 1);
         }
         drop(held);
-        assert_eq!(pool.upstreams[0].in_flight(), 0);
+        assert_eq!(pool.upstreams[0].endpoint.in_flight(), 0);
         pool.upstreams[1].set_healthy(false);
         assert_eq!(pool.order()[0], 0);
         assert!(pool.any_usable());

@@ -1,4 +1,4 @@
-//! The concurrency cap of one provider (`LLM_CONCURRENT_REQUESTS`): at most `limit`
+//! The concurrency cap of one backend (for LLM providers, `LLM_CONCURRENT_REQUESTS`): at most `limit`
 //! upstream requests in flight for the whole process (every worker shares one set of
 //! slots, as the guide's single Node process shares its `maxSockets`), and a bounded
 //! wait for a slot: at most `queue_max` waiters (`LLM_QUEUE_MAX`), none longer than

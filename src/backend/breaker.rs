@@ -1,4 +1,4 @@
-//! A circuit breaker per provider, shared by every worker.
+//! A circuit breaker per backend (LLM provider or upstream agent), shared by every worker.
 //!
 //! It opens after `threshold` consecutive failures (the guide's `failureThreshold`).
 //! Consecutive failures rather than a ratio over a window: a ratio needs enough traffic

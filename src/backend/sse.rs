@@ -1,4 +1,5 @@
-//! An incremental parser for the SSE streams LLM providers send.
+//! An incremental parser for the SSE streams backends send (LLM providers, upstream
+//! agents).
 //!
 //! Bytes arrive in arbitrary pieces: an event, a line, even a UTF-8 character may be
 //! split across reads. Lines end in LF, CRLF or CR (a CR at the end of one piece and an

@@ -1,10 +1,10 @@
-//! The health-probe loop shared by the LLM providers (`llm::health`) and the proxy's
-//! upstream agents (`agent::proxy::health`): a thread of its own with its own runtime
+//! The one health-probe loop, for LLM providers and the proxy's upstream agents alike
+//! (each says how it is probed by implementing [`Target`]): a thread of its own with its own runtime
 //! and client, a first round of probes at once, then one round per interval; every
 //! target of a round is probed concurrently, so one hanging target delays no other.
 //!
 //! Each target's state starts [`Probed::Unknown`]: readiness reports `starting` until
-//! a probe answered. The loop stops as soon as its [`ProbeLoop`] handle is dropped
+//! a probe answered (see [`super::endpoint::standing`]). The loop stops as soon as its [`ProbeLoop`] handle is dropped
 //! (mid-round or mid-sleep), never an interval later. It never touches request
 //! handling and never sends anything but the targets' own probes.
 
@@ -150,34 +150,6 @@ pub fn spawn<T: Target>(
     })
 }
 
-/// How a set of probed targets stands for readiness.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Standing {
-    /// At least one target answered its probe and is usable.
-    Ready,
-    /// None is usable yet, and some have not answered their first probe.
-    Starting,
-    /// Every target answered, and none is usable.
-    Down,
-}
-
-/// The standing of targets given as (probe state, breaker not open) pairs.
-pub fn standing(targets: impl Iterator<Item = (Probed, bool)>) -> Standing {
-    let mut unknown = false;
-    for (probed, breaker_ok) in targets {
-        match probed {
-            Probed::Healthy if breaker_ok => return Standing::Ready,
-            Probed::Unknown => unknown = true,
-            _ => {}
-        }
-    }
-    if unknown {
-        Standing::Starting
-    } else {
-        Standing::Down
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // tests that mean to block their own thread
 mod tests {
@@ -306,27 +278,5 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
-    }
-
-    #[test]
-    fn standing_needs_one_answered_usable_target() {
-        use Probed::*;
-        assert_eq!(
-            standing([(Unknown, true), (Unknown, true)].into_iter()),
-            Standing::Starting
-        );
-        assert_eq!(
-            standing([(Unhealthy, true), (Unknown, true)].into_iter()),
-            Standing::Starting
-        );
-        assert_eq!(
-            standing([(Healthy, true), (Unknown, true)].into_iter()),
-            Standing::Ready
-        );
-        assert_eq!(
-            standing([(Healthy, false), (Unhealthy, true)].into_iter()),
-            Standing::Down
-        );
-        assert_eq!(standing(std::iter::empty()), Standing::Down);
     }
 }

@@ -13,6 +13,8 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
+step "no import cycle between the top-level modules of src/"
+scripts/modules.py
 step "cargo test --workspace"
 cargo test --workspace
 step "cargo build --release"

@@ -1,6 +1,5 @@
 //! Observability: per-worker statistics and logging.
 
 pub mod log;
-pub mod metrics;
 pub mod process;
 pub mod stats;

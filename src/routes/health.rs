@@ -216,7 +216,7 @@ fn dependency_check(
                 .iter()
                 .filter_map(|m| {
                     let slots = m.endpoint.as_ref()?.slots.as_ref()?;
-                    Some((m.name.clone(), crate::obs::metrics::slots_json(slots)))
+                    Some((m.name.clone(), crate::routes::metrics::slots_json(slots)))
                 })
                 .collect();
             (

@@ -9,6 +9,7 @@ pub mod agent;
 mod answer;
 mod app;
 pub mod health;
+pub mod metrics;
 pub mod resume;
 pub mod ws;
 
@@ -290,12 +291,12 @@ async fn dispatch(
         Route::HealthDetailed => Ok(Box::pin(health::detailed(app)).await),
         Route::Stats => Ok(Reply::json(
             StatusCode::OK,
-            serde_json::to_vec(&crate::obs::metrics::stats_json(app))
+            serde_json::to_vec(&crate::routes::metrics::stats_json(app))
                 .unwrap_or_default()
                 .into(),
         )),
         Route::Metrics if app.settings.metrics => {
-            Ok(Reply::prometheus(crate::obs::metrics::render(app)))
+            Ok(Reply::prometheus(crate::routes::metrics::render(app)))
         }
         Route::Metrics => Err(HttpError::NotFound),
     }

@@ -5,14 +5,17 @@
 //! This is the only module that knows every other one; none of them imports it. It
 //! must never hold request-time logic: everything here runs once, at start or stop.
 
+pub mod agents;
 pub mod settings;
 pub mod startup;
+
+pub use agents::configured_agent;
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::agent::{self, Agent, EchoAgent};
-use crate::config::{self, Config};
+use crate::agent::{self, Agent};
+use crate::config::Config;
 use crate::routes::{App, Routes};
 use crate::server::{self, ServerHandle};
 
@@ -32,41 +35,6 @@ impl Server {
             Ok(Routes(Arc::new(App::new(routes, edge, agent, status))))
         })
     }
-}
-
-/// The agent named by the configuration: `AGENT`, else the proxy when
-/// `AGENT_UPSTREAMS` is set, else the LLM agent when a provider is configured, else the
-/// echo agent. Fails on a bad LLM or proxy configuration.
-pub fn configured_agent(config: &Config) -> Result<Arc<dyn Agent>, String> {
-    if config.agent == Some(config::AgentKind::Proxy)
-        || (config.agent.is_none() && config.agent_upstreams.is_some())
-    {
-        return Ok(Arc::new(agent::ProxyAgent::from_config(config)?));
-    }
-    let router = crate::llm::router_from_config(config)?;
-    let kind = config.agent.unwrap_or(if router.is_some() {
-        config::AgentKind::Llm
-    } else {
-        config::AgentKind::Echo
-    });
-    Ok(match (kind, router) {
-        (config::AgentKind::Echo, _) => Arc::new(EchoAgent::new(config.agent_name.clone())),
-        (config::AgentKind::Llm, Some(router)) => {
-            let name = if config.agent_name == config::DEFAULT_AGENT_NAME {
-                "agentd LLM agent".to_owned()
-            } else {
-                config.agent_name.clone()
-            };
-            Arc::new(agent::LlmAgent::new(name, router))
-        }
-        (config::AgentKind::Proxy, _) => Arc::new(agent::ProxyAgent::from_config(config)?),
-        (config::AgentKind::Llm, None) => {
-            return Err(
-                "AGENT=llm needs a provider: set OPENAI_API_KEY, ANTHROPIC_API_KEY or LLM_CONFIG"
-                    .into(),
-            )
-        }
-    })
 }
 
 /// Runs the configured agent until SIGTERM or SIGINT, then shuts down gracefully.

@@ -40,7 +40,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::{Agent, AgentError, DependencyGroup, DependencyHealth, DependencyKind};
 use crate::backend::client::{self, HttpClient};
 use crate::backend::{BreakerPermit, ErrorKind, InFlight, ProbeLoop};
-use crate::config::{Config, DEFAULT_AGENT_NAME};
 use crate::protocol::{Query, ResponseHandler, Session};
 pub use balance::Balance;
 use error::{agent_error, upstream_error, UpstreamError};
@@ -70,15 +69,8 @@ struct Opened<'a> {
 }
 
 impl ProxyAgent {
-    /// Builds the proxy from the configuration and starts its health checks. Fails
-    /// (with a message naming the variable) without valid `AGENT_UPSTREAMS`.
-    pub fn from_config(config: &Config) -> Result<ProxyAgent, String> {
-        let settings = ProxySettings::from_config(config)?;
-        let name = if config.agent_name == DEFAULT_AGENT_NAME {
-            "agentd proxy".to_owned()
-        } else {
-            config.agent_name.clone()
-        };
+    /// A proxy over `settings.upstreams` with its health checks running.
+    pub fn start(name: String, settings: ProxySettings) -> Result<ProxyAgent, String> {
         let mut agent = ProxyAgent::new(name, settings);
         let monitor = agent
             .pool

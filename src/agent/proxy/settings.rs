@@ -1,4 +1,4 @@
-//! The proxy's settings, taken once from [`Config`]: the upstream URLs (validated at
+//! The proxy's settings, taken once from the configuration: the upstream URLs (validated at
 //! start, so a typo stops the process with exit code 2 instead of failing every
 //! request), the balancing strategy, deadlines, breaker and pool limits.
 //!
@@ -10,7 +10,6 @@ use http::Uri;
 
 use super::balance::Balance;
 use crate::backend::client::PoolConfig;
-use crate::config::Config;
 
 /// Most upstreams one proxy may front.
 pub const MAX_UPSTREAMS: usize = 256;
@@ -27,32 +26,6 @@ pub struct ProxySettings {
     pub breaker_reset: Duration,
     pub health_check_interval: Duration,
     pub pool: PoolConfig,
-}
-
-impl ProxySettings {
-    /// Reads the proxy's settings; fails with a message naming the variable.
-    pub fn from_config(c: &Config) -> Result<ProxySettings, String> {
-        let list = c.agent_upstreams.as_deref().ok_or(
-            "AGENT=proxy needs AGENT_UPSTREAMS: the URLs of the upstream agents, e.g. \
-             AGENT_UPSTREAMS=http://127.0.0.1:8000/assist",
-        )?;
-        let ms = Duration::from_millis;
-        Ok(ProxySettings {
-            upstreams: parse_upstreams(list)?,
-            balance: c.proxy_balance,
-            first_event_timeout: ms(c.proxy_first_event_timeout),
-            idle_timeout: ms(c.proxy_idle_timeout),
-            max_attempts: c.proxy_max_attempts as usize,
-            breaker_threshold: c.proxy_breaker_threshold,
-            breaker_reset: ms(c.proxy_breaker_reset),
-            health_check_interval: ms(c.proxy_health_check_interval),
-            pool: PoolConfig {
-                connect_timeout: ms(c.proxy_connect_timeout),
-                idle_timeout: ms(c.proxy_pool_idle_timeout),
-                max_idle_per_host: c.proxy_pool_max_idle as usize,
-            },
-        })
-    }
 }
 
 /// Parses `AGENT_UPSTREAMS`: comma-separated absolute http(s) URLs, at least one, at
@@ -124,12 +97,5 @@ mod tests {
             .map(|i| format!("http://127.0.0.1:{}/", 1000 + i))
             .collect();
         assert!(parse_upstreams(&list.join(",")).is_err());
-    }
-
-    #[test]
-    fn proxy_without_upstreams_names_the_variable() {
-        let c = Config::defaults();
-        let e = ProxySettings::from_config(&c).unwrap_err();
-        assert!(e.contains("AGENT_UPSTREAMS"), "{e}");
     }
 }

@@ -12,8 +12,8 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use serde_json::json;
 
-use super::stats::{Histogram, CLASS_LABELS, PROM_BUCKETS, ROUTE_LABELS};
 use crate::agent::DependencyKind;
+use crate::obs::stats::{Histogram, CLASS_LABELS, PROM_BUCKETS, ROUTE_LABELS};
 use crate::routes::App;
 pub use dependencies::slots_json;
 
@@ -202,8 +202,8 @@ pub fn render(app: &App) -> String {
 /// mode, the upstream agents' figures).
 pub fn stats_json(app: &App) -> serde_json::Value {
     let lat = app.stats.agent_latency();
-    let (user, system) = super::process::cpu_seconds();
-    let rss = super::process::rss_bytes().unwrap_or(0);
+    let (user, system) = crate::obs::process::cpu_seconds();
+    let rss = crate::obs::process::rss_bytes().unwrap_or(0);
     let groups = app.agent.dependencies();
     let group = |kind: DependencyKind| groups.iter().find(|g| g.kind == kind);
     let providers = group(DependencyKind::LlmProviders);

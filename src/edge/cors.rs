@@ -14,10 +14,11 @@ static TRUE: HeaderValue = HeaderValue::from_static("true");
 static ORIGIN: HeaderValue = HeaderValue::from_static("Origin");
 static MAX_AGE: HeaderValue = HeaderValue::from_static("600");
 /// `Access-Control-Expose-Headers`: the request id, the rate-limit figures and
-/// `Retry-After` (a browser client needs them to back off) and the response time.
+/// `Retry-After` (a browser client needs them to back off), the response time and a
+/// resumable answer's stream id.
 pub static EXPOSE: HeaderValue = HeaderValue::from_static(
     "x-request-id, retry-after, x-ratelimit-limit, x-ratelimit-remaining, \
-     x-ratelimit-reset, x-response-time",
+     x-ratelimit-reset, x-response-time, x-stream-id",
 );
 
 #[derive(Clone, Debug)]

@@ -310,3 +310,46 @@ async fn a_stream_over_its_buffer_cannot_be_resumed_from_its_start() {
     assert_eq!(tail.len(), 2);
     assert_eq!(tail[1].event, "done");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eventsource_reconnect_to_stream_resumes_the_same_answer() {
+    let mut c = resumable();
+    c.stream_done_memory = 0;
+    let agent = Arc::new(SlowStreamAgent::new(10, Duration::from_millis(40)));
+    let server = start(c, agent.clone());
+    let res = get(&server, "/stream?prompt=hello", &[]).await;
+    assert_eq!(res.status(), 200);
+    let id = res.headers()["x-stream-id"].to_str().unwrap().to_owned();
+    let (seen, _) = first_events(res, 3).await;
+    // What EventSource sends back: the SSE `id:` of the last event it saw.
+    let last = String::from_utf8(seen.clone())
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .last()
+        .unwrap()
+        .to_owned();
+    let again = get(&server, "/stream?prompt=hello", &[("last-event-id", &last)]).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers()["x-stream-id"], id.as_str());
+    let rest = again.bytes().await.unwrap();
+    let whole = get(&server, &format!("/agent/streams/{id}"), &[]).await;
+    let mut joined = seen;
+    joined.extend_from_slice(&rest);
+    assert_eq!(joined, whole.bytes().await.unwrap().to_vec());
+    assert_eq!(
+        agent.started.load(Ordering::SeqCst),
+        1,
+        "the agent ran once"
+    );
+    // After `done`, the reconnect gets 204 (EventSource stops).
+    let done = String::from_utf8(joined)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .last()
+        .unwrap()
+        .to_owned();
+    let end = get(&server, "/stream?prompt=hello", &[("last-event-id", &done)]).await;
+    assert_eq!(end.status(), 204);
+}

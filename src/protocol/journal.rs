@@ -64,6 +64,16 @@ impl Journal {
         self.truncated
     }
 
+    /// The id of the last event kept.
+    pub fn last(&self) -> Option<Ulid> {
+        self.events.back().map(|(id, _)| *id)
+    }
+
+    /// True when the event `id` is kept.
+    pub fn contains(&self, id: Ulid) -> bool {
+        self.events.binary_search_by(|(e, _)| e.cmp(&id)).is_ok()
+    }
+
     /// Every event after `after` (all of them for `None`), concatenated.
     pub fn replay(&self, after: Option<Ulid>) -> Result<BytesMut, ReplayError> {
         let start = match after {

@@ -267,6 +267,20 @@ impl Resumable {
         }
     }
 
+    /// True when the producer has finished and `id` is its last event (`done`).
+    pub fn ended_with(&self, id: Ulid) -> bool {
+        let st = lock(&self.shared);
+        st.finished && st.journal.as_ref().and_then(Journal::last) == Some(id)
+    }
+
+    /// True when the event `id` is one of this queue's kept events.
+    pub fn holds(&self, id: Ulid) -> bool {
+        lock(&self.shared)
+            .journal
+            .as_ref()
+            .is_some_and(|j| j.contains(id))
+    }
+
     /// Bytes the journal holds.
     pub fn kept_bytes(&self) -> usize {
         lock(&self.shared)

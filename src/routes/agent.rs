@@ -73,13 +73,20 @@ pub fn stream(
     if req.method() == http::Method::HEAD {
         return Ok(Reply::sse(ResponseBody::empty()));
     }
-    let finished = headers
+    let last_event = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
-        .and_then(|s| ids::parse_canonical_ulid(s.trim()))
-        .is_some_and(|id| app.finished_streams.contains(id));
-    if finished {
-        return Ok(Reply::empty(http::StatusCode::NO_CONTENT));
+        .and_then(|s| ids::parse_canonical_ulid(s.trim()));
+    if let Some(last) = last_event {
+        if app.finished_streams.contains(last) {
+            return Ok(Reply::empty(http::StatusCode::NO_CONTENT));
+        }
+        // Resumable: the answer the browser was reading, not a second run.
+        if let Some(reply) =
+            super::resume::resume_stream_reconnect(app, last, caller.principal.as_deref())
+        {
+            return Ok(reply);
+        }
     }
     let query = Query {
         id: ids::next_ulid(),

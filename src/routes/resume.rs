@@ -133,6 +133,27 @@ impl StreamStore {
         Some(kept.clone())
     }
 
+    /// The kept answer that sent the event `event` (a browser's `EventSource`
+    /// reconnecting to `/stream` names only its last event). Looks through every
+    /// shard: reconnects are rare, and each shard's lock is held for its own scan only.
+    fn find_by_event(&self, event: ulid::Ulid) -> Option<(String, Kept)> {
+        for (worker, m) in self.shards.iter().enumerate() {
+            let shard = lock(m);
+            let found = shard.streams.iter().find(|(_, k)| k.queue.holds(event));
+            if let Some((key, kept)) = found {
+                if kept
+                    .queue
+                    .finished_at()
+                    .is_some_and(|t| t.elapsed() > self.settings.ttl)
+                {
+                    return None;
+                }
+                return Some((format!("{:02x}{key:032x}", worker as u8), kept.clone()));
+            }
+        }
+        None
+    }
+
     /// Drops `worker`'s expired answers, then its oldest finished ones while the
     /// process keeps more than `RESUME_MEMORY_BYTES`.
     pub fn sweep(&self, worker: usize) {
@@ -220,6 +241,27 @@ pub fn resume(
     let body = SseBody::new(source, None, app.settings.heartbeat);
     let id = HeaderValue::from_str(id).map_err(|_| HttpError::StreamNotFound)?;
     Ok(Reply::sse(ResponseBody::sse(body)).with_header(X_STREAM_ID.clone(), id))
+}
+
+/// A `/stream` reconnect (`Last-Event-ID` naming an event of a kept answer, not its
+/// end) resumed: the rest of that answer instead of a new run. `None` when no kept
+/// answer sent that event, or another principal started it.
+pub fn resume_stream_reconnect(
+    app: &App,
+    last_event: ulid::Ulid,
+    principal: Option<&str>,
+) -> Option<Reply> {
+    let store = app.streams.as_ref()?;
+    let (id, kept) = store.find_by_event(last_event)?;
+    check_principal(&kept, principal).ok()?;
+    if kept.queue.ended_with(last_event) {
+        // The browser saw `done`: 204 tells EventSource to stop.
+        return Some(Reply::empty(StatusCode::NO_CONTENT));
+    }
+    let source = kept.queue.attach(Some(last_event)).ok()?;
+    let body = SseBody::new(source, None, app.settings.heartbeat);
+    let id = HeaderValue::from_str(&id).ok()?;
+    Some(Reply::sse(ResponseBody::sse(body)).with_header(X_STREAM_ID.clone(), id))
 }
 
 /// `DELETE /agent/streams/{id}`: cancels a running answer (its reader gets

@@ -21,6 +21,10 @@ pub enum Route {
     HealthDetailed,
     Metrics,
     Stats,
+    /// `GET /v1/models` (OpenAI-compatible).
+    OpenAiModels,
+    /// `POST /v1/chat/completions` (OpenAI-compatible).
+    OpenAiChat,
 }
 
 impl Route {
@@ -36,7 +40,7 @@ impl Route {
     pub fn is_agent(self) -> bool {
         matches!(
             self,
-            Route::Agent | Route::Assist | Route::AgentApi | Route::Stream
+            Route::Agent | Route::Assist | Route::AgentApi | Route::Stream | Route::OpenAiChat
         )
     }
 
@@ -59,12 +63,14 @@ impl Route {
             Route::HealthDetailed => 8,
             Route::Metrics => 9,
             Route::Stats => 10,
+            Route::OpenAiModels => 11,
+            Route::OpenAiChat => 12,
         }
     }
 }
 
 /// The label of requests that matched no route.
-pub const UNROUTED_LABEL: usize = 11;
+pub const UNROUTED_LABEL: usize = 13;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RouteMatch {
@@ -82,10 +88,15 @@ pub fn route(method: &Method, path: &str) -> RouteMatch {
     let mut segs = path.split('/').filter(|s| !s.is_empty());
     let a = segs.next();
     let b = segs.next();
+    let c = segs.next();
     if segs.next().is_some() {
         return RouteMatch::NotFound;
     }
     let (route, allow) = match (a, b) {
+        _ if c.is_some() => match (a, b, c) {
+            (Some("v1"), Some("chat"), Some("completions")) => (Route::OpenAiChat, POST),
+            _ => return RouteMatch::NotFound,
+        },
         (Some("agent"), None) => (Route::Agent, POST),
         (Some("assist"), None) => (Route::Assist, POST),
         (Some("agent-api"), None) => (Route::AgentApi, POST),
@@ -97,6 +108,7 @@ pub fn route(method: &Method, path: &str) -> RouteMatch {
         (Some("health"), Some("detailed")) => (Route::HealthDetailed, GET),
         (Some("metrics"), None) => (Route::Metrics, GET),
         (Some("stats"), None) => (Route::Stats, GET),
+        (Some("v1"), Some("models")) => (Route::OpenAiModels, GET),
         _ => return RouteMatch::NotFound,
     };
     let ok = if allow == POST {
@@ -156,5 +168,19 @@ mod tests {
         assert_eq!(route(&Method::GET, "/"), RouteMatch::NotFound);
         assert_eq!(route(&Method::GET, "/health/live/x"), RouteMatch::NotFound);
         assert_eq!(route(&Method::POST, "/Agent"), RouteMatch::NotFound);
+        assert_eq!(
+            route(&Method::POST, "/v1/chat/completions/"),
+            RouteMatch::Found(Route::OpenAiChat)
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/models"),
+            RouteMatch::Found(Route::OpenAiModels)
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/chat/completions"),
+            RouteMatch::MethodNotAllowed("POST")
+        );
+        assert_eq!(route(&Method::POST, "/v1/chat/x"), RouteMatch::NotFound);
+        assert_eq!(route(&Method::POST, "/agent/x/y"), RouteMatch::NotFound);
     }
 }

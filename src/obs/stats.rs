@@ -108,7 +108,7 @@ impl PromHistogram {
 }
 
 /// Routes as metric labels (bounded: never raw paths).
-pub const ROUTE_LABELS: [&str; 12] = [
+pub const ROUTE_LABELS: [&str; 14] = [
     "agent",
     "assist",
     "agent_api",
@@ -120,6 +120,8 @@ pub const ROUTE_LABELS: [&str; 12] = [
     "health_detailed",
     "metrics",
     "stats",
+    "openai_models",
+    "openai_chat",
     "other",
 ];
 /// Status classes as metric labels.

@@ -8,6 +8,7 @@
 pub mod agent;
 mod answer;
 pub mod health;
+pub mod openai;
 pub mod ws;
 
 use std::convert::Infallible;
@@ -65,6 +66,9 @@ fn authorize(route: Route, h: &HeaderMap, query: Option<&str>, app: &App) -> Res
             }
         }
         Route::Agent | Route::Assist => {}
+        Route::OpenAiModels | Route::OpenAiChat => {
+            return openai::authorize(header, &app.auth).map_err(map);
+        }
         _ => return Ok(()),
     }
     app.auth.check_bearer(header).map_err(map)?;
@@ -117,6 +121,7 @@ pub async fn handle(
     }
     let mut limit = None;
     let routed = route(req.method(), req.uri().path());
+    let openai_errors = openai::is_openai_path(req.uri().path());
     if routed == RouteMatch::Found(Route::Ws) {
         // An upgraded socket keeps its connection counted until it closes.
         if let Some(hold) = done.activity().hold.clone() {
@@ -178,7 +183,11 @@ pub async fn handle(
         if e.logged() {
             tracing::error!(request_id = ?request_id, code = e.code(), "{e}");
         }
-        e.into_reply(&request_id)
+        if openai_errors {
+            openai::error::http_error_reply(e, &request_id)
+        } else {
+            e.into_reply(&request_id)
+        }
     });
     header_map.clear();
     let mut res = reply.into_response(header_map);
@@ -244,6 +253,10 @@ async fn dispatch(
         }
         Route::Stream => agent::stream(req, headers, app, request_id),
         Route::Ws => ws::upgrade(req, headers, app, request_id),
+        Route::OpenAiModels => Ok(openai::models(app)),
+        Route::OpenAiChat => {
+            Box::pin(openai::chat_completions(req, headers, app, request_id)).await
+        }
         Route::Health => Ok(health::health(app)),
         Route::HealthLive => Ok(health::live()),
         Route::HealthReady => Ok(health::ready(app).await),

@@ -96,7 +96,7 @@ pub fn parse_chat_request(body: &[u8], agent_id: &Arc<str>) -> Result<ChatReques
     let Some((prompt, earlier, prompt_chars)) = messages else {
         return Err(invalid("/messages", "must be a non-empty array"));
     };
-    let context = (preferences.is_some() || user_id.is_some()).then(|| QueryContext {
+    let context = (preferences.is_some() || user_id.is_some()).then_some(QueryContext {
         session_id: None,
         user_id,
         preferences,

@@ -558,3 +558,79 @@ async fn the_proxy_agent_receives_the_mapped_sentient_request() {
     );
     assert_eq!(sent["session"]["processor_id"], "agentd");
 }
+
+#[tokio::test]
+async fn a_client_that_leaves_a_non_streaming_request_cancels_the_agent() {
+    use tokio::io::AsyncWriteExt;
+    let agent = Arc::new(SlowStreamAgent::new(1000, Duration::from_millis(20)));
+    let server = start(config(), agent.clone());
+    let body = chat("x", false).to_string();
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(
+        format!(
+            "POST {CHAT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || agent
+            .started
+            .load(Ordering::SeqCst)
+            == 1)
+        .await
+    );
+    drop(s);
+    assert!(
+        eventually(Duration::from_secs(5), || agent
+            .dropped
+            .load(Ordering::SeqCst)
+            == 1)
+        .await,
+        "the agent is cancelled"
+    );
+}
+
+#[tokio::test]
+async fn a_timed_out_agent_is_an_error_not_a_short_answer() {
+    let mut c = config();
+    c.agent_timeout = 300;
+    let server = start(
+        c,
+        Arc::new(SlowStreamAgent::new(1000, Duration::from_millis(20))),
+    );
+    let frames = data_frames(post(&server, &chat("x", true), None).await).await;
+    assert!(!frames.iter().any(|f| f == "[DONE]"));
+    let cs = chunks(&frames);
+    assert!(content(&cs).starts_with("chunk 0"));
+    assert_eq!(
+        openai_error(cs.last().unwrap())["message"],
+        "The agent did not answer in time"
+    );
+    let e = error_of(post(&server, &chat("x", false), None).await, 504).await;
+    assert_eq!(e["type"], "server_error");
+}
+
+#[tokio::test]
+async fn a_non_streaming_answer_over_the_limit_is_refused() {
+    let mut c = config();
+    c.chat_completion_max_bytes = 1024;
+    let server = start_echo_with(c);
+    assert_eq!(
+        post(&server, &chat(&"x".repeat(900), false), None)
+            .await
+            .status(),
+        200
+    );
+    let e = error_of(
+        post(&server, &chat(&"x".repeat(2000), false), None).await,
+        502,
+    )
+    .await;
+    assert_eq!(e["code"], "response_too_large");
+    // Streaming is not bound by it.
+    let frames = data_frames(post(&server, &chat(&"x".repeat(2000), true), None).await).await;
+    assert_complete_stream(&frames, true);
+}

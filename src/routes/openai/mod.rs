@@ -6,7 +6,7 @@
 //! `done`, after an error when the agent failed) with the events framed as lines; a
 //! relay reads them back ([`stream::EventReader`]) and writes OpenAI chunks
 //! ([`stream::ChunkWriter`]) into a second bounded queue that the SSE body sends, or,
-//! without `stream`, collects the whole answer (at most `OPENAI_MAX_RESPONSE_BYTES`)
+//! without `stream`, collects the whole answer (at most `CHAT_COMPLETION_MAX_BYTES`)
 //! into one `chat.completion`. The relay owns the agent's run: when the client leaves,
 //! the body aborts the relay and dropping it cancels the agent, exactly as on `/agent`.
 //! Errors use OpenAI's shape ([`error`]). Authentication ([`authorize`]): what `/agent`
@@ -112,7 +112,7 @@ pub async fn chat_completions(
     let (run, events) = answer::begin(app, chat.session, chat.query, Framing::Lines, request_id);
     let run: AgentRun = Box::pin(run);
     if !chat.stream {
-        let limit = usize::try_from(c.openai_max_response_bytes).unwrap_or(usize::MAX);
+        let limit = usize::try_from(c.chat_completion_max_bytes).unwrap_or(usize::MAX);
         return Ok(collect(run, events, limit).await.into_reply(
             &id,
             created,

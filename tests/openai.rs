@@ -548,14 +548,20 @@ async fn the_proxy_agent_receives_the_mapped_sentient_request() {
         sent["query"]["context"],
         json!({"userId": "u-9", "preferences": {"temperature": 1.5, "maxTokens": 100}})
     );
+    let interactions = &sent["session"]["interactions"];
     assert_eq!(
-        sent["session"]["interactions"],
-        json!([
-            {"role": "developer", "content": "rules"},
-            {"role": "user", "content": "first"},
-            {"role": "assistant", "content": "answer"}
-        ])
+        interactions[0],
+        json!({"request": {"sender": "developer", "content": "rules"}, "responses": []})
     );
+    assert_eq!(
+        interactions[1]["request"],
+        json!({"sender": "user", "content": "first"})
+    );
+    let answer = &interactions[1]["responses"][0];
+    assert_eq!(answer["sender"], "assistant");
+    assert_eq!(answer["event"]["content_type"], "atomic.textblock");
+    assert_eq!(answer["event"]["content"], "answer");
+    assert_eq!(interactions.as_array().unwrap().len(), 2);
     assert_eq!(sent["session"]["processor_id"], "agentd");
 }
 

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -38,7 +39,8 @@ from ulid import ULID
 from sentient_agent_framework.interface.request import Query, Request
 from sentient_agent_framework.interface.session import SessionObject
 
-from harness import HERE, Agentd, Ctx, FakeLlmProcess, FakeOpenAI, Results, judge_events, log, short, wait_until
+from harness import (HERE, Agentd, Ctx, FakeLlmProcess, FakeOpenAI, Results, free_port, judge_events, log, short,
+                     wait_until)
 
 NODE_DIR = os.path.join(HERE, "node")
 TIMEOUT = httpx.Timeout(15.0)
@@ -439,6 +441,34 @@ def openai_agents(binary: str, out: str, group: str):
         ]
 
 
+@contextlib.contextmanager
+def reference_server(out: str):
+    """The official DefaultServer running scripts/interop/reference_agent.py; yields
+    its /assist URL. Stopped by PID."""
+    port = free_port()
+    script = os.path.join(HERE, "..", "interop", "reference_agent.py")
+    with open(os.path.join(out, "reference-agent.log"), "wb") as logf:
+        p = subprocess.Popen([sys.executable, script, str(port), "--quiet"], stdout=logf, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL)
+        try:
+            def up() -> bool:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                        return True
+                except OSError:
+                    return False
+            if not wait_until(up, 20):
+                raise RuntimeError("the reference agent did not listen within 20 s")
+            yield f"http://127.0.0.1:{port}/assist"
+        finally:
+            p.terminate()
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
 def long_answer(ag: OpenAIAgent) -> str:
     return ag.answer(ag.long_prompt) if ag.kind == "echo" else FakeLlmProcess.answer(LONG_TOKENS)
 
@@ -570,6 +600,25 @@ def group_openai_python(res: Results, binary: str, out: str) -> None:
                        "expected the LLM request released (agentd_llm_slots_in_use 0) after the client left")
             ctx.note(f"left after {n} chunks; the answer ended client_gone")
         res.check("openai-python (llm): a client that leaves mid-stream cancels the agent", leaves)
+
+    with reference_server(out) as upstream, Agentd(binary, out, "openai-python-reference", {
+            "AGENT": "proxy", "AGENT_UPSTREAMS": upstream, "PROXY_HEALTH_CHECK_INTERVAL": "60000"}) as a:
+        ag = OpenAIAgent("proxy", a, lambda p: p, None, "", "")
+
+        def reference(ctx: Ctx) -> None:
+            prompt = "What did we say before?"
+            with oa_client(ag) as c:
+                chunks = list(c.chat.completions.create(model="agentd", stream=True, stream_options={"include_usage": True},
+                                                        messages=[{"role": "system", "content": "Answer briefly."},
+                                                                  {"role": "user", "content": "An earlier question"},
+                                                                  {"role": "assistant", "content": "An earlier answer"},
+                                                                  {"role": "user", "content": prompt}]))
+            # The reference agent streams the prompt back in RESPONSE, after GREETING and ECHO.
+            judge_chunks(ctx, chunks, prompt, "through the reference server")
+            names = extension_names(chunks)
+            ctx.expect(names == ["GREETING", "ECHO"], f"expected GREETING and ECHO under sentient_events; got {names}")
+        res.check("openai-python (proxy → the official Python DefaultServer): the history passes the reference's "
+                  "Session models; the answer streams back", reference)
 
     with Agentd(binary, out, "openai-python-auth", {"API_KEY_SECRET": "outside-openai-key", "AGENT_ID": "outside-agent"}) as a:
         ag = OpenAIAgent("echo", a, lambda p: ECHO_PREFIX + p, None, "", "")

@@ -2,8 +2,8 @@
 //! `Query` (the mapping rules are in README.md, "OpenAI-compatible front door").
 //!
 //! The last message must come from the user and is the prompt (the same 1 to 10,000
-//! character rule as `/agent`); earlier messages become `session.interactions` as
-//! `{"role","content"}` objects; `temperature` and `max_completion_tokens` (or
+//! character rule as `/agent`); earlier messages become `session.interactions` in the
+//! shape of the reference's `Interaction` model (see [`interactions`]); `temperature` and `max_completion_tokens` (or
 //! `max_tokens`) become `query.context.preferences` under `/agent`'s ranges; `user` is
 //! `query.context.userId`. Unknown fields are ignored; images, audio, files, tools and
 //! tool calls are refused with the offending field named. This is a pure function of
@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 use crate::protocol::request::{check_prompt, Issue, RequestError};
 use crate::protocol::{ids, Preferences, Query, QueryContext, Session};
@@ -29,6 +29,9 @@ pub struct ChatRequest {
     /// Characters of every message's text, for the usage estimate.
     pub prompt_chars: usize,
 }
+
+/// One earlier message: its role and its text.
+pub type Turn<'a> = (&'a str, String);
 
 /// Roles whose text is accepted (anything else is refused).
 const TEXT_ROLES: [&str; 4] = ["system", "developer", "user", "assistant"];
@@ -102,7 +105,7 @@ pub fn parse_chat_request(body: &[u8], agent_id: &Arc<str>) -> Result<ChatReques
         preferences,
     });
     let mut session = Session::synthesized(agent_id);
-    session.interactions = Value::Array(earlier);
+    session.interactions = interactions(earlier, agent_id);
     Ok(ChatRequest {
         session,
         query: Query {
@@ -169,12 +172,49 @@ fn preferences(obj: &Map<String, Value>, issues: &mut Vec<Issue>) -> Option<Pref
     (prefs != Preferences::default()).then_some(prefs)
 }
 
-/// The prompt (the last message, a user's), the earlier messages as interactions, and
+/// The earlier messages as `session.interactions`, valid for the reference's
+/// `Interaction` model (`{request, responses}`, so a proxied Python agent accepts them):
+/// a `user`, `system` or `developer` message opens an interaction,
+/// `{"request":{"sender":<role>,"content":<text>},"responses":[]}`; an `assistant`
+/// message is a response of the open one (of a new one with an empty request when none
+/// is open), `{"sender":"assistant","event":<an atomic.textblock "RESPONSE" event with
+/// the text, from source>}`.
+pub fn interactions(earlier: Vec<Turn<'_>>, source: &str) -> Value {
+    let mut out: Vec<Value> = Vec::new();
+    for (role, text) in earlier {
+        if role != "assistant" {
+            out.push(json!({"request": {"sender": role, "content": text}, "responses": []}));
+            continue;
+        }
+        let mut id = [0u8; ids::ULID_LEN];
+        let event = json!({
+            "content_type": "atomic.textblock",
+            "event_name": "RESPONSE",
+            "schema_version": "1.0",
+            "id": ids::encode(ids::next_ulid(), &mut id),
+            "source": source,
+            "metadata": null,
+            "content": text,
+        });
+        let response = json!({"sender": "assistant", "event": event});
+        match out.last_mut() {
+            Some(Value::Object(last)) => {
+                if let Some(Value::Array(r)) = last.get_mut("responses") {
+                    r.push(response);
+                }
+            }
+            _ => out.push(json!({"request": {}, "responses": [response]})),
+        }
+    }
+    Value::Array(out)
+}
+
+/// The prompt (the last message, a user's), the earlier messages as (role, text), and
 /// the characters of all their text. `None` when `messages` is missing or empty.
-fn messages(
-    obj: &Map<String, Value>,
+fn messages<'a>(
+    obj: &'a Map<String, Value>,
     issues: &mut Vec<Issue>,
-) -> Option<(String, Vec<Value>, usize)> {
+) -> Option<(String, Vec<Turn<'a>>, usize)> {
     let list = match present(obj, "messages") {
         Some(Value::Array(a)) if !a.is_empty() => a,
         _ => {
@@ -235,11 +275,7 @@ fn messages(
         issues.push(issue(format!("/messages/{last}/content"), message));
         return None;
     }
-    let earlier = texts
-        .into_iter()
-        .map(|(role, text)| serde_json::json!({"role": role, "content": text}))
-        .collect();
-    Some((prompt, earlier, chars))
+    Some((prompt, texts, chars))
 }
 
 /// A message's text: a string, or the concatenation of `{"type":"text","text"}` parts.
@@ -323,12 +359,18 @@ mod tests {
         .unwrap();
         assert_eq!(r.query.prompt, "again");
         assert!(r.stream && r.include_usage);
+        let mut interactions = r.session.interactions.clone();
+        let id = interactions[1]["responses"][0]["event"]["id"].take();
+        assert!(crate::protocol::ids::parse_canonical_ulid(id.as_str().unwrap()).is_some());
         assert_eq!(
-            r.session.interactions,
+            interactions,
             json!([
-                {"role": "system", "content": "be brief"},
-                {"role": "user", "content": "hi"},
-                {"role": "assistant", "content": "hello"}
+                {"request": {"sender": "system", "content": "be brief"}, "responses": []},
+                {"request": {"sender": "user", "content": "hi"}, "responses": [
+                    {"sender": "assistant", "event": {
+                        "content_type": "atomic.textblock", "event_name": "RESPONSE",
+                        "schema_version": "1.0", "id": null, "source": "agentd",
+                        "metadata": null, "content": "hello"}}]}
             ])
         );
         assert_eq!(&*r.session.processor_id, "agentd");
@@ -337,6 +379,17 @@ mod tests {
         let p = ctx.preferences.unwrap();
         assert_eq!((p.temperature, p.max_tokens), (Some(0.5), Some(99)));
         assert_eq!(r.prompt_chars, 8 + 2 + 5 + 5);
+    }
+
+    #[test]
+    fn an_answer_with_no_question_before_it_gets_an_empty_request() {
+        let v = interactions(
+            vec![("assistant", "a".into()), ("assistant", "b".into())],
+            "s",
+        );
+        assert_eq!(v.as_array().unwrap().len(), 1);
+        assert_eq!(v[0]["request"], json!({}));
+        assert_eq!(v[0]["responses"][1]["event"]["content"], "b");
     }
 
     #[test]

@@ -301,3 +301,18 @@ impl Collected {
         Reply::json(StatusCode::OK, out.freeze())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openai_paths() {
+        assert!(is_openai_path("/v1/chat/completions"));
+        assert!(is_openai_path("//v1"));
+        assert!(is_openai_path("/v1/unknown/x"));
+        assert!(!is_openai_path("/agent"));
+        assert!(!is_openai_path("/v10/models"));
+        assert!(!is_openai_path("/"));
+    }
+}

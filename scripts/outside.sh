@@ -3,12 +3,16 @@
 #
 #   scripts/outside.sh                            # build (cargo build --release) and check
 #   AGENTD_BIN=path/to/agentd scripts/outside.sh  # check an existing binary, no build
+#                                                 # (FAKE_LLM_BIN likewise for fake-llm)
 #   scripts/outside.sh --only node-ws,pyjwt       # some groups only
 #
 # Clients: headless Chromium (Debian `chromium`) on a page of another origin using
 # EventSource on /stream, WebSocket on /ws and fetch; the npm `eventsource` and `ws`
 # packages; Python httpx-sse and aiohttp judged by the official sentient-agent-framework
-# 0.3.0 models; tokens minted by PyJWT; `promtool check metrics` (Debian `prometheus`).
+# 0.3.0 models; tokens minted by PyJWT; `promtool check metrics` (Debian `prometheus`);
+# the official `openai` Python SDK (sync, async, non-streaming) and the `ai` npm package
+# with `@ai-sdk/openai-compatible` on /v1/chat/completions, against the echo, llm (the
+# in-repo fake-llm upstream) and proxy agents.
 # Each check starts its own agentd on free 127.0.0.1 ports and stops it by PID.
 #
 # Installs what it needs: the pinned scripts/outside/requirements.txt into
@@ -16,7 +20,7 @@
 # (npm ci). chromium, promtool and node must be on the machine (.ci/run installs them).
 # Logs, /metrics text and screenshots go to OUTSIDE_OUT (default: a new temporary
 # folder, printed). Other knobs: PYTHON, OUTSIDE_VENV, OUTSIDE_TIMEOUT (seconds for
-# the whole run, default 300), CHROMIUM (default /usr/bin/chromium).
+# the whole run, default 480), CHROMIUM (default /usr/bin/chromium).
 # Exit status: 0 when every check passed; the last line is "N passed, M failed".
 set -euo pipefail
 
@@ -58,10 +62,21 @@ else
     BIN="$(cargo_target_dir "$ROOT")/release/agentd"
 fi
 [[ -x "$BIN" ]] || { log "no executable agentd at $BIN"; exit 1; }
+if [[ -n "${FAKE_LLM_BIN:-}" ]]; then
+    FAKE_LLM_BIN="$(realpath -- "$FAKE_LLM_BIN")"
+else
+    log "cargo build --release -p fake-llm"
+    cargo build --release -p fake-llm --bin fake-llm
+    # shellcheck source=lib/target_dir.sh
+    source "$ROOT/scripts/lib/target_dir.sh"
+    FAKE_LLM_BIN="$(cargo_target_dir "$ROOT")/release/fake-llm"
+fi
+[[ -x "$FAKE_LLM_BIN" ]] || { log "no executable fake-llm at $FAKE_LLM_BIN"; exit 1; }
+export FAKE_LLM_BIN
 
 # --- run ------------------------------------------------------------------------
 OUT="${OUTSIDE_OUT:-$(mktemp -d -t agentd-outside.XXXXXX)}"
 mkdir -p "$OUT"
 log "agentd $BIN; output in $OUT"
 cd "$DIR"
-timeout -k 10 "${OUTSIDE_TIMEOUT:-300}" "$VPY" "$DIR/run.py" "$BIN" "$OUT" "$@"
+timeout -k 10 "${OUTSIDE_TIMEOUT:-480}" "$VPY" "$DIR/run.py" "$BIN" "$OUT" "$@"

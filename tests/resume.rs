@@ -326,7 +326,7 @@ async fn an_eventsource_reconnect_to_stream_resumes_the_same_answer() {
         .unwrap()
         .lines()
         .filter_map(|l| l.strip_prefix("id: "))
-        .last()
+        .next_back()
         .unwrap()
         .to_owned();
     let again = get(&server, "/stream?prompt=hello", &[("last-event-id", &last)]).await;
@@ -347,7 +347,7 @@ async fn an_eventsource_reconnect_to_stream_resumes_the_same_answer() {
         .unwrap()
         .lines()
         .filter_map(|l| l.strip_prefix("id: "))
-        .last()
+        .next_back()
         .unwrap()
         .to_owned();
     let end = get(&server, "/stream?prompt=hello", &[("last-event-id", &done)]).await;

@@ -289,6 +289,59 @@ class FakeOpenAI:
         return max(self.runs, started)
 
 
+# ------------------------------------------- the in-repo fake LLM upstream, a process
+
+
+class FakeLlmProcess:
+    """The in-repo `fake-llm` binary (tests/fake_llm) on a free 127.0.0.1 port: an
+    OpenAI-compatible streaming upstream whose answers are `tok 0tok 1…` and whose
+    faults are prompt directives (`[[fault:mid_stream_error,after=2]]`, `[[tokens=N]]`,
+    `[[token_delay_ms=N]]`). Stopped by PID."""
+
+    def __init__(self, binary: str, out_dir: str, tokens: int = 5) -> None:
+        self.binary = binary
+        self.tokens = tokens
+        self.log_path = os.path.join(out_dir, "fake-llm.log")
+        self.proc: Optional[subprocess.Popen] = None
+        self.base = ""
+
+    def __enter__(self) -> "FakeLlmProcess":
+        # stdout carries only the `listening on` line; anything else goes to the log.
+        self.logf = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([self.binary, "--port", "0", "--threads", "1", "--tokens", str(self.tokens)],
+                                     stdout=subprocess.PIPE, stderr=self.logf,
+                                     stdin=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        if not line.startswith("listening on http://"):
+            self.__exit__()
+            raise RuntimeError(f"fake-llm did not start: {short(line)}")
+        self.base = line.strip().split(" ", 2)[2] + "/v1"
+        return self
+
+    def __exit__(self, *exc) -> None:
+        p = self.proc
+        if p is None:
+            return
+        self.proc = None
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.logf.close()
+
+    @staticmethod
+    def answer(tokens: int) -> str:
+        return "".join(f"tok {i}" for i in range(tokens))
+
+    def agent_env(self) -> dict[str, str]:
+        return {"AGENT": "llm", "OPENAI_API_KEY": "sk-outside-test", "OPENAI_BASE_URL": self.base,
+                "OPENAI_MODEL": "fake-model", "HEALTH_CHECK_INTERVAL": "60000", "ENABLE_METRICS": "true",
+                "LLM_MAX_RETRIES": "0"}
+
+
 # ------------------------------------------------------------------ static pages
 
 

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """The outside-client suite: agentd spoken to by clients nobody on this project wrote.
 
-Usage: run.py AGENTD_BIN OUT_DIR [--only chromium,node-eventsource,node-ws,httpx-sse,pyjwt,promtool,aiohttp]
+Usage: run.py AGENTD_BIN OUT_DIR [--only chromium,node-eventsource,node-ws,httpx-sse,pyjwt,promtool,aiohttp,openai-python,node-ai-sdk]
+
+The OpenAI-client groups also need the in-repo fake LLM upstream: FAKE_LLM_BIN in the
+environment, the `fake-llm` binary (scripts/outside.sh builds it).
 
 Each group starts its own agentd processes (free 127.0.0.1 ports, the environment it
 needs, nothing inherited) and stops them by PID. Every check prints one PASS or FAIL
@@ -11,20 +14,24 @@ line (a FAIL says what was expected and what came back); the last line is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 import aiohttp
 import httpx
 import httpx_sse
 import jwt
+import openai
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from ulid import ULID
@@ -32,11 +39,13 @@ from ulid import ULID
 from sentient_agent_framework.interface.request import Query, Request
 from sentient_agent_framework.interface.session import SessionObject
 
-from harness import HERE, Agentd, Ctx, FakeOpenAI, Results, judge_events, log, short
+from harness import (HERE, Agentd, Ctx, FakeLlmProcess, FakeOpenAI, Results, free_port, judge_events, log, short,
+                     wait_until)
 
 NODE_DIR = os.path.join(HERE, "node")
 TIMEOUT = httpx.Timeout(15.0)
-GROUPS = ["chromium", "node-eventsource", "node-ws", "httpx-sse", "pyjwt", "promtool", "aiohttp"]
+GROUPS = ["chromium", "node-eventsource", "node-ws", "httpx-sse", "pyjwt", "promtool", "aiohttp",
+          "openai-python", "node-ai-sdk"]
 
 
 def ulid() -> str:
@@ -389,6 +398,301 @@ def group_aiohttp(res: Results, binary: str, out: str) -> None:
         res.check("aiohttp: 429 body as @fastify/rate-limit's (statusCode 429, expiresIn in ms)", limited)
 
 
+# ------------------------------------------------- OpenAI-compatible front door
+
+ECHO_PREFIX = "⚡ High-speed response to: "
+FAIL_PROMPT = "[[fault:mid_stream_error,after=2]] fail after two tokens"
+LONG_TOKENS = 400
+
+
+@dataclass
+class OpenAIAgent:
+    """One agentd serving /v1/chat/completions, and what its answers must be."""
+    kind: str
+    agentd: Agentd
+    answer: Callable[[str], str]
+    #: A prompt whose answer fails after some text (None: this agent cannot fail).
+    fail_prompt: Optional[str]
+    fail_partial: str
+    long_prompt: str
+
+    @property
+    def v1(self) -> str:
+        return self.agentd.base + "/v1"
+
+
+@contextlib.contextmanager
+def openai_agents(binary: str, out: str, group: str):
+    """echo; llm against the in-repo fake-llm; proxy in front of that llm agentd."""
+    fake_bin = os.environ.get("FAKE_LLM_BIN", "")
+    if not os.access(fake_bin, os.X_OK):
+        raise RuntimeError(f"FAKE_LLM_BIN must name the fake-llm binary; got {fake_bin!r}")
+    with contextlib.ExitStack() as stack:
+        fake = stack.enter_context(FakeLlmProcess(fake_bin, out))
+        echo = stack.enter_context(Agentd(binary, out, f"{group}-echo", {}))
+        llm = stack.enter_context(Agentd(binary, out, f"{group}-llm", fake.agent_env()))
+        proxy = stack.enter_context(Agentd(binary, out, f"{group}-proxy", {
+            "AGENT": "proxy", "AGENT_UPSTREAMS": llm.base + "/assist", "PROXY_HEALTH_CHECK_INTERVAL": "60000"}))
+        fixed = lambda _p: fake.answer(fake.tokens)
+        yield [
+            OpenAIAgent("echo", echo, lambda p: ECHO_PREFIX + p, None, "", "é" * 10_000),
+            OpenAIAgent("llm", llm, fixed, FAIL_PROMPT, fake.answer(2), f"[[tokens={LONG_TOKENS}]] a long answer"),
+            OpenAIAgent("proxy", proxy, fixed, FAIL_PROMPT, fake.answer(2), f"[[tokens={LONG_TOKENS}]] a long answer"),
+        ]
+
+
+@contextlib.contextmanager
+def reference_server(out: str):
+    """The official DefaultServer running scripts/interop/reference_agent.py; yields
+    its /assist URL. Stopped by PID."""
+    port = free_port()
+    script = os.path.join(HERE, "..", "interop", "reference_agent.py")
+    with open(os.path.join(out, "reference-agent.log"), "wb") as logf:
+        p = subprocess.Popen([sys.executable, script, str(port), "--quiet"], stdout=logf, stderr=subprocess.STDOUT,
+                             stdin=subprocess.DEVNULL)
+        try:
+            def up() -> bool:
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                        return True
+                except OSError:
+                    return False
+            if not wait_until(up, 20):
+                raise RuntimeError("the reference agent did not listen within 20 s")
+            yield f"http://127.0.0.1:{port}/assist"
+        finally:
+            p.terminate()
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def long_answer(ag: OpenAIAgent) -> str:
+    return ag.answer(ag.long_prompt) if ag.kind == "echo" else FakeLlmProcess.answer(LONG_TOKENS)
+
+
+def oa_client(ag: OpenAIAgent, key: str = "unused") -> openai.OpenAI:
+    return openai.OpenAI(base_url=ag.v1, api_key=key, max_retries=0, timeout=20)
+
+
+def user(prompt: str) -> list[dict]:
+    return [{"role": "user", "content": prompt}]
+
+
+def judge_chunks(ctx: Ctx, chunks: list, expected: str, what: str) -> None:
+    """Role on the first chunk, text in order, one stop, then the usage chunk last."""
+    ctx.require(chunks, f"{what}: expected chunks; got none")
+    first = chunks[0].choices[0].delta if chunks[0].choices else None
+    ctx.expect(first is not None and first.role == "assistant",
+               f"{what}: expected role 'assistant' on the first chunk; got {short(chunks[0].model_dump())}")
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    ctx.expect(text == expected, f"{what}: expected the text {short(expected)}; got {short(text)}")
+    stops = [i for i, c in enumerate(chunks) if c.choices and c.choices[0].finish_reason == "stop"]
+    ctx.expect(stops == [len(chunks) - 2], f"{what}: expected one finish_reason 'stop', just before the usage "
+                                           f"chunk; got it at {stops} of {len(chunks)} chunks")
+    last = chunks[-1]
+    ctx.expect(last.choices == [] and last.usage is not None and last.usage.completion_tokens > 0
+               and last.usage.total_tokens == last.usage.prompt_tokens + last.usage.completion_tokens,
+               f"{what}: expected a last chunk with choices [] and usage; got {short(last.model_dump())}")
+    ctx.note(f"{len(chunks)} chunks, {len(text)} characters, usage {last.usage.model_dump() if last.usage else None}")
+
+
+def extension_names(chunks: list) -> list[str]:
+    return [e.get("event_name") for c in chunks for e in ((c.model_extra or {}).get("sentient_events") or [])]
+
+
+def group_openai_python(res: Results, binary: str, out: str) -> None:
+    with openai_agents(binary, out, "openai-python") as agents:
+        for ag in agents:
+            prompt = f"Hello from the openai SDK to {ag.kind}"
+
+            def sync_stream(ctx: Ctx, ag=ag, prompt=prompt) -> None:
+                with oa_client(ag) as c:
+                    chunks = list(c.chat.completions.create(model="agentd", messages=user(prompt), stream=True,
+                                                            stream_options={"include_usage": True}))
+                judge_chunks(ctx, chunks, ag.answer(prompt), "sync stream")
+                if ag.kind != "echo":
+                    names = extension_names(chunks)
+                    ctx.expect(names == ["ANALYSIS", "PERFORMANCE"],
+                               f"expected the LLM agent's JSON events under sentient_events; got {names}")
+            res.check(f"openai-python ({ag.kind}): sync streaming: role first, deltas in order, stop, usage chunk",
+                      sync_stream)
+
+            def async_stream(ctx: Ctx, ag=ag, prompt=prompt) -> None:
+                async def go() -> list:
+                    async with openai.AsyncOpenAI(base_url=ag.v1, api_key="unused", max_retries=0, timeout=20) as c:
+                        s = await c.chat.completions.create(model="agentd", messages=user(prompt), stream=True,
+                                                            stream_options={"include_usage": True})
+                        return [chunk async for chunk in s]
+                judge_chunks(ctx, asyncio.run(go()), ag.answer(prompt), "async stream")
+            res.check(f"openai-python ({ag.kind}): async streaming (AsyncOpenAI)", async_stream)
+
+            def whole(ctx: Ctx, ag=ag, prompt=prompt) -> None:
+                with oa_client(ag) as c:
+                    r = c.chat.completions.create(model="agentd", messages=[
+                        {"role": "system", "content": "Answer briefly."},
+                        {"role": "user", "content": "An earlier question"},
+                        {"role": "assistant", "content": "An earlier answer"},
+                        {"role": "user", "content": [{"type": "text", "text": prompt}]}])
+                ctx.expect(r.object == "chat.completion" and r.choices[0].message.role == "assistant",
+                           f"expected a chat.completion from the assistant; got {short(r.model_dump())}")
+                ctx.expect(r.choices[0].message.content == ag.answer(prompt),
+                           f"expected {short(ag.answer(prompt))}; got {short(r.choices[0].message.content)}")
+                ctx.expect(r.choices[0].finish_reason == "stop" and r.usage and r.usage.completion_tokens > 0,
+                           f"expected finish_reason stop and usage; got {short(r.model_dump())}")
+                ctx.note(f"{len(r.choices[0].message.content or '')} characters, usage {r.usage.model_dump() if r.usage else None}")
+            res.check(f"openai-python ({ag.kind}): non-streaming chat.completion (history, text parts)", whole)
+
+            def not_short(ctx: Ctx, ag=ag) -> None:
+                with oa_client(ag) as c:
+                    # max_tokens becomes the agent's maxTokens preference (the LLM agent
+                    # otherwise allows twice the prompt's length).
+                    chunks = list(c.chat.completions.create(model="agentd", messages=user(ag.long_prompt), stream=True,
+                                                            max_tokens=4000, stream_options={"include_usage": True}))
+                judge_chunks(ctx, chunks, long_answer(ag), "long answer")
+            res.check(f"openai-python ({ag.kind}): a long answer arrives whole (max_tokens 4000)", not_short)
+
+            if ag.fail_prompt:
+                def fails(ctx: Ctx, ag=ag) -> None:
+                    got: list = []
+                    raised = None
+                    with oa_client(ag) as c:
+                        try:
+                            for chunk in c.chat.completions.create(model="agentd", messages=user(ag.fail_prompt),
+                                                                   stream=True):
+                                got.append(chunk)
+                        except openai.APIError as e:
+                            raised = e
+                    text = "".join(c.choices[0].delta.content or "" for c in got if c.choices)
+                    ctx.expect(raised is not None,
+                               f"expected openai.APIError from the stream (never a silently short answer); "
+                               f"it ended normally after {short(text)}")
+                    ctx.expect(text == ag.fail_partial, f"expected the text before the failure {ag.fail_partial!r}; got {short(text)}")
+                    ctx.expect(not any(c.choices and c.choices[0].finish_reason for c in got),
+                               "expected no finish_reason before the error")
+                    with oa_client(ag) as c:
+                        try:
+                            c.chat.completions.create(model="agentd", messages=user(ag.fail_prompt))
+                            ctx.expect(False, "non-streaming: expected an APIStatusError; got a completion")
+                        except openai.APIStatusError as e:
+                            ctx.expect(e.status_code >= 500, f"non-streaming: expected a 5xx; got {e.status_code}")
+                    ctx.note(f"raised {type(raised).__name__}: {short(str(raised), 120)} after {text!r}")
+                res.check(f"openai-python ({ag.kind}): an error mid-stream raises APIError (and 5xx without stream)", fails)
+
+        llm = agents[1]
+
+        def leaves(ctx: Ctx) -> None:
+            with oa_client(llm) as c:
+                s = c.chat.completions.create(model="agentd", messages=user("[[tokens=5000,token_delay_ms=5]] leave"),
+                                              stream=True)
+                n = 0
+                for _ in s:
+                    n += 1
+                    if n == 3:
+                        break
+                s.close()
+            gone = lambda: any('/v1/chat/completions' in line and 'client_gone' in line
+                               for line in llm.agentd.log_tail(200_000).splitlines())
+            ctx.expect(wait_until(gone, 5), "expected the request log to say end=client_gone for the stream left early")
+            ctx.expect(wait_until(lambda: llm.agentd.metric("agentd_llm_slots_in_use") == 0, 5),
+                       "expected the LLM request released (agentd_llm_slots_in_use 0) after the client left")
+            ctx.note(f"left after {n} chunks; the answer ended client_gone")
+        res.check("openai-python (llm): a client that leaves mid-stream cancels the agent", leaves)
+
+    with reference_server(out) as upstream, Agentd(binary, out, "openai-python-reference", {
+            "AGENT": "proxy", "AGENT_UPSTREAMS": upstream, "PROXY_HEALTH_CHECK_INTERVAL": "60000"}) as a:
+        ag = OpenAIAgent("proxy", a, lambda p: p, None, "", "")
+
+        def reference(ctx: Ctx) -> None:
+            prompt = "What did we say before?"
+            with oa_client(ag) as c:
+                chunks = list(c.chat.completions.create(model="agentd", stream=True, stream_options={"include_usage": True},
+                                                        messages=[{"role": "system", "content": "Answer briefly."},
+                                                                  {"role": "user", "content": "An earlier question"},
+                                                                  {"role": "assistant", "content": "An earlier answer"},
+                                                                  {"role": "user", "content": prompt}]))
+            # The reference agent streams the prompt back in RESPONSE, after GREETING and ECHO.
+            judge_chunks(ctx, chunks, prompt, "through the reference server")
+            names = extension_names(chunks)
+            ctx.expect(names == ["GREETING", "ECHO"], f"expected GREETING and ECHO under sentient_events; got {names}")
+        res.check("openai-python (proxy → the official Python DefaultServer): the history passes the reference's "
+                  "Session models; the answer streams back", reference)
+
+    with Agentd(binary, out, "openai-python-auth", {"API_KEY_SECRET": "outside-openai-key", "AGENT_ID": "outside-agent"}) as a:
+        ag = OpenAIAgent("echo", a, lambda p: ECHO_PREFIX + p, None, "", "")
+
+        def auth(ctx: Ctx) -> None:
+            with oa_client(ag, "outside-openai-key") as c:
+                ids = [m.id for m in c.models.list()]
+                ctx.expect(ids == ["outside-agent"], f"expected models ['outside-agent'] (AGENT_ID); got {ids}")
+                r = c.chat.completions.create(model="outside-agent", messages=user("keyed"))
+                ctx.expect(r.choices[0].message.content == ECHO_PREFIX + "keyed", f"got {short(r.model_dump())}")
+            with oa_client(ag, "a-wrong-key") as c:
+                try:
+                    c.chat.completions.create(model="outside-agent", messages=user("x"))
+                    ctx.expect(False, "a wrong key: expected openai.AuthenticationError; got a completion")
+                except openai.AuthenticationError as e:
+                    ctx.expect(e.code == "invalid_api_key", f"expected code invalid_api_key; got {e.code!r} {short(e.body)}")
+        res.check("openai-python: the API key as api_key (Bearer) is accepted, a wrong one is AuthenticationError; models.list()", auth)
+
+        def refused(ctx: Ctx) -> None:
+            with oa_client(ag, "outside-openai-key") as c:
+                try:
+                    c.chat.completions.create(model="outside-agent", messages=[{"role": "user", "content": [
+                        {"type": "text", "text": "what is this?"},
+                        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}])
+                    ctx.expect(False, "an image part: expected openai.BadRequestError; got a completion")
+                except openai.BadRequestError as e:
+                    ctx.expect(e.param == "messages[0].content[1]", f"expected param messages[0].content[1]; got {e.param!r}")
+                    ctx.note(short(str(e), 160))
+                try:
+                    c.chat.completions.create(model="outside-agent", messages=user("x"),
+                                              tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}])
+                    ctx.expect(False, "tools: expected openai.BadRequestError; got a completion")
+                except openai.BadRequestError as e:
+                    ctx.expect(e.param == "tools", f"expected param tools; got {e.param!r}")
+        res.check("openai-python: an image part and tools are refused with BadRequestError naming the param", refused)
+
+
+def group_node_ai_sdk(res: Results, binary: str, out: str) -> None:
+    with openai_agents(binary, out, "node-ai-sdk") as agents:
+        for ag in agents:
+            prompt = f"Hello from the ai SDK to {ag.kind}"
+            seen = node("ai_check.mjs", ag.agentd.base, prompt, ag.fail_prompt or "-", "-", timeout=60)
+
+            def streamed(ctx: Ctx, ag=ag, prompt=prompt, seen=seen) -> None:
+                for key in ("stream", "history"):
+                    s = seen[key]
+                    ctx.require("crash" not in s, f"{key}: the client threw: {s.get('crash')}")
+                    ctx.expect(not s["errors"], f"{key}: expected no error parts; got {s['errors']}")
+                    ctx.expect(s["text"] == ag.answer(prompt), f"{key}: expected {short(ag.answer(prompt))}; got {short(s['text'])}")
+                    ctx.expect("stop" in json.dumps(s["finishReason"]), f"{key}: expected finish reason stop; got {s['finishReason']}")
+                    usage = s["usage"] or {}
+                    ctx.expect((usage.get("outputTokens") or 0) > 0, f"{key}: expected usage with outputTokens; got {usage}")
+                ctx.note(f"{seen['stream']['deltas']} deltas, usage {seen['stream']['usage']}")
+            res.check(f"node ai-sdk ({ag.kind}): streamText through @ai-sdk/openai-compatible (and with history)", streamed)
+
+            def generated(ctx: Ctx, ag=ag, prompt=prompt, seen=seen) -> None:
+                g = seen["generate"]
+                ctx.require("crash" not in g, f"generateText threw: {g.get('crash')}")
+                ctx.expect(g["text"] == ag.answer(prompt), f"expected {short(ag.answer(prompt))}; got {short(g['text'])}")
+                ctx.expect("stop" in json.dumps(g["finishReason"]), f"expected finish reason stop; got {g['finishReason']}")
+            res.check(f"node ai-sdk ({ag.kind}): generateText (non-streaming)", generated)
+
+            if ag.fail_prompt:
+                def failed(ctx: Ctx, ag=ag, seen=seen) -> None:
+                    e = seen["error"]
+                    ctx.require("crash" not in e or e.get("errors"), f"the client threw without an error part: {e.get('crash')}")
+                    ctx.expect(e["errors"], f"expected an error part (never a silently short answer); got text "
+                                            f"{short(e['text'])}, finish {e['finishReason']}")
+                    ctx.expect("stop" not in json.dumps(e["finishReason"]),
+                               f"expected no finish reason 'stop' for a failed answer; got {e['finishReason']}")
+                    ctx.note(f"error part {short(e['errors'][:1], 160)} after {e['text']!r}")
+                res.check(f"node ai-sdk ({ag.kind}): an error mid-stream is an error part, not a stop", failed)
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -419,6 +723,8 @@ def main() -> int:
         "pyjwt": group_pyjwt,
         "promtool": group_promtool,
         "aiohttp": group_aiohttp,
+        "openai-python": group_openai_python,
+        "node-ai-sdk": group_node_ai_sdk,
     }
     res = Results()
     t0 = time.monotonic()

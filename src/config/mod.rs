@@ -161,6 +161,13 @@ pub struct Config {
     #[arg(long, env = "SSE_HEARTBEAT", value_name = "SSE_HEARTBEAT", default_value_t = 0, value_parser = ms_range(0, 3_600_000))]
     pub sse_heartbeat: u64,
 
+    /// Most bytes a non-streaming `POST /v1/chat/completions` collects before it
+    /// answers (the answer's text plus its `sentient_events`); a longer answer is
+    /// cancelled and refused with a 502 `response_too_large` error. Streaming is bounded
+    /// by SSE_QUEUE_BYTES instead.
+    #[arg(long, env = "CHAT_COMPLETION_MAX_BYTES", value_name = "CHAT_COMPLETION_MAX_BYTES", default_value_t = 4_194_304, value_parser = clap::value_parser!(u64).range(1024..=1_073_741_824))]
+    pub chat_completion_max_bytes: u64,
+
     /// `/stream` answers whose end is remembered, so that a browser's `EventSource`
     /// reconnecting after `done` (with `Last-Event-ID`) gets 204 and stops instead of
     /// running the agent again (0: not remembered).

@@ -244,6 +244,11 @@ impl Authenticator {
         self.hs256.is_some() || self.rs256.is_some()
     }
 
+    /// True when at least one API key is configured (`API_KEY_SECRET`).
+    pub fn has_api_keys(&self) -> bool {
+        !self.api_keys.is_empty()
+    }
+
     /// Checks the `Authorization` header value (absent: `None`). As the guide: a token
     /// is verified whenever the header is present, and required only when `required`.
     /// `Ok(None)`: no header and none required, or no JWT key configured.
@@ -349,7 +354,7 @@ impl Authenticator {
 }
 
 /// The token after a `Bearer` scheme (any case) and at least one space.
-fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+pub fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     const SCHEME: &[u8] = b"bearer";
     if value.len() <= SCHEME.len()
         || !value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME)

@@ -25,6 +25,10 @@ pub enum Route {
     StreamResume,
     /// `DELETE /agent/streams/{id}`: cancel an answer.
     StreamCancel,
+    /// `GET /v1/models` (OpenAI-compatible).
+    OpenAiModels,
+    /// `POST /v1/chat/completions` (OpenAI-compatible).
+    OpenAiChat,
 }
 
 impl Route {
@@ -40,7 +44,7 @@ impl Route {
     pub fn is_agent(self) -> bool {
         matches!(
             self,
-            Route::Agent | Route::Assist | Route::AgentApi | Route::Stream
+            Route::Agent | Route::Assist | Route::AgentApi | Route::Stream | Route::OpenAiChat
         )
     }
 
@@ -65,12 +69,14 @@ impl Route {
             Route::Stats => 10,
             Route::StreamResume => 11,
             Route::StreamCancel => 12,
+            Route::OpenAiModels => 13,
+            Route::OpenAiChat => 14,
         }
     }
 }
 
 /// The label of requests that matched no route.
-pub const UNROUTED_LABEL: usize = 13;
+pub const UNROUTED_LABEL: usize = 15;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RouteMatch {
@@ -102,10 +108,11 @@ pub fn route(method: &Method, path: &str) -> RouteMatch {
             RouteMatch::MethodNotAllowed(GET_DELETE)
         };
     }
-    if c.is_some() {
-        return RouteMatch::NotFound;
-    }
     let (route, allow) = match (a, b) {
+        _ if c.is_some() => match (a, b, c) {
+            (Some("v1"), Some("chat"), Some("completions")) => (Route::OpenAiChat, POST),
+            _ => return RouteMatch::NotFound,
+        },
         (Some("agent"), None) => (Route::Agent, POST),
         (Some("assist"), None) => (Route::Assist, POST),
         (Some("agent-api"), None) => (Route::AgentApi, POST),
@@ -117,6 +124,7 @@ pub fn route(method: &Method, path: &str) -> RouteMatch {
         (Some("health"), Some("detailed")) => (Route::HealthDetailed, GET),
         (Some("metrics"), None) => (Route::Metrics, GET),
         (Some("stats"), None) => (Route::Stats, GET),
+        (Some("v1"), Some("models")) => (Route::OpenAiModels, GET),
         _ => return RouteMatch::NotFound,
     };
     let ok = if allow == POST {
@@ -176,5 +184,19 @@ mod tests {
         assert_eq!(route(&Method::GET, "/"), RouteMatch::NotFound);
         assert_eq!(route(&Method::GET, "/health/live/x"), RouteMatch::NotFound);
         assert_eq!(route(&Method::POST, "/Agent"), RouteMatch::NotFound);
+        assert_eq!(
+            route(&Method::POST, "/v1/chat/completions/"),
+            RouteMatch::Found(Route::OpenAiChat)
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/models"),
+            RouteMatch::Found(Route::OpenAiModels)
+        );
+        assert_eq!(
+            route(&Method::GET, "/v1/chat/completions"),
+            RouteMatch::MethodNotAllowed("POST")
+        );
+        assert_eq!(route(&Method::POST, "/v1/chat/x"), RouteMatch::NotFound);
+        assert_eq!(route(&Method::POST, "/agent/x/y"), RouteMatch::NotFound);
     }
 }

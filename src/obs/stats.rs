@@ -108,7 +108,7 @@ impl PromHistogram {
 }
 
 /// Routes as metric labels (bounded: never raw paths).
-pub const ROUTE_LABELS: [&str; 14] = [
+pub const ROUTE_LABELS: [&str; 16] = [
     "agent",
     "assist",
     "agent_api",
@@ -122,6 +122,8 @@ pub const ROUTE_LABELS: [&str; 14] = [
     "stats",
     "stream_resume",
     "stream_cancel",
+    "openai_models",
+    "openai_chat",
     "other",
 ];
 /// Status classes as metric labels.

@@ -20,7 +20,7 @@ use crate::routes::{App, Caller};
 
 /// True for JSON content types: absent, `application/json` (any parameters) or
 /// `application/*+json`.
-fn is_json_content_type(v: Option<&HeaderValue>) -> bool {
+pub(crate) fn is_json_content_type(v: Option<&HeaderValue>) -> bool {
     let Some(v) = v else { return true };
     let Ok(s) = v.to_str() else { return false };
     let essence = s.split(';').next().unwrap_or("").trim();

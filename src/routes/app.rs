@@ -45,6 +45,8 @@ pub struct RouteSettings {
     /// SSE comment heartbeats (`SSE_HEARTBEAT`, `None` when 0).
     pub heartbeat: Option<Duration>,
     pub agent_timeout: Duration,
+    /// Largest non-streaming chat completion (`CHAT_COMPLETION_MAX_BYTES`).
+    pub chat_completion_max_bytes: usize,
     pub ws_max_message: usize,
     pub ws_idle_timeout: Duration,
     /// `Some` when answers are resumable (`RESUME_STORE=memory`).

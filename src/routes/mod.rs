@@ -10,6 +10,7 @@ mod answer;
 mod app;
 pub mod health;
 pub mod metrics;
+pub mod openai;
 pub mod resume;
 pub mod ws;
 
@@ -86,6 +87,11 @@ fn authorize(
             }
         }
         Route::Agent | Route::Assist | Route::StreamResume | Route::StreamCancel => {}
+        Route::OpenAiModels | Route::OpenAiChat => {
+            return openai::authorize(header, &app.auth)
+                .map_err(map)
+                .map(|()| None);
+        }
         _ => return Ok(None),
     }
     app.auth.check_bearer(header).map_err(map).map(principal)
@@ -144,6 +150,7 @@ pub async fn handle(
     }
     let mut limit = None;
     let routed = route(req.method(), req.uri().path());
+    let openai_errors = openai::is_openai_path(req.uri().path());
     if routed == RouteMatch::Found(Route::Ws) {
         // An upgraded socket keeps its connection counted until it closes.
         if let Some(hold) = done.activity().hold.clone() {
@@ -214,7 +221,11 @@ pub async fn handle(
         if e.logged() {
             tracing::error!(request_id = ?request_id, code = e.code(), "{e}");
         }
-        e.into_reply(&request_id)
+        if openai_errors {
+            openai::error::http_error_reply(e, &request_id)
+        } else {
+            e.into_reply(&request_id)
+        }
     });
     header_map.clear();
     let mut res = reply.into_response(header_map);
@@ -285,6 +296,10 @@ async fn dispatch(
         ),
         Route::StreamCancel => resume::cancel(app, req.uri().path(), caller.principal.as_deref()),
         Route::Ws => ws::upgrade(req, headers, app, request_id),
+        Route::OpenAiModels => Ok(openai::models(app)),
+        Route::OpenAiChat => {
+            Box::pin(openai::chat_completions(req, headers, app, request_id)).await
+        }
         Route::Health => Ok(health::health(app)),
         Route::HealthLive => Ok(health::live()),
         Route::HealthReady => Ok(health::ready(app).await),

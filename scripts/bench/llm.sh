@@ -50,7 +50,7 @@
 #   --duration S       seconds per measured run (default 10)
 #   --reps N           repetitions (default 3)
 #   --warmup S         warm-up seconds before each measured run (default 2)
-#   --rates "R ..."    llm-latency's rates, answers/s (default "20 100 1000")
+#   --rates "R ..."    llm-latency's rates, answers/s (default "10 100 1000")
 #   --streams N        llm-10k's concurrent streams (default 10000)
 #   --no-build         use the binaries already built
 #   --no-results       leave benches/RESULTS.md and benches/llm.svg alone
@@ -75,7 +75,7 @@ SERVERS='upstream,relay-ceiling,agentd,litellm,portkey'
 DURATION=10
 REPS=3
 WARMUP=2
-RATES='20 100 1000'
+RATES='10 100 1000'
 STREAMS=10000
 STREAM_TOKENS=50
 BUILD=1
@@ -165,7 +165,7 @@ if [[ $BUILD == 1 ]]; then
   fi
 fi
 TARGET=$(cargo_target_dir "$ROOT")/release
-for b in agentd fake-llm loadgen; do [[ -x $TARGET/$b ]] || die "$TARGET/$b not built"; done
+for b in fake-llm loadgen $(has_server agentd && echo agentd); do [[ -x $TARGET/$b ]] || die "$TARGET/$b not built"; done
 RELAY_BIN=$(cargo_target_dir "$RELAY_DIR")/release/relay-ceiling
 if has_server relay-ceiling; then [[ -x $RELAY_BIN ]] || die "$RELAY_BIN not built"; fi
 
@@ -196,7 +196,8 @@ mkdir -p "$LOGS" "$OUT/bin"
 RAW=$OUT/raw.jsonl
 : > "$RAW"
 # Measure copies of the binaries, so that a rebuild during the run changes nothing.
-cp "$TARGET/agentd" "$TARGET/fake-llm" "$TARGET/loadgen" "$OUT/bin/"
+cp "$TARGET/fake-llm" "$TARGET/loadgen" "$OUT/bin/"
+has_server agentd && cp "$TARGET/agentd" "$OUT/bin/"
 has_server relay-ceiling && cp "$RELAY_BIN" "$OUT/bin/"
 BIN=$OUT/bin
 
@@ -219,6 +220,8 @@ EOF
 
 # ------------------------------------------------------------------------ processes
 FAKE_PORT=$PORT_BASE
+# LiteLLM refuses to start without a master key; clients then send it as a bearer token.
+LITELLM_KEY=sk-bench-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
 declare -A PORT=([relay-ceiling]=$(( PORT_BASE + 1 )) [agentd]=$(( PORT_BASE + 2 ))
                  [litellm]=$(( PORT_BASE + 3 )) [portkey]=$(( PORT_BASE + 4 )))
 FAKE_PID=''
@@ -281,13 +284,13 @@ start_server() { # name scenario
     litellm)
       health=/health/liveliness
       (cd "$LITELLM_DIR" && exec env FAKE_LLM_BASE_URL="http://127.0.0.1:$FAKE_PORT/v1" \
-        LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_TELEMETRY=False LITELLM_LOG=ERROR \
+        LITELLM_MASTER_KEY="$LITELLM_KEY" LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_TELEMETRY=False LITELLM_LOG=ERROR \
         "${SERVER_PIN[@]}" "$LITELLM_VENV/bin/litellm" --config config.yaml --host 127.0.0.1 \
         --port "$port" --num_workers 1) >> "$log" 2>&1 & ;;
     portkey)
       health=/
       (cd "$PORTKEY_DIR" && exec env NODE_ENV=production HOST=127.0.0.1 "${SERVER_PIN[@]}" \
-        node --import ./listen-local.mjs node_modules/@portkey-ai/gateway/build/start-server.js \
+        node --import ./preload.mjs node_modules/@portkey-ai/gateway/build/start-server.js \
         --headless --port="$port") >> "$log" 2>&1 & ;;
   esac
   SERVER_PID=$!
@@ -312,6 +315,7 @@ target_args() { # name
 target_headers() { # name: one header per line
   case $1 in
     upstream) echo "authorization: Bearer bench" ;;
+    litellm) echo "authorization: Bearer $LITELLM_KEY" ;;
     portkey) printf '%s\n' "authorization: Bearer bench" "x-portkey-provider: openai" \
                "x-portkey-custom-host: http://127.0.0.1:$FAKE_PORT/v1" ;;
   esac
@@ -326,7 +330,13 @@ measure() { # scenario server rep rate loadgen-args...
   while IFS= read -r h; do [[ -n $h ]] && hdrs+=(--header "$h"); done < <(target_headers "$server")
   [[ $server != upstream ]] && up=(--upstream-pid "$FAKE_PID")
   if [[ $WARMUP -gt 0 ]]; then
-    "${CLIENT_PIN[@]}" "$BIN/loadgen" "${args[@]}" "${hdrs[@]}" "$@" --duration "$WARMUP" --timeout 10 \
+    # The same load, but at most 50 connections: llm-10k's RSS is measured from what the
+    # server holds before the run, which a 10,000-stream warm-up would have grown.
+    local warm=("$@") i
+    for (( i = 0; i < ${#warm[@]} - 1; i++ )); do
+      [[ ${warm[i]} == --connections && ${warm[i+1]} -gt 50 ]] && warm[i+1]=50
+    done
+    "${CLIENT_PIN[@]}" "$BIN/loadgen" "${args[@]}" "${hdrs[@]}" "${warm[@]}" --duration "$WARMUP" --timeout 10 \
       >> "$LOGS/warmup.log" 2>&1 || true
   fi
   local rc=0
@@ -374,11 +384,13 @@ for rep in $(seq "$REPS"); do
         case $scen in
           llm-relay) measure "$scen" "$server" "$rep" 0 --tokens 20 --connections 50 --duration "$DURATION" --timeout 30 ;;
           llm-latency)
-            measure "$scen" "$server" "$rep" "$rate" --tokens 20 --rate "$rate" --duration "$DURATION" --timeout 10
+            measure "$scen" "$server" "$rep" "$rate" --tokens 20 --rate "$rate" --duration "$DURATION" \
+              --timeout "$(( QUICK == 1 ? 5 : 10 ))"
             held || GAVE_UP[$server]=$rate ;;
           llm-10k)
             measure "$scen" "$server" "$rep" 0 --tokens "$STREAM_TOKENS" --connections "$STREAMS" \
-              --ramp "$(( DURATION / 2 > 5 ? 5 : (DURATION + 1) / 2 ))" --duration "$DURATION" --timeout 60 ;;
+              --ramp "$(( DURATION / 2 > 5 ? 5 : (DURATION + 1) / 2 ))" --duration "$DURATION" \
+              --timeout "$(( QUICK == 1 ? 10 : 30 ))" ;;
         esac
         stop_server
         stop_fake

@@ -16,7 +16,8 @@
 //! chunks (`--format openai`: `data: {...}`, ends with `data: [DONE]`). A token is an
 //! occurrence of `--marker` (default `tok `, what the fake upstream's token `i` starts
 //! with) in the body; the first token is the first read that brings one, and an answer
-//! counts as complete only with status 200, exactly `--tokens` tokens and the end marker.
+//! counts as complete only with status 200, exactly `--tokens` tokens and the end marker
+//! (an `atomic.error` event in a Sentient answer is counted as `error_event`).
 //!
 //! Prints one line `LOADJSON {...}` (what `scripts/bench/measure.py` reads): answers
 //! completed, errors by kind, tokens, the measured duration, and percentiles (p50, p90,
@@ -211,10 +212,12 @@ async fn read_answer(sh: &Shared, req: Request<Full<Bytes>>, due: Instant) -> (O
         Format::Sentient => b"event: done\n",
         Format::OpenAi => b"data: [DONE]",
     };
-    let keep = a.marker.len().max(end.len()) - 1;
+    // agentd's error event (a shed or failed answer), counted apart from a short answer.
+    let error_event: &[u8] = b"atomic.error";
+    let keep = a.marker.len().max(end.len()).max(error_event.len()) - 1;
     let mut body = res.into_body();
     let mut carry: Vec<u8> = Vec::with_capacity(4096);
-    let (mut tokens, mut ended, mut ttft) = (0usize, false, None);
+    let (mut tokens, mut ended, mut failed, mut ttft) = (0usize, false, false, None);
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else {
             return (Outcome::Failed("read"), tokens as u64);
@@ -230,12 +233,14 @@ async fn read_answer(sh: &Shared, req: Request<Full<Bytes>>, due: Instant) -> (O
         }
         tokens += n;
         ended |= count_new(&carry, old, end) > 0;
+        failed |= a.format == Format::Sentient && count_new(&carry, old, error_event) > 0;
         if carry.len() > keep {
             carry.drain(..carry.len() - keep);
         }
     }
     let total = due.elapsed();
     match ttft {
+        _ if failed => (Outcome::Failed("error_event"), tokens as u64),
         Some(ttft) if ended && tokens == a.tokens => (Outcome::Ok { ttft, total }, tokens as u64),
         _ => (Outcome::Failed("bad_body"), tokens as u64),
     }

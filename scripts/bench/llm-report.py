@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
 """Aggregate a scripts/bench/llm.sh run: Markdown tables, the targets' ratios, the chart.
 
-    llm-report.py --raw RUN/raw.jsonl --meta RUN/meta.json --out RUN [--svg RUN/llm.svg]
+    llm-report.py --raw RUN/raw.jsonl --meta RUN/meta.json [--raw RUN2/raw.jsonl --meta
+                  RUN2/meta.json] --out DIR [--svg DIR/llm.svg]
                   [--results-md benches/RESULTS.md --results-svg benches/llm.svg]
 
 Medians over repetitions per (scenario, rate, server); every ratio is taken between
-medians of the same run. With --results-md the section between the markers
+medians of the same run. Several runs (pairs of --raw and --meta, e.g. llm-10k measured
+apart with other settings) can be reported together: each scenario is then described
+with the settings of the run that measured it. With --results-md the section between the markers
 "<!-- llm-scenarios:begin -->" and "<!-- llm-scenarios:end -->" of that file is
 replaced (appended when absent). Standard library only.
 """
@@ -201,6 +204,9 @@ def report_md(meta, summary, runs, heading="##"):
         f"{meta['cpu_model']}, {meta['mem_gib']} GiB, Linux {meta['kernel']}; Node {meta['node']}, rustc {meta['rustc']}. "
         f"{meta['reps']} repetition(s) × {meta['duration_s']} s after a {meta['warmup_s']} s warm-up, servers "
         f"interleaved, medians; each server on one core ({meta['layout']}). Fake upstream: `fake-llm --threads 1`."
+        + "".join(f" {', '.join(m['scenarios'])}: measured apart, {m['date']}, commit `{m['commit']}`, "
+                  f"`{m['command']}`, {m['reps']} repetition(s) × {m['duration_s']} s."
+                  for m in meta.get("more", []))
         + (f" Other load during the runs (unrelated processes): median {statistics.median(other) * 100:.0f}% "
            f"of a core, max {max(other) * 100:.0f}%." if other else ""),
         "",
@@ -225,22 +231,36 @@ def report_md(meta, summary, runs, heading="##"):
     tk = tenk_table(summary)
     if tk:
         parts += [f"{heading}# llm-10k: {meta['streams']:,} concurrent answers of {meta['stream_tokens']} tokens "
-                  f"100 ms apart", "", tk, "",
+                  f"{meta.get('stream_delay_ms', 100)} ms apart", "", tk, "",
                   "RSS per active stream: (peak RSS − RSS before the run) ÷ peak streams in flight.", ""]
     return "\n".join(parts)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--raw", required=True)
-    ap.add_argument("--meta", required=True)
+    ap.add_argument("--raw", action="append", required=True)
+    ap.add_argument("--meta", action="append", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--svg")
     ap.add_argument("--results-md")
     ap.add_argument("--results-svg")
     a = ap.parse_args()
-    meta = json.load(open(a.meta))
-    runs = [json.loads(line) for line in open(a.raw) if line.strip()]
+    if len(a.raw) != len(a.meta):
+        ap.error("one --meta per --raw")
+    metas = [json.load(open(m)) for m in a.meta]
+    runs, meta = [], dict(metas[0])
+    for raw, m in zip(a.raw, metas):
+        rs = [json.loads(line) for line in open(raw) if line.strip()]
+        runs += rs
+        if m is not metas[0] and rs:
+            # this run's settings describe its scenarios
+            meta.setdefault("more", []).append(
+                {"command": m["command"], "date": m["date"], "commit": m["commit"], "reps": m["reps"],
+                 "duration_s": m["duration_s"], "scenarios": sorted({r["scenario"] for r in rs})})
+            if any(r["scenario"] == "llm-10k" for r in rs):
+                for k in ("streams", "stream_tokens", "stream_delay_ms"):
+                    if k in m:
+                        meta[k] = m[k]
     if not runs:
         print("llm-report.py: no measurements", file=sys.stderr)
         return 1

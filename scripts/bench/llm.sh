@@ -22,9 +22,9 @@
 #                each server adds to the upstream called directly at the same rate. A
 #                server that did not hold a rate (errors, or p99 total over 1 s) is not
 #                asked the higher ones
-#   llm-10k      --streams (10,000) concurrent slow answers (50 tokens 100 ms apart),
-#                held at once by as many closed-loop clients (started over 5 s): RSS per
-#                active stream, CPU per relayed token
+#   llm-10k      --streams (10,000) concurrent slow answers (--stream-tokens 50 tokens
+#                --stream-delay-ms 100 ms apart), held at once by as many closed-loop
+#                clients (started over 5 s): RSS per active stream, CPU per relayed token
 #
 # Method (as scripts/bench.sh): for each repetition, scenario (and rate), each server in
 # turn: start the fake upstream and the server, warm up, then one run of the load
@@ -52,13 +52,17 @@
 #   --warmup S         warm-up seconds before each measured run (default 2)
 #   --rates "R ..."    llm-latency's rates, answers/s (default "10 100 1000")
 #   --streams N        llm-10k's concurrent streams (default 10000)
+#   --stream-tokens N  llm-10k's tokens per answer (default 50)
+#   --stream-delay-ms D  llm-10k's delay between tokens (default 100)
 #   --no-build         use the binaries already built
 #   --no-results       leave benches/RESULTS.md and benches/llm.svg alone
 #   --quick            smoke run: 1 rep x 2 s, 1 s warm-up, rates "100 1000", 1,000 streams
-#                      of 10 tokens; LiteLLM only if its venv is already installed
+#                      of 10 tokens; the gateways in llm-relay only (enough to check that
+#                      they start and answer), LiteLLM only if its venv is already installed
 #   -h, --help         this text
-# Exit status: non-zero when a build, a server start, or an agentd measurement (errors,
-# a dead server) fails. Peers' errors are reported, not fatal.
+# Exit status: non-zero when a build or a server start fails, agentd dies, or agentd has
+# errors in llm-relay (elsewhere overload may make it shed: reported, not fatal). Peers'
+# errors are reported, not fatal.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -78,6 +82,7 @@ WARMUP=2
 RATES='10 100 1000'
 STREAMS=10000
 STREAM_TOKENS=50
+STREAM_DELAY_MS=100
 BUILD=1
 RESULTS=1
 QUICK=0
@@ -98,6 +103,8 @@ while [[ $# -gt 0 ]]; do
     --warmup) WARMUP=$2; shift 2 ;;
     --rates) RATES=$2; shift 2 ;;
     --streams) STREAMS=$2; shift 2 ;;
+    --stream-tokens) STREAM_TOKENS=$2; shift 2 ;;
+    --stream-delay-ms) STREAM_DELAY_MS=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --no-results) RESULTS=0; shift ;;
     --quick) QUICK=1; shift ;;
@@ -213,7 +220,7 @@ json.dump({"date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "commit": "$COMMIT", "nproc
            "cpu_model": """$CPU_MODEL""", "kernel": platform.release(), "mem_gib": round(mem_kib / 2**20, 1),
            "node": "$(node -v 2>/dev/null || echo none)", "rustc": "$(rustc -V 2>/dev/null | awk '{ print $2 }')",
            "duration_s": $DURATION, "reps": $REPS, "warmup_s": $WARMUP, "rates": "$RATES".split(),
-           "streams": $STREAMS, "stream_tokens": $STREAM_TOKENS, "layout": "$LAYOUT",
+           "streams": $STREAMS, "stream_tokens": $STREAM_TOKENS, "stream_delay_ms": $STREAM_DELAY_MS, "layout": "$LAYOUT",
            "servers": "$SERVERS".split(","), "quick": $([[ $QUICK == 1 ]] && echo True || echo False),
            "command": ("scripts/bench/llm.sh " + """$ORIG_ARGS""").strip()}, open(sys.argv[1], "w"), indent=2)
 EOF
@@ -344,10 +351,14 @@ measure() { # scenario server rep rate loadgen-args...
     --meta "scenario=$scen" --meta "server=$server" --meta "rep=$rep" --meta "rate=$rate" -- \
     "${CLIENT_PIN[@]}" "$BIN/loadgen" "${args[@]}" "${hdrs[@]}" "$@" > "$OUT/last.json" || rc=$?
   cat "$OUT/last.json" >> "$RAW"
+  # agentd must answer every request where nothing is overloaded (llm-relay), and survive
+  # everywhere; beyond what the machine holds it sheds (503 `saturated`, `under_pressure`),
+  # which the tables report.
   if [[ $server == agentd ]] && ! python3 -c '
 import json, sys
 r = json.loads(open(sys.argv[1]).read() or "{}")
-sys.exit(0 if r and not r.get("errors") and r.get("server_alive", True) else 1)' "$OUT/last.json"; then
+ok = r and r.get("server_alive", True) and (sys.argv[2] != "llm-relay" or not r.get("errors"))
+sys.exit(0 if ok else 1)' "$OUT/last.json" "$scen"; then
     FAILED=1; log "agentd had errors or died in this run (exit $rc)"
   fi
 }
@@ -369,11 +380,14 @@ for rep in $(seq "$REPS"); do
     case $scen in
       llm-relay) fake=(--tokens 20); rates=(0) ;;
       llm-latency) fake=(--tokens 20 --ttft-ms 20 --token-delay-ms 5); read -r -a rates <<< "$RATES" ;;
-      llm-10k) fake=(--tokens "$STREAM_TOKENS" --token-delay-ms 100); rates=(0) ;;
+      llm-10k) fake=(--tokens "$STREAM_TOKENS" --token-delay-ms "$STREAM_DELAY_MS"); rates=(0) ;;
     esac
     declare -A GAVE_UP=()
     for rate in "${rates[@]}"; do
       for server in "${SERVER_LIST[@]}"; do
+        if [[ $QUICK == 1 && $scen != llm-relay && ( $server == litellm || $server == portkey ) ]]; then
+          continue
+        fi
         if [[ -n ${GAVE_UP[$server]:-} ]]; then
           log "rep $rep  $scen  $server  at $rate/s: skipped (did not hold ${GAVE_UP[$server]}/s)"
           continue

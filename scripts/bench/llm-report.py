@@ -139,7 +139,7 @@ def tenk_table(summary):
     if not rows:
         return ""
     ag = summary.get(("llm-10k", 0, "agentd"))
-    out = ["| server | streams in flight (peak) | peak RSS MiB | RSS KiB per active stream | CPU µs per relayed token | "
+    out = ["| server | requests in flight (client, peak) | peak RSS MiB | RSS KiB per active stream | CPU µs per relayed token | "
            "answers/s | p99 total s | errors | agentd RSS per stream ÷ this |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name in rows:
@@ -232,7 +232,9 @@ def report_md(meta, summary, runs, heading="##"):
     if tk:
         parts += [f"{heading}# llm-10k: {meta['streams']:,} concurrent answers of {meta['stream_tokens']} tokens "
                   f"{meta.get('stream_delay_ms', 100)} ms apart", "", tk, "",
-                  "RSS per active stream: (peak RSS − RSS before the run) ÷ peak streams in flight.", ""]
+                  "RSS per active stream: (peak RSS − RSS before the run) ÷ the most requests the client had in "
+                  "flight; only meaningful for a server without errors (a shed or timed-out request holds no "
+                  "stream). CPU per relayed token: the server's CPU ÷ the tokens that reached the client.", ""]
     return "\n".join(parts)
 
 

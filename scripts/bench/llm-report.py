@@ -157,6 +157,11 @@ def targets(summary, meta):
         s = summary.get((scen, rate, server))
         return s.get(key) if s else None
     lines = []
+
+    def caveat(scen, rate=0):
+        bad = [f"{n} {g(scen, n, 'errors', rate):,}" for n in ("agentd", "relay-ceiling", "upstream")
+               if g(scen, n, "errors", rate)]
+        return f" Not a valid measure in this run: errors ({', '.join(bad)})." if bad else ""
     a, c = g("llm-relay", "agentd", "cpu_us_per_req"), g("llm-relay", "relay-ceiling", "cpu_us_per_req")
     if a and c:
         lines.append(f"- CPU per relayed answer, agentd ÷ relay ceiling: **{a / c:.2f}×** "
@@ -166,12 +171,13 @@ def targets(summary, meta):
         t, b = g("llm-latency", "agentd", "ttft_p99_us", rate), g("llm-latency", "upstream", "ttft_p99_us", rate)
         if t is not None and b is not None and rate == 1000:
             lines.append(f"- Added p99 time to first token at {rate:,} answers/s: **{(t - b) / 1000:.3f} ms** "
-                         f"({t / 1000:.2f} through agentd vs {b / 1000:.2f} ms direct; target ≤ 1 ms).")
+                         f"({t / 1000:.2f} through agentd vs {b / 1000:.2f} ms direct; target ≤ 1 ms)."
+                         + caveat("llm-latency", rate))
     a, c = g("llm-10k", "agentd", "rss_kib_per_stream"), g("llm-10k", "relay-ceiling", "rss_kib_per_stream")
     n = g("llm-10k", "agentd", "max_in_flight")
     if a and c:
         lines.append(f"- Memory per active stream with {fmt(n)} streams, agentd ÷ relay ceiling: **{a / c:.2f}×** "
-                     f"({a:,.1f} vs {c:,.1f} KiB; target ≤ 1.5×).")
+                     f"({a:,.1f} vs {c:,.1f} KiB; target ≤ 1.5×)." + caveat("llm-10k"))
     for peer, goal in (("litellm", 50), ("portkey", 10)):
         a, p = g("llm-relay", "agentd", "answers_per_core_s"), g("llm-relay", peer, "answers_per_core_s")
         if a and p:

@@ -37,6 +37,13 @@
 #                          and through agentd's LLM agent at 100 and 1,000 req/s (open loop), and
 #                          reports time to first token and total latency, p50/p99, and
 #                          the difference (in-process servers; not interleaved)
+#   llm-relay, llm-latency, llm-10k
+#                          the LLM path against a relay ceiling, LiteLLM and Portkey, all in
+#                          front of the fake upstream (closed loop 50 connections; open loop
+#                          at fixed rates, added time to first token; 10,000 held slow
+#                          answers): run by scripts/bench/llm.sh (see its header), after the
+#                          other scenarios, with this run's --duration/--reps/--warmup,
+#                          --quick, --no-build and --no-results
 #
 # Method: for each repetition, for each scenario, each server in turn (interleaved, so
 # drift hits all alike): start it, wait for GET /health/live, warm up, then measure one
@@ -75,8 +82,9 @@
 #   --no-build           use the binaries already built
 #   --no-results         write bench-out/ only, leave benches/RESULTS.md and results.svg alone
 #   --quick              smoke run: 1 rep x 2 s, 1 s warm-up, scenarios health-50, agent-50,
-#                        agent-close, sse-10k (1,000 connections) and llm (fastify-full in
-#                        agent-50 only); writes bench-out/ only
+#                        agent-close, sse-10k (1,000 connections), llm (fastify-full in
+#                        agent-50 only) and llm.sh --quick's llm-relay, llm-latency, llm-10k;
+#                        writes bench-out/ only
 #   -h, --help           this text
 #
 # Exit status: non-zero when a build, a server start, the response check, or an agentd
@@ -142,7 +150,7 @@ done
 
 if [[ $QUICK == 1 ]]; then
   DURATION=2; REPS=1; WARMUP=1; SSE_CONNECTIONS=1000; RESULTS=0
-  [[ $SCENARIO_SET == 1 ]] || SCENARIO_RE='health-50|agent-50|agent-close|sse-10k|llm'
+  [[ $SCENARIO_SET == 1 ]] || SCENARIO_RE='health-50|agent-50|agent-close|sse-10k|llm|llm-relay|llm-latency|llm-10k'
 fi
 [[ $DURATION =~ ^[0-9]+$ && $DURATION -ge 1 ]] || die "--duration wants whole seconds >= 1"
 [[ $REPS =~ ^[0-9]+$ && $REPS -ge 1 ]] || die "--reps wants an integer >= 1"
@@ -162,13 +170,22 @@ SCENARIOS=(
   "agent-close|wrk|POST /agent|50|close"
   "sse-10k|hold|POST /agent|$SSE_CONNECTIONS|"
   "llm|llm|POST /agent|50|"
+  "llm-relay|llm-peers|POST /agent|50|"
+  "llm-latency|llm-peers|POST /agent|0|"
+  "llm-10k|llm-peers|POST /agent|10000|"
 )
 SELECTED=()
 SKIPPED=0
 RUN_LLM=0
+LLM_PEERS=()
 for s in "${SCENARIOS[@]}"; do
   name=${s%%|*}
   if [[ $name =~ ^($SCENARIO_RE)$ ]]; then
+    if [[ $s == *"|llm-peers|"* ]]; then
+      LLM_PEERS+=("$name")
+      SKIPPED=1
+      continue
+    fi
     if [[ $s == *"|llm|"* ]]; then
       RUN_LLM=1
       SKIPPED=1
@@ -197,11 +214,25 @@ run_llm_overhead() {
     fi
   done
 }
+# The LLM scenarios against the gateways: scripts/bench/llm.sh with this run's settings.
+run_llm_peers() {
+  [[ ${#LLM_PEERS[@]} -gt 0 ]] || return 0
+  local args=(--scenario "$(IFS='|'; echo "${LLM_PEERS[*]}")")
+  if [[ $QUICK == 1 ]]; then args+=(--quick)
+  else args+=(--duration "$DURATION" --reps "$REPS" --warmup "$WARMUP"); fi
+  [[ $BUILD == 0 ]] && args+=(--no-build)
+  [[ $RESULTS == 0 ]] && args+=(--no-results)
+  log "scenarios ${LLM_PEERS[*]}: scripts/bench/llm.sh ${args[*]}"
+  "$HELPERS/llm.sh" "${args[@]}" || die "scripts/bench/llm.sh failed"
+}
 if [[ ${#SELECTED[@]} == 0 ]]; then
-  if [[ $RUN_LLM == 1 ]]; then
+  if [[ $RUN_LLM == 1 || ${#LLM_PEERS[@]} -gt 0 ]]; then
+    RESULTS_ALL=$RESULTS
     RESULTS=0
     OUT=$ROOT/bench-out/$(date -u +%Y%m%d-%H%M%S)-llm
-    run_llm_overhead
+    [[ $RUN_LLM == 1 ]] && run_llm_overhead
+    RESULTS=$RESULTS_ALL
+    run_llm_peers
     exit 0
   fi
   [[ $SKIPPED == 1 ]] && exit 0
@@ -612,6 +643,7 @@ fi
 "${report[@]}"
 [[ $RUN_LLM == 1 ]] && run_llm_overhead
 log "raw results: $OUT (results.csv, results.json, summary.md)"
+run_llm_peers
 if [[ $FAILED == 1 ]]; then
   die "agentd failed or had errors in at least one run (see the table and $LOGS)"
 fi

@@ -17,8 +17,11 @@ workers) every --interval seconds:
   the load tool's and this script's own; anything else running (a compiler, say) shows
   up here, and the run can be flagged or repeated (--max-other).
 
-The load tool prints one line "WRKJSON {...}" or "HOLDJSON {...}"; its fields are merged
-into the record. One JSON record is printed on stdout; a human-readable progress line
+* an upstream (--upstream-pid, e.g. the fake LLM upstream behind the server): its tree's
+  CPU time is read the same way, reported as upstream_cpu_s and not counted as other load.
+
+The load tool prints one line "WRKJSON {...}", "HOLDJSON {...}" or "LOADJSON {...}"
+(wrk with wrk.lua, hold.py, the loadgen binary); its fields are merged into the record. One JSON record is printed on stdout; a human-readable progress line
 goes to stderr. Exit status: the load tool's (2 when it printed no result line).
 Standard library only.
 """
@@ -132,6 +135,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--pid", type=int, required=True, help="the server's PID")
     ap.add_argument("--interval", type=float, default=0.05, help="RSS sampling period (s)")
+    ap.add_argument("--upstream-pid", type=int, help="an upstream process whose CPU is reported apart")
     ap.add_argument("--meta", action="append", default=[], help="key=value copied into the record")
     ap.add_argument("--log", help="append the load tool's own output here")
     ap.add_argument("--max-other", type=float,
@@ -154,11 +158,13 @@ def main():
     sampler = Sampler(a.pid, a.interval)
     sampler.start()
     cpu0 = cpu_ticks(a.pid)
+    up0 = cpu_ticks(a.upstream_pid) if a.upstream_pid else 0
     busy0, client0, self0 = machine_busy_ticks(), rusage_s(resource.RUSAGE_CHILDREN), rusage_s(resource.RUSAGE_SELF)
     t0 = time.monotonic()
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     wall = time.monotonic() - t0
     cpu1 = cpu_ticks(a.pid)
+    up1 = cpu_ticks(a.upstream_pid) if a.upstream_pid else 0
     busy1, client1, self1 = machine_busy_ticks(), rusage_s(resource.RUSAGE_CHILDREN), rusage_s(resource.RUSAGE_SELF)
     sampler.stop.set()
     sampler.join()
@@ -171,7 +177,7 @@ def main():
             f.write(f"$ {' '.join(cmd)}\n{out}\n")
     result = None
     for line in out.splitlines():
-        for tag in ("WRKJSON ", "HOLDJSON "):
+        for tag in ("WRKJSON ", "HOLDJSON ", "LOADJSON "):
             if line.startswith(tag):
                 result = json.loads(line[len(tag):])
     if result is None:
@@ -182,7 +188,8 @@ def main():
 
     cpu_s = (cpu1 - cpu0) / TICK
     client_s = client1 - client0
-    other_s = max(0.0, (busy1 - busy0) / TICK - cpu_s - client_s - (self1 - self0))
+    upstream_s = (up1 - up0) / TICK
+    other_s = max(0.0, (busy1 - busy0) / TICK - cpu_s - client_s - upstream_s - (self1 - self0))
     dur_s = result.get("duration_us", wall * 1e6) / 1e6
     reqs = result.get("requests", 0)
     socket_errors = sum(result.get(k, 0) for k in
@@ -195,6 +202,7 @@ def main():
         "server_cpu_util": round(cpu_s / wall, 3) if wall > 0 else 0.0,
         "cpu_us_per_req": round(cpu_s * 1e6 / reqs, 2) if reqs else None,
         "client_cpu_s": round(client_s, 3),
+        **({"upstream_cpu_s": round(upstream_s, 3)} if a.upstream_pid else {}),
         "other_cpu_util": round(other_s / wall, 3) if wall > 0 else 0.0,
         "rss_before_mib": round(rss_before / 2**20, 2),
         "peak_rss_mib": round(max(sampler.peak, rss_after) / 2**20, 2),

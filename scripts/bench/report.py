@@ -332,8 +332,15 @@ def main():
     print()
     print(md)
     if a.results_md:
+        # The LLM scenarios' section (scripts/bench/llm-report.py) is kept as it is.
+        keep = ""
+        if os.path.exists(a.results_md):
+            old = open(a.results_md).read()
+            begin, end = "<!-- llm-scenarios:begin -->", "<!-- llm-scenarios:end -->"
+            if begin in old and end in old:
+                keep = "\n" + old[old.index(begin):old.index(end) + len(end)] + "\n"
         with open(a.results_md, "w") as f:
-            f.write(results_md(meta, summary, runs))
+            f.write(results_md(meta, summary, runs) + keep)
         print(f"wrote {a.results_md}", file=sys.stderr)
     if a.svg:
         with open(a.svg, "w") as f:

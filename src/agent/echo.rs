@@ -15,6 +15,7 @@ pub struct EchoAgent {
 }
 
 impl EchoAgent {
+    /// An echo agent that calls itself `name`.
     pub fn new(name: impl Into<String>) -> Self {
         EchoAgent { name: name.into() }
     }

@@ -32,6 +32,7 @@ pub enum DependencyKind {
 pub struct DependencyHealth {
     /// A provider's name, an upstream's URL, or whatever names a custom dependency.
     pub name: String,
+    /// Whether it can be used now.
     pub state: DependencyState,
     /// A backend's live state and figures, for `/metrics` and `/stats` (none for a
     /// dependency that is not a [`crate::backend`] endpoint).
@@ -61,7 +62,9 @@ impl DependencyHealth {
 /// A set of interchangeable dependencies: the agent can answer while one of them is up.
 #[derive(Clone, Debug)]
 pub struct DependencyGroup {
+    /// What the members are.
     pub kind: DependencyKind,
+    /// One entry per dependency.
     pub members: Vec<DependencyHealth>,
     /// Requests refused because no member had room (LLM `saturated`); `None` where the
     /// members have no concurrency cap.

@@ -23,6 +23,8 @@ use crate::protocol::{Query, ResponseHandler, Session};
 
 const SYSTEM_PROMPT: &str = "You are a high-performance AI assistant. Be concise and helpful.";
 
+/// The guide's LLM agent: an analysis block, the provider's tokens as they arrive,
+/// then a performance block.
 pub struct LlmAgent {
     name: String,
     router: Arc<Router>,
@@ -31,6 +33,7 @@ pub struct LlmAgent {
 }
 
 impl LlmAgent {
+    /// An LLM agent named `name` answering through `router`.
     pub fn new(name: impl Into<String>, router: Arc<Router>) -> Self {
         LlmAgent {
             name: name.into(),
@@ -40,6 +43,7 @@ impl LlmAgent {
         }
     }
 
+    /// The providers it asks, in the router's order.
     pub fn router(&self) -> &Arc<Router> {
         &self.router
     }

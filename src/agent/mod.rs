@@ -9,6 +9,7 @@
 pub mod echo;
 pub mod health;
 pub mod llm;
+#[doc(hidden)]
 pub mod proxy;
 
 use async_trait::async_trait;
@@ -47,8 +48,11 @@ pub trait Agent: Send + Sync + 'static {
 /// A failure an agent reports. Its message and code reach the client.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentError {
+    /// Shown to the client in `atomic.error`.
     pub message: String,
+    /// The error code (HTTP-like: 4xx the request's fault, 5xx the agent's).
     pub code: i64,
+    /// Extra fields for `atomic.error` (a JSON object).
     pub details: Option<serde_json::Value>,
 }
 

@@ -13,6 +13,7 @@ pub struct ListenHost {
 }
 
 impl ListenHost {
+    /// The address `HOST` resolved to.
     pub fn ip(&self) -> IpAddr {
         self.ip
     }

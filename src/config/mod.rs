@@ -47,6 +47,7 @@ pub use crate::obs::log::LogLevel;
         a .env file in the working directory (the environment wins). Durations are in \
         milliseconds, sizes in bytes."
 )]
+/// Every setting, from the environment, `.env` and flags (see `agentd --help`).
 pub struct Config {
     /// Address or host name to listen on (a name is resolved once at start, an IPv4
     /// address preferred: `localhost` listens on 127.0.0.1).
@@ -584,10 +585,12 @@ fn ms_range(min: u64, max: u64) -> clap::builder::RangedU64ValueParser<u64> {
 }
 
 impl Config {
+    /// `HOST` and `PORT` together.
     pub fn listen_addr(&self) -> SocketAddr {
         SocketAddr::new(self.host.ip(), self.port)
     }
 
+    /// `WORKERS`, or the cores available to this process.
     pub fn worker_count(&self) -> usize {
         match self.workers {
             Some(n) => n as usize,
@@ -595,6 +598,7 @@ impl Config {
         }
     }
 
+    /// `NODE_ENV=production`.
     pub fn is_production(&self) -> bool {
         self.node_env.eq_ignore_ascii_case("production")
     }
@@ -607,28 +611,36 @@ impl Config {
         }
     }
 
+    /// `REQUEST_LOGGING`, on unless in production.
     pub fn request_logging(&self) -> bool {
         self.request_logging.unwrap_or(!self.is_production())
     }
 
+    /// `KEEP_ALIVE_TIMEOUT`.
     pub fn keep_alive_timeout(&self) -> Duration {
         Duration::from_millis(self.keep_alive_timeout)
     }
+    /// `HEADER_READ_TIMEOUT`.
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_millis(self.header_read_timeout)
     }
+    /// `CONNECTION_TIMEOUT`: how long a request body may take.
     pub fn body_read_timeout(&self) -> Duration {
         Duration::from_millis(self.connection_timeout)
     }
+    /// `AGENT_TIMEOUT`.
     pub fn agent_timeout(&self) -> Duration {
         Duration::from_millis(self.agent_timeout)
     }
+    /// `SHUTDOWN_TIMEOUT`.
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout)
     }
+    /// `SSE_SLOW_READER_TIMEOUT`.
     pub fn slow_reader_timeout(&self) -> Duration {
         Duration::from_millis(self.sse_slow_reader_timeout)
     }
+    /// `SSE_HEARTBEAT`, `None` when 0.
     pub fn heartbeat(&self) -> Option<Duration> {
         (self.sse_heartbeat > 0).then(|| Duration::from_millis(self.sse_heartbeat))
     }

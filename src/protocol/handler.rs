@@ -27,16 +27,22 @@ pub const MAX_STREAMS_PER_RESPONSE: usize = 1024;
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum ProtocolError {
     #[error("the response is already complete")]
+    /// `done` was sent: nothing more may be emitted.
     Completed,
     #[error("invalid event name (1 to 256 bytes, no control characters)")]
+    /// The event name breaks the protocol's rule.
     InvalidEventName,
     #[error("{0}")]
+    /// The content breaks the protocol's rule (the message says how).
     InvalidContent(String),
     #[error("too many text streams in one response (limit {MAX_STREAMS_PER_RESPONSE})")]
+    /// More text streams than one response may open.
     TooManyStreams,
     #[error("the client disconnected")]
+    /// The client left.
     Disconnected,
     #[error("the client read too slowly and was disconnected")]
+    /// The client read too slowly and was cut off.
     SlowReader,
 }
 
@@ -119,6 +125,7 @@ impl ResponseHandler {
         self.sink.set_ending(ending);
     }
 
+    /// How this response's events are framed.
     pub fn framing(&self) -> Framing {
         self.framing
     }
@@ -128,6 +135,7 @@ impl ResponseHandler {
         self.done_id
     }
 
+    /// True once the client is gone (and the answer is not kept for a resume).
     pub fn is_disconnected(&self) -> bool {
         self.sink.is_closed()
     }

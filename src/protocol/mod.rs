@@ -4,12 +4,18 @@
 //! This module knows nothing about HTTP: it turns request bytes into typed values and
 //! typed events into bytes.
 
+#[doc(hidden)]
 pub mod events;
+#[doc(hidden)]
 pub mod finished;
 pub mod handler;
+#[doc(hidden)]
 pub mod ids;
+#[doc(hidden)]
 pub mod journal;
+#[doc(hidden)]
 pub mod queue;
+#[doc(hidden)]
 pub mod request;
 pub mod types;
 

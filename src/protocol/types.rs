@@ -11,9 +11,12 @@ use ulid::Ulid;
 /// `query`: what the user asked.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Query {
+    /// The query's id (a ULID).
     pub id: Ulid,
+    /// What the user asked (1 to 10,000 characters).
     pub prompt: String,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Optional context the client sent.
     pub context: Option<QueryContext>,
 }
 
@@ -22,10 +25,13 @@ pub struct Query {
 #[serde(rename_all = "camelCase")]
 pub struct QueryContext {
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The client's session id, if any.
     pub session_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// The client's user id, if any.
     pub user_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    /// Generation preferences (temperature, maximum tokens).
     pub preferences: Option<Preferences>,
 }
 
@@ -46,7 +52,9 @@ pub struct Preferences {
 pub struct Session {
     /// Shared, because every event repeats it as `source`.
     pub processor_id: Arc<str>,
+    /// The activity (conversation) this query belongs to.
     pub activity_id: Ulid,
+    /// This request's id.
     pub request_id: Ulid,
     /// Passed through untouched (a JSON array).
     pub interactions: serde_json::Value,

@@ -66,7 +66,7 @@ fn proxy_agent(config: &Config) -> Result<Arc<dyn Agent>, String> {
 }
 
 /// The proxy's settings; fails with a message naming the variable.
-pub fn proxy_settings(c: &Config) -> Result<ProxySettings, String> {
+pub(crate) fn proxy_settings(c: &Config) -> Result<ProxySettings, String> {
     let list = c.agent_upstreams.as_deref().ok_or(
         "AGENT=proxy needs AGENT_UPSTREAMS: the URLs of the upstream agents, e.g. \
          AGENT_UPSTREAMS=http://127.0.0.1:8000/assist",
@@ -90,7 +90,9 @@ pub fn proxy_settings(c: &Config) -> Result<ProxySettings, String> {
 }
 
 /// The providers named by the environment and the optional file; empty when none.
-pub fn providers(config: &Config) -> Result<(Vec<ProviderSpec>, llm::file::LlmFile), String> {
+pub(crate) fn providers(
+    config: &Config,
+) -> Result<(Vec<ProviderSpec>, llm::file::LlmFile), String> {
     let file = match &config.llm_config {
         Some(path) => llm::file::load(path)?,
         None => llm::file::LlmFile::default(),
@@ -128,7 +130,7 @@ pub fn providers(config: &Config) -> Result<(Vec<ProviderSpec>, llm::file::LlmFi
 }
 
 /// Builds the router (and starts its health monitor) when any provider is configured.
-pub fn llm_router(config: &Config) -> Result<Option<Arc<Router>>, String> {
+pub(crate) fn llm_router(config: &Config) -> Result<Option<Arc<Router>>, String> {
     let (specs, file) = providers(config)?;
     if specs.is_empty() {
         return Ok(None);

@@ -5,9 +5,9 @@
 //! This is the only module that knows every other one; none of them imports it. It
 //! must never hold request-time logic: everything here runs once, at start or stop.
 
-pub mod agents;
-pub mod settings;
-pub mod startup;
+pub(crate) mod agents;
+pub(crate) mod settings;
+pub(crate) mod startup;
 
 pub use agents::configured_agent;
 

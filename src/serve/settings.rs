@@ -21,7 +21,7 @@ use crate::server::ServerSettings;
 
 /// The server's settings. `workers` is resolved once: `available_parallelism` reads
 /// cgroup files, which no worker may do on a request.
-pub fn server(c: &Config) -> Result<ServerSettings, String> {
+pub(crate) fn server(c: &Config) -> Result<ServerSettings, String> {
     let tls = match (&c.tls_cert, &c.tls_key) {
         (Some(cert), Some(key)) => Some(crate::server::tls::acceptor(cert, key)?),
         _ => None,
@@ -44,7 +44,7 @@ pub fn server(c: &Config) -> Result<ServerSettings, String> {
 }
 
 /// The routes' settings.
-pub fn routes(c: &Config) -> RouteSettings {
+pub(crate) fn routes(c: &Config) -> RouteSettings {
     RouteSettings {
         agent_id: Arc::from(c.agent_id.as_str()),
         request_logging: c.request_logging(),
@@ -78,7 +78,7 @@ pub fn routes(c: &Config) -> RouteSettings {
 }
 
 /// The edge's policies.
-pub fn edge(c: &Config) -> Result<Edge, String> {
+pub(crate) fn edge(c: &Config) -> Result<Edge, String> {
     Ok(Edge {
         cors: Cors::new(&c.cors_origins),
         shed: ShedConfig {

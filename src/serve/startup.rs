@@ -10,7 +10,7 @@ use crate::config::Config;
 
 /// What the start-up line says.
 #[derive(Debug)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub agent: String,
     /// `name=base_url` per provider, or each upstream URL (from the agent's
     /// dependencies).
@@ -23,7 +23,7 @@ pub struct Summary {
 
 impl Summary {
     /// `kind` is what the configuration chose (`echo`, `llm`, `proxy`) or `custom`.
-    pub fn new(config: &Config, agent: &dyn Agent, kind: &str) -> Summary {
+    pub(crate) fn new(config: &Config, agent: &dyn Agent, kind: &str) -> Summary {
         let backends = agent
             .dependencies()
             .iter()
@@ -52,7 +52,7 @@ impl Summary {
     }
 
     /// Writes the line (and a warning per unrecognised `.env` key).
-    pub fn log(&self, addr: std::net::SocketAddr) {
+    pub(crate) fn log(&self, addr: std::net::SocketAddr) {
         tracing::info!(
             addr = %addr,
             agent = %self.agent,
@@ -73,7 +73,7 @@ impl Summary {
 }
 
 /// `redis://user:secret@host:6379/0` → `redis://***@host:6379/0`.
-pub fn mask_credentials(url: &str) -> String {
+pub(crate) fn mask_credentials(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };

@@ -6,10 +6,15 @@
 //! replaced on the same socket without losing its backlog, while the others keep
 //! serving. It must never serve requests itself.
 
+#[doc(hidden)]
 pub mod conn;
+#[doc(hidden)]
 pub mod listener;
+#[doc(hidden)]
 pub mod shutdown;
+#[doc(hidden)]
 pub mod tls;
+#[doc(hidden)]
 pub mod worker;
 
 use std::convert::Infallible;
@@ -31,19 +36,29 @@ use shutdown::{advance, phase_channel, Phase};
 /// How the server listens and how long it waits: built once at start.
 #[derive(Clone)]
 pub struct ServerSettings {
+    /// Where to listen.
     pub addr: SocketAddr,
     /// Worker threads (each with its own listener).
     pub workers: usize,
+    /// The listen backlog of each worker's socket.
     pub backlog: i32,
     /// For the whole process; split evenly between workers.
     pub max_connections: u64,
+    /// Longest time for a request head, from its first byte.
     pub header_read_timeout: Duration,
+    /// Longest idle time between requests on a connection.
     pub keep_alive_timeout: Duration,
+    /// How long responses may finish after a shutdown begins.
     pub shutdown_timeout: Duration,
+    /// Header fields per HTTP/1 request.
     pub max_headers: usize,
+    /// Bytes of an HTTP/1 head and of an HTTP/2 header list.
     pub max_header_bytes: usize,
+    /// Concurrent streams per HTTP/2 connection.
     pub h2_max_concurrent_streams: u32,
+    /// Streams an HTTP/2 client may open and reset before they are served.
     pub h2_max_pending_resets: usize,
+    /// Streams the server may reset for a client's errors on one HTTP/2 connection.
     pub h2_max_local_error_resets: usize,
     /// `Some`: every connection is HTTPS.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
@@ -51,8 +66,11 @@ pub struct ServerSettings {
 
 /// One request's connection, as a [`Service`] sees it.
 pub struct ConnInfo {
+    /// The connection's in-flight count and timers.
     pub activity: Arc<ConnActivity>,
+    /// The worker serving it.
     pub worker: usize,
+    /// The client's address.
     pub peer: IpAddr,
 }
 
@@ -72,8 +90,11 @@ pub trait Service: Send + Sync + 'static {
 /// What the server tells the service built on it: the shutdown phase, the workers
 /// replaced after a panic, and the per-worker figures the connections count into.
 pub struct ServerStatus {
+    /// Running, draining or past the shutdown deadline.
     pub phase: watch::Receiver<Phase>,
+    /// Every worker's figures.
     pub stats: Arc<Stats>,
+    /// When the server started.
     pub started: Instant,
     /// Workers replaced after a panic.
     restarts: AtomicU64,
@@ -81,6 +102,7 @@ pub struct ServerStatus {
 }
 
 impl ServerStatus {
+    /// How many workers were replaced after a panic.
     pub fn worker_restarts(&self) -> u64 {
         self.restarts.load(Ordering::Relaxed)
     }
@@ -90,6 +112,7 @@ impl ServerStatus {
         self.workers
     }
 
+    /// True until a shutdown begins.
     pub fn is_running(&self) -> bool {
         *self.phase.borrow() == Phase::Running
     }

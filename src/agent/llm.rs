@@ -4,9 +4,9 @@
 //! Events: `ANALYSIS` (json: provider, model, complexity, requestId), `AI_RESPONSE`
 //! (text stream of the tokens: one event per token, or joined by [`super::coalesce`]
 //! when `STREAM_CHUNK_SIZE` is set, the first token always at once), `PERFORMANCE`
-//! (json), `done`. A failure
-//! before the first token is an error after retries and failover; after it, the answer
-//! ends with `atomic.error` + `done`, never as a silently short answer.
+//! (json), `done`. A failure before the first token is an error after retries and
+//! failover; after it, the text received so far, then `atomic.error` + `done`, never a
+//! silently short answer.
 //!
 //! The SSE head is sent before the agent runs, so even a request refused because every
 //! provider is saturated is answered in the stream: `atomic.error` 503 with

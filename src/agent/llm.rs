@@ -2,9 +2,11 @@
 //! as they arrive, then performance figures.
 //!
 //! Events: `ANALYSIS` (json: provider, model, complexity, requestId), `AI_RESPONSE`
-//! (text stream of the tokens, unbuffered), `PERFORMANCE` (json), `done`. A failure
-//! before the first token is an error after retries and failover; after it, the answer
-//! ends with `atomic.error` + `done`, never as a silently short answer.
+//! (text stream of the tokens: one event per token, or joined by [`super::coalesce`]
+//! when `STREAM_CHUNK_SIZE` is set, the first token always at once), `PERFORMANCE`
+//! (json), `done`. A failure before the first token is an error after retries and
+//! failover; after it, the text received so far, then `atomic.error` + `done`, never a
+//! silently short answer.
 //!
 //! The SSE head is sent before the agent runs, so even a request refused because every
 //! provider is saturated is answered in the stream: `atomic.error` 503 with
@@ -17,6 +19,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use serde_json::json;
 
+use super::coalesce::{CoalesceSettings, Coalescing, Waited};
 use super::{Agent, AgentError, DependencyGroup, DependencyHealth, DependencyKind};
 use crate::llm::{ChatRequest, ErrorKind, LlmError, Router};
 use crate::protocol::{Query, ResponseHandler, Session};
@@ -28,16 +31,19 @@ const SYSTEM_PROMPT: &str = "You are a high-performance AI assistant. Be concise
 pub struct LlmAgent {
     name: String,
     router: Arc<Router>,
+    coalesce: CoalesceSettings,
     requests: AtomicU64,
     total_ms: AtomicU64,
 }
 
 impl LlmAgent {
-    /// An LLM agent named `name` answering through `router`.
-    pub fn new(name: impl Into<String>, router: Arc<Router>) -> Self {
+    /// An LLM agent named `name` answering through `router`, its text deltas joined as
+    /// `coalesce` says.
+    pub fn new(name: impl Into<String>, router: Arc<Router>, coalesce: CoalesceSettings) -> Self {
         LlmAgent {
             name: name.into(),
             router,
+            coalesce,
             requests: AtomicU64::new(0),
             total_ms: AtomicU64::new(0),
         }
@@ -135,7 +141,10 @@ impl Agent for LlmAgent {
             .await?;
         let stream = handler.create_text_stream("AI_RESPONSE")?;
         if let Some(first) = open.first.take() {
-            handler.emit_chunk(&stream, &first).await?;
+            let mut coalescing = Coalescing::new(self.coalesce);
+            if let Some(text) = coalescing.push(first) {
+                handler.emit_chunk(&stream, &text).await?;
+            }
             let to_first = started.elapsed();
             open.provider
                 .endpoint
@@ -143,15 +152,36 @@ impl Agent for LlmAgent {
                 .overhead
                 .record(to_first.saturating_sub(open.ttft));
             loop {
-                match open.stream.next_text().await {
-                    Ok(Some(t)) => handler.emit_chunk(&stream, &t).await?,
+                // Pending text that falls due leaves while the read goes on.
+                let read = {
+                    let mut next = std::pin::pin!(open.stream.next_text());
+                    loop {
+                        match coalescing.read(next.as_mut()).await {
+                            Waited::Read(read) => break read,
+                            Waited::Due(text) => handler.emit_chunk(&stream, &text).await?,
+                        }
+                    }
+                };
+                match read {
+                    Ok(Some(t)) => {
+                        if let Some(text) = coalescing.push(t) {
+                            handler.emit_chunk(&stream, &text).await?;
+                        }
+                    }
                     Ok(None) => {
+                        if let Some(text) = coalescing.take() {
+                            handler.emit_chunk(&stream, &text).await?;
+                        }
                         open.succeed();
                         break;
                     }
                     Err(e) => {
                         open.fail(&e);
                         tracing::warn!(provider = e.backend, kind = e.kind.as_str(), detail = %e.detail, "LLM stream failed after its first token");
+                        // The text received before the failure reaches the client first.
+                        if let Some(text) = coalescing.take() {
+                            handler.emit_chunk(&stream, &text).await?;
+                        }
                         return Err(agent_error(&e));
                     }
                 }

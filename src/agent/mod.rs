@@ -6,6 +6,7 @@
 //! its dependencies' health as data ([`Agent::dependencies`]); the server derives
 //! readiness from that.
 
+pub mod coalesce;
 pub mod echo;
 pub mod health;
 pub mod llm;
@@ -15,6 +16,7 @@ pub mod proxy;
 use async_trait::async_trait;
 
 pub use crate::protocol::{ProtocolError, Query, ResponseHandler, Session, TextStream};
+pub use coalesce::CoalesceSettings;
 pub use echo::EchoAgent;
 pub use health::{DependencyGroup, DependencyHealth, DependencyKind, DependencyState};
 pub use llm::LlmAgent;

@@ -169,6 +169,18 @@ pub struct Config {
     #[arg(long, env = "CHAT_COMPLETION_MAX_BYTES", value_name = "CHAT_COMPLETION_MAX_BYTES", default_value_t = 4_194_304, value_parser = clap::value_parser!(u64).range(1024..=1_073_741_824))]
     pub chat_completion_max_bytes: u64,
 
+    /// Token coalescing: consecutive text deltas of one stream (LLM tokens, a proxied
+    /// upstream's chunks) are joined into one `chunked.text` event until it holds this
+    /// many characters (0 = off: one event per delta). The first delta of an answer
+    /// leaves at once; a delta is never split.
+    #[arg(long, env = "STREAM_CHUNK_SIZE", value_name = "STREAM_CHUNK_SIZE", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=65_536))]
+    pub stream_chunk_size: u32,
+
+    /// Token coalescing: longest wait of the first pending delta before the joined text
+    /// is sent, whatever its size (used when STREAM_CHUNK_SIZE is set).
+    #[arg(long, env = "STREAM_BUFFER_TIMEOUT", value_name = "STREAM_BUFFER_TIMEOUT", default_value_t = 50, value_parser = ms_range(1, 10_000))]
+    pub stream_buffer_timeout: u64,
+
     /// `/stream` answers whose end is remembered, so that a browser's `EventSource`
     /// reconnecting after `done` (with `Last-Event-ID`) gets 204 and stops instead of
     /// running the agent again (0: not remembered).
@@ -649,6 +661,29 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_coalescing_is_off_by_default_and_bounded() {
+        let c = Config::defaults();
+        assert_eq!((c.stream_chunk_size, c.stream_buffer_timeout), (0, 50));
+        let parse = |args: &[&str]| Config::try_parse_from([&["agentd"], args].concat());
+        let c = parse(&[
+            "--stream-chunk-size",
+            "100",
+            "--stream-buffer-timeout",
+            "20",
+        ])
+        .unwrap();
+        assert_eq!((c.stream_chunk_size, c.stream_buffer_timeout), (100, 20));
+        for (flag, bad, name) in [
+            ("--stream-chunk-size", "65537", "STREAM_CHUNK_SIZE"),
+            ("--stream-buffer-timeout", "0", "STREAM_BUFFER_TIMEOUT"),
+            ("--stream-buffer-timeout", "10001", "STREAM_BUFFER_TIMEOUT"),
+        ] {
+            let e = parse(&[flag, bad]).unwrap_err();
+            assert!(e.to_string().contains(name), "{e}");
+        }
+    }
 
     #[test]
     fn defaults_match_the_guide() {

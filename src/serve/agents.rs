@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::agent::proxy::settings::{self, ProxySettings};
-use crate::agent::{self, Agent, EchoAgent};
+use crate::agent::{self, Agent, CoalesceSettings, EchoAgent};
 use crate::backend::{client, probe, slots, Breaker};
 use crate::config::{self, Config, DEFAULT_AGENT_NAME};
 use crate::llm;
@@ -35,6 +35,7 @@ pub fn configured_agent(config: &Config) -> Result<Arc<dyn Agent>, String> {
         (config::AgentKind::Llm, Some(router)) => Arc::new(agent::LlmAgent::new(
             name(config, "agentd LLM agent"),
             router,
+            coalesce_settings(config),
         )),
         (config::AgentKind::Proxy, _) => return proxy_agent(config),
         (config::AgentKind::Llm, None) => {
@@ -65,6 +66,15 @@ fn proxy_agent(config: &Config) -> Result<Arc<dyn Agent>, String> {
     )?))
 }
 
+/// How text deltas are joined (`STREAM_CHUNK_SIZE`, `STREAM_BUFFER_TIMEOUT`), for the
+/// LLM agent and the proxy alike.
+pub(crate) fn coalesce_settings(c: &Config) -> CoalesceSettings {
+    CoalesceSettings {
+        chunk_size: c.stream_chunk_size as usize,
+        buffer_timeout: Duration::from_millis(c.stream_buffer_timeout),
+    }
+}
+
 /// The proxy's settings; fails with a message naming the variable.
 pub(crate) fn proxy_settings(c: &Config) -> Result<ProxySettings, String> {
     let list = c.agent_upstreams.as_deref().ok_or(
@@ -81,6 +91,7 @@ pub(crate) fn proxy_settings(c: &Config) -> Result<ProxySettings, String> {
         breaker_threshold: c.proxy_breaker_threshold,
         breaker_reset: ms(c.proxy_breaker_reset),
         health_check_interval: ms(c.proxy_health_check_interval),
+        coalesce: coalesce_settings(c),
         pool: client::PoolConfig {
             connect_timeout: ms(c.proxy_connect_timeout),
             idle_timeout: ms(c.proxy_pool_idle_timeout),

@@ -225,7 +225,7 @@ impl Agent for ProxyAgent {
             .await
             .map_err(|e| agent_error(&e))?;
         let endpoint = &upstream.endpoint;
-        let mut relay = Relay::new(handler);
+        let mut relay = Relay::new(handler, self.settings.coalesce);
         let mut next = first;
         let failure = loop {
             match relay.forward(next).await {
@@ -245,7 +245,12 @@ impl Agent for ProxyAgent {
                 Err(RelayError::Client(e)) => return Err(e.into()),
                 Err(RelayError::Upstream(e)) => break e,
             }
-            next = match reader.next().await {
+            let read = match relay.read(reader.next()).await {
+                Ok(read) => read,
+                Err(RelayError::Client(e)) => return Err(e.into()),
+                Err(RelayError::Upstream(e)) => break e,
+            };
+            next = match read {
                 Ok(Some(ev)) => match event::decode(&ev.data) {
                     Ok(ev) => ev,
                     Err(d) => break upstream_error(ErrorKind::Protocol, d),
@@ -256,6 +261,10 @@ impl Agent for ProxyAgent {
                 Err(e) => break e,
             };
         };
+        // The text relayed before the failure reaches the client first.
+        if let Err(RelayError::Client(e)) = relay.flush().await {
+            return Err(e.into());
+        }
         endpoint.record_error(&failure);
         log_failure(upstream, &failure, true);
         if failure.counts_as_failure() {

@@ -5,11 +5,19 @@
 //!
 //! Upstream text streams are mapped onto handler streams (agentd's own `stream_id`s) by
 //! the upstream's `stream_id`, at most `MAX_STREAMS_PER_RESPONSE` per response (the
-//! handler's limit). It never reads the upstream and never waits except on the client
-//! (the handler's bounded queue), which is what carries backpressure upstream.
+//! handler's limit). With `STREAM_CHUNK_SIZE` set, consecutive chunks of one upstream
+//! stream are joined ([`crate::agent::coalesce`]); anything else the upstream sends
+//! (another event, another stream's chunk, a completion, `done`) and the end of its
+//! stream flush the pending text first, so order is kept. It never reads the upstream
+//! itself (the caller's read goes through [`Relay::read`], which only adds the
+//! coalescing deadline) and never waits except on the client (the handler's bounded
+//! queue), which is what carries backpressure upstream.
+
+use std::future::Future;
 
 use super::error::{upstream_error, UpstreamError};
 use super::event::UpstreamEvent;
+use crate::agent::coalesce::{CoalesceSettings, Coalescing, Waited};
 use crate::backend::ErrorKind;
 use crate::protocol::{ProtocolError, ResponseHandler, TextStream};
 
@@ -48,18 +56,60 @@ struct Mapped {
 pub struct Relay<'h> {
     handler: &'h mut ResponseHandler,
     streams: Vec<Mapped>,
+    coalescing: Coalescing,
+    /// The stream (index into `streams`) whose text is pending in `coalescing`.
+    pending_stream: usize,
 }
 
 impl<'h> Relay<'h> {
-    pub fn new(handler: &'h mut ResponseHandler) -> Self {
+    pub fn new(handler: &'h mut ResponseHandler, coalesce: CoalesceSettings) -> Self {
         Relay {
             handler,
             streams: Vec::new(),
+            coalescing: Coalescing::new(coalesce),
+            pending_stream: 0,
         }
+    }
+
+    /// Awaits the caller's read of the next upstream event, emitting pending text whose
+    /// buffer timeout passes meanwhile (the read goes on, it is not restarted).
+    pub async fn read<F: Future>(&mut self, read: F) -> Result<F::Output, RelayError> {
+        let mut read = std::pin::pin!(read);
+        loop {
+            match self.coalescing.read(read.as_mut()).await {
+                Waited::Read(out) => return Ok(out),
+                Waited::Due(text) => self.emit_pending(text).await?,
+            }
+        }
+    }
+
+    /// Emits the pending text, if any: before any other event, and when the upstream
+    /// stream ends or fails.
+    pub async fn flush(&mut self) -> Result<(), RelayError> {
+        match self.coalescing.take() {
+            Some(text) => self.emit_pending(text).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn emit_pending(&mut self, text: String) -> Result<(), RelayError> {
+        if let Some(stream) = self.streams[self.pending_stream].stream.as_ref() {
+            self.handler.emit_chunk(stream, &text).await?;
+        }
+        Ok(())
     }
 
     /// Emits one upstream event.
     pub async fn forward(&mut self, ev: UpstreamEvent) -> Result<Flow, RelayError> {
+        if !matches!(
+            ev,
+            UpstreamEvent::Chunk {
+                is_complete: false,
+                ..
+            }
+        ) {
+            self.flush().await?;
+        }
         let h = &mut *self.handler;
         match ev {
             UpstreamEvent::TextBlock { name, content } => {
@@ -76,7 +126,7 @@ impl<'h> Relay<'h> {
                 stream_id,
                 is_complete,
                 content,
-            } => self.chunk(name, stream_id, is_complete, &content).await?,
+            } => self.chunk(name, stream_id, is_complete, content).await?,
             UpstreamEvent::Done => {
                 h.complete().await?;
                 return Ok(Flow::Done);
@@ -90,7 +140,7 @@ impl<'h> Relay<'h> {
         name: String,
         upstream_id: String,
         is_complete: bool,
-        content: &str,
+        content: String,
     ) -> Result<(), RelayError> {
         let pos = match self
             .streams
@@ -107,19 +157,26 @@ impl<'h> Relay<'h> {
                 self.streams.len() - 1
             }
         };
-        let Some(stream) = self.streams[pos].stream.as_ref() else {
+        if self.streams[pos].stream.is_none() {
             return Err(RelayError::Upstream(upstream_error(
                 ErrorKind::Protocol,
                 "a chunk on a completed stream",
             )));
-        };
+        }
         if is_complete {
             // The protocol's completion content is " "; the handler writes it.
             if let Some(stream) = self.streams[pos].stream.take() {
                 self.handler.complete_stream(stream).await?;
             }
         } else {
-            self.handler.emit_chunk(stream, content).await?;
+            if pos != self.pending_stream {
+                // Another stream's text is pending: it leaves first.
+                self.flush().await?;
+                self.pending_stream = pos;
+            }
+            if let Some(text) = self.coalescing.push(content) {
+                self.emit_pending(text).await?;
+            }
         }
         Ok(())
     }

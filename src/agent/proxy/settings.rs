@@ -9,6 +9,7 @@ use std::time::Duration;
 use http::Uri;
 
 use super::balance::Balance;
+use crate::agent::coalesce::CoalesceSettings;
 use crate::backend::client::PoolConfig;
 
 /// Most upstreams one proxy may front.
@@ -25,6 +26,8 @@ pub struct ProxySettings {
     pub breaker_threshold: u32,
     pub breaker_reset: Duration,
     pub health_check_interval: Duration,
+    /// How upstream text deltas are joined before they are relayed.
+    pub coalesce: CoalesceSettings,
     pub pool: PoolConfig,
 }
 

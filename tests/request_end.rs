@@ -214,3 +214,46 @@ fn the_worker_count_is_resolved_once_at_start() {
     let server = start_echo_with(c);
     assert_eq!(server.handle().workers(), cores);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shedding_logs_at_most_a_line_per_second_per_worker() {
+    let _ = captured_logs();
+    let mut c = config();
+    c.max_in_flight = 1;
+    let agent = std::sync::Arc::new(SlowStreamAgent::new(20, Duration::from_millis(100)));
+    let server = start(c, agent.clone());
+    let held = tokio::spawn({
+        let url = server.url("/agent");
+        async move {
+            let res = client()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body("hold"))
+                .send()
+                .await
+                .unwrap();
+            events(res).await
+        }
+    });
+    assert!(
+        eventually(Duration::from_secs(5), || agent
+            .started
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 1)
+        .await
+    );
+    let started = std::time::Instant::now();
+    for _ in 0..30 {
+        let res = post_json(&server, "/agent", body("shed me")).await;
+        assert_eq!(res.status(), 503);
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    let text = String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned();
+    let lines = text.lines().filter(|l| l.contains("requests shed")).count() as u64;
+    assert!(lines >= 1, "shedding is logged");
+    assert!(
+        lines <= 2 * seconds,
+        "{lines} lines for 30 shed requests in under {seconds} s on 2 workers"
+    );
+    held.abort();
+}

@@ -97,6 +97,36 @@ fn authorize(
     app.auth.check_bearer(header).map_err(map).map(principal)
 }
 
+/// How often each worker may log that it sheds load: a line per shed request would
+/// flood the log exactly when the server is overloaded.
+const SHED_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+thread_local! {
+    /// This worker's last shed log line, and the requests shed since.
+    static SHED_LOG: std::cell::Cell<(Option<Instant>, u64)> =
+        const { std::cell::Cell::new((None, 0)) };
+}
+
+/// Logs a shed request: the first on this worker at once, then at most one line per
+/// `SHED_LOG_INTERVAL` with how many were shed since (`/metrics` counts every one).
+fn log_shed(pressure: crate::edge::shed::Pressure, request_id: &HeaderValue) {
+    SHED_LOG.with(|log| {
+        let (last, count) = log.get();
+        let count = count + 1;
+        if last.is_none_or(|t| t.elapsed() >= SHED_LOG_INTERVAL) {
+            tracing::warn!(
+                request_id = ?request_id,
+                reason = pressure.as_str(),
+                shed = count,
+                "requests shed (at most one line per second per worker)"
+            );
+            log.set((Some(Instant::now()), 0));
+        } else {
+            log.set((last, count));
+        }
+    });
+}
+
 /// Who is asking: the worker serving the request and, when a credential named them,
 /// the principal.
 pub struct Caller {
@@ -172,7 +202,7 @@ pub async fn handle(
                 app.shedder
                     .shed
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(request_id = ?request_id, reason = p.as_str(), "request shed");
+                log_shed(p, &request_id);
                 Err(HttpError::UnderPressure {
                     retry_after: app.settings.shed_retry_after,
                 })

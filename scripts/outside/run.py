@@ -45,7 +45,7 @@ from harness import (HERE, Agentd, Ctx, FakeLlmProcess, FakeOpenAI, Results, fre
 NODE_DIR = os.path.join(HERE, "node")
 TIMEOUT = httpx.Timeout(15.0)
 GROUPS = ["chromium", "node-eventsource", "node-ws", "httpx-sse", "pyjwt", "promtool", "aiohttp",
-          "openai-python", "node-ai-sdk"]
+          "openai-python", "node-ai-sdk", "openapi"]
 
 
 def ulid() -> str:
@@ -331,6 +331,44 @@ def group_promtool(res: Results, binary: str, out: str) -> None:
         ctx.expect(p.returncode == 0, f"expected `promtool check metrics` to pass (exit 0); got exit {p.returncode}: {short(said, 600)}")
         ctx.note(f"{len(text)} bytes, {text.count(b'# TYPE')} families, no problems")
     res.check("promtool: /metrics passes `promtool check metrics`", run)
+
+
+# ------------------------------------------------------------------ openapi
+
+
+def group_openapi(res: Results, binary: str, out: str) -> None:
+    from openapi_spec_validator import validate
+
+    with Agentd(binary, out, "openapi", {"ENABLE_METRICS": "true"}) as a:
+        def document(ctx: Ctx) -> None:
+            r = httpx.get(a.base + "/openapi.json", timeout=TIMEOUT)
+            ctx.require(r.status_code == 200, f"expected 200 from /openapi.json; got {r.status_code}")
+            ctx.expect(r.headers.get("content-type", "").startswith("application/json"),
+                       f"expected a JSON content type; got {r.headers.get('content-type')}")
+            doc = r.json()
+            with open(os.path.join(out, "openapi.json"), "w") as f:
+                json.dump(doc, f, indent=1)
+            try:
+                validate(doc)
+            except Exception as e:  # the validator's own error says what is wrong
+                ctx.require(False, f"openapi-spec-validator refused the document: {short(str(e), 600)}")
+            # Every documented operation is served (never a 404 for the path itself).
+            with httpx.Client(timeout=TIMEOUT) as c:
+                for path, item in doc["paths"].items():
+                    for method in item:
+                        if method == "parameters":
+                            continue
+                        concrete = path.replace("{id}", "00" + "ab" * 16)
+                        if method == "get" and path in ("/ws",):
+                            continue
+                        resp = c.request(method.upper(), a.base + concrete,
+                                         headers={"content-type": "application/json"}, content=b"{}")
+                        ok = resp.status_code != 404 or (path == "/agent/streams/{id}"
+                                                         and resp.json().get("code") == "stream_not_found")
+                        ctx.expect(ok and resp.status_code != 405,
+                                   f"{method.upper()} {path}: documented but answered {resp.status_code}")
+            ctx.note(f"{len(doc['paths'])} paths, valid OpenAPI {doc['openapi']}")
+        res.check("openapi: /openapi.json is a valid OpenAPI 3.1 document and every path in it is served", document)
 
 
 # ------------------------------------------------------------------ aiohttp
@@ -725,6 +763,7 @@ def main() -> int:
         "aiohttp": group_aiohttp,
         "openai-python": group_openai_python,
         "node-ai-sdk": group_node_ai_sdk,
+        "openapi": group_openapi,
     }
     res = Results()
     t0 = time.monotonic()

@@ -29,6 +29,8 @@ pub enum Route {
     OpenAiModels,
     /// `POST /v1/chat/completions` (OpenAI-compatible).
     OpenAiChat,
+    /// `GET /openapi.json`.
+    OpenApi,
 }
 
 impl Route {
@@ -71,12 +73,13 @@ impl Route {
             Route::StreamCancel => 12,
             Route::OpenAiModels => 13,
             Route::OpenAiChat => 14,
+            Route::OpenApi => 15,
         }
     }
 }
 
 /// The label of requests that matched no route.
-pub const UNROUTED_LABEL: usize = 15;
+pub const UNROUTED_LABEL: usize = 16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RouteMatch {
@@ -124,6 +127,7 @@ pub fn route(method: &Method, path: &str) -> RouteMatch {
         (Some("health"), Some("detailed")) => (Route::HealthDetailed, GET),
         (Some("metrics"), None) => (Route::Metrics, GET),
         (Some("stats"), None) => (Route::Stats, GET),
+        (Some("openapi.json"), None) => (Route::OpenApi, GET),
         (Some("v1"), Some("models")) => (Route::OpenAiModels, GET),
         _ => return RouteMatch::NotFound,
     };

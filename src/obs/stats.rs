@@ -108,7 +108,7 @@ impl PromHistogram {
 }
 
 /// Routes as metric labels (bounded: never raw paths).
-pub const ROUTE_LABELS: [&str; 16] = [
+pub const ROUTE_LABELS: [&str; 17] = [
     "agent",
     "assist",
     "agent_api",
@@ -124,6 +124,7 @@ pub const ROUTE_LABELS: [&str; 16] = [
     "stream_cancel",
     "openai_models",
     "openai_chat",
+    "openapi",
     "other",
 ];
 /// Status classes as metric labels.

@@ -11,6 +11,7 @@ mod app;
 pub mod health;
 pub mod metrics;
 pub mod openai;
+pub mod openapi;
 pub mod resume;
 pub mod ws;
 
@@ -330,6 +331,7 @@ async fn dispatch(
         Route::OpenAiChat => {
             Box::pin(openai::chat_completions(req, headers, app, request_id)).await
         }
+        Route::OpenApi => Ok(openapi::document()),
         Route::Health => Ok(health::health(app)),
         Route::HealthLive => Ok(health::live()),
         Route::HealthReady => Ok(health::ready(app).await),

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any, Optional
@@ -94,14 +95,14 @@ class Browser:
             raise RuntimeError(f"page script failed: {short(json.dumps(r['exceptionDetails']), 400)}")
         return r["result"].get("value")
 
-    def goto(self, url: str) -> None:
+    def goto(self, url: str, ready: str = "typeof window.esRun === 'function'") -> None:
         self.call("Network.enable")
         self.events.clear()
         self.call("Page.navigate", {"url": url})
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
-                if self.eval("document.readyState === 'complete' && typeof window.esRun === 'function'", 5):
+                if self.eval(f"document.readyState === 'complete' && ({ready})", 5):
                     return
             except RuntimeError:
                 pass
@@ -317,3 +318,62 @@ def run_chromium(res: Results, binary: str, out_dir: str) -> None:
         finally:
             if browser is not None:
                 browser.close()
+
+
+def run_playground(res: Results, binary: str, out_dir: str) -> None:
+    """The playground page in Chromium, under agentd's own CSP: load it, ask on each of
+    its three routes, see the streamed answer in the DOM (and a screenshot of it)."""
+    if not os.access(CHROMIUM, os.X_OK):
+        res.check("playground: chromium available", lambda ctx: ctx.require(False, f"expected {CHROMIUM}"))
+        return
+    browser: Optional[Browser] = None
+    with Agentd(binary, out_dir, "playground", {}) as a:
+        try:
+            browser = Browser(out_dir)
+
+            def ask(ctx: Ctx) -> None:
+                url = a.base + "/playground"
+                browser.goto(url, "window.playgroundReady === true")
+                csp = [e["params"]["response"]["headers"] for e in browser.events
+                       if e["method"] == "Network.responseReceived" and e["params"]["response"]["url"] == url]
+                ctx.expect(any("content-security-policy" in {k.lower() for k in h} for h in csp),
+                           "expected the page to be served under agentd's CSP")
+                for route in ["/agent", "/stream", "/v1/chat/completions"]:
+                    prompt = f"playground on {route}"
+                    started = browser.eval("document.body.dataset.finished || ''")
+                    browser.eval(f"document.getElementById('prompt').value = {js(prompt)};"
+                                 f"document.getElementById('route').value = {js(route)};"
+                                 "document.getElementById('send').click(); true")
+                    deadline = time.monotonic() + 15
+                    while time.monotonic() < deadline:
+                        if browser.eval("document.body.dataset.finished || ''") != started:
+                            break
+                        time.sleep(0.1)
+                    state = browser.eval("({answer: document.getElementById('answer').textContent,"
+                                         " events: document.getElementById('events').textContent,"
+                                         " status: document.getElementById('status').textContent,"
+                                         " rid: document.getElementById('request-id').textContent,"
+                                         " first: document.getElementById('first').textContent})")
+                    shot = os.path.join(out_dir, f"playground{route.replace('/', '-')}.png")
+                    browser.screenshot(shot)
+                    print(f"     screenshot of the playground ({route}): {shot}", flush=True)
+                    ctx.require(state["status"] == "200", f"{route}: expected status 200 on the page; got {state}")
+                    ctx.expect(prompt in state["answer"], f"{route}: expected the answer to hold the prompt; got {state}")
+                    ctx.expect(state["rid"] not in ("", "–", "…"), f"{route}: expected a request id; got {state}")
+                    ctx.expect(state["first"] not in ("", "–", "…"), f"{route}: expected a time to first event; got {state}")
+                    done = "finish_reason: stop" if route.startswith("/v1") else "done"
+                    ctx.expect(done in state["events"], f"{route}: expected {done!r} in the side panel; got {state}")
+                ctx.note("answers streamed into the page on /agent, /stream and /v1/chat/completions")
+            res.check("playground: the page answers in Chromium on its three routes, under agentd's CSP", ask)
+        finally:
+            if browser is not None:
+                browser.close()
+    with Agentd(binary, out_dir, "playground-off", {"PLAYGROUND": "false"}) as a:
+        def off(ctx: Ctx) -> None:
+            r = urllib.request.Request(a.base + "/playground")
+            try:
+                urllib.request.urlopen(r, timeout=5)
+                ctx.require(False, "expected 404 with PLAYGROUND=false")
+            except urllib.error.HTTPError as e:
+                ctx.require(e.code == 404, f"expected 404 with PLAYGROUND=false; got {e.code}")
+        res.check("playground: PLAYGROUND=false answers 404", off)

@@ -45,7 +45,7 @@ from harness import (HERE, Agentd, Ctx, FakeLlmProcess, FakeOpenAI, Results, fre
 NODE_DIR = os.path.join(HERE, "node")
 TIMEOUT = httpx.Timeout(15.0)
 GROUPS = ["chromium", "node-eventsource", "node-ws", "httpx-sse", "pyjwt", "promtool", "aiohttp",
-          "openai-python", "node-ai-sdk", "openapi"]
+          "openai-python", "node-ai-sdk", "openapi", "playground"]
 
 
 def ulid() -> str:
@@ -755,6 +755,7 @@ def main() -> int:
     import chromium  # noqa: E402 (here so that --only without chromium needs no browser bits)
     runners = {
         "chromium": chromium.run_chromium,
+        "playground": chromium.run_playground,
         "node-eventsource": group_node_eventsource,
         "node-ws": group_node_ws,
         "httpx-sse": group_httpx_sse,

@@ -187,6 +187,10 @@ pub struct Config {
     #[arg(long, env = "STREAM_DONE_MEMORY", value_name = "STREAM_DONE_MEMORY", default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(0..=10_000_000))]
     pub stream_done_memory: u64,
 
+    /// Serve the playground page at /playground (a page to try the agent from a browser).
+    #[arg(long, env = "PLAYGROUND", value_name = "PLAYGROUND", default_value_t = true, action = clap::ArgAction::Set)]
+    pub playground: bool,
+
     /// Where answers are kept for a client to resume them (`GET /agent/streams/{id}`):
     /// `memory` (this process) or `off` (no `x-stream-id`, a client that leaves
     /// cancels its answer at once).

@@ -22,6 +22,8 @@ pub enum ContentKind {
     Empty,
     /// `text/plain; version=0.0.4`
     Prometheus,
+    /// A static file with this content type.
+    File(&'static str),
 }
 
 pub struct Reply {
@@ -81,6 +83,16 @@ impl Reply {
         }
     }
 
+    /// A static file (a page, its script) with its content type.
+    pub fn file(content_type: &'static str, body: &'static [u8]) -> Reply {
+        Reply {
+            status: StatusCode::OK,
+            kind: ContentKind::File(content_type),
+            body: ResponseBody::full(bytes::Bytes::from_static(body)),
+            extra: None,
+        }
+    }
+
     pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Reply {
         self.extra = Some((name, value));
         self
@@ -100,6 +112,9 @@ impl Reply {
             }
             ContentKind::Prometheus => {
                 headers.insert(header::CONTENT_TYPE, PROMETHEUS.clone());
+            }
+            ContentKind::File(content_type) => {
+                headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
             }
             ContentKind::EventStream => {
                 headers.insert(header::CONTENT_TYPE, EVENT_STREAM.clone());

@@ -31,6 +31,8 @@ pub enum Route {
     OpenAiChat,
     /// `GET /openapi.json`.
     OpenApi,
+    /// `GET /playground` and its script.
+    Playground,
 }
 
 impl Route {
@@ -74,12 +76,13 @@ impl Route {
             Route::OpenAiModels => 13,
             Route::OpenAiChat => 14,
             Route::OpenApi => 15,
+            Route::Playground => 16,
         }
     }
 }
 
 /// The label of requests that matched no route.
-pub const UNROUTED_LABEL: usize = 16;
+pub const UNROUTED_LABEL: usize = 17;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RouteMatch {
@@ -128,6 +131,7 @@ pub fn route(method: &Method, path: &str) -> RouteMatch {
         (Some("metrics"), None) => (Route::Metrics, GET),
         (Some("stats"), None) => (Route::Stats, GET),
         (Some("openapi.json"), None) => (Route::OpenApi, GET),
+        (Some("playground"), None | Some("app.js")) => (Route::Playground, GET),
         (Some("v1"), Some("models")) => (Route::OpenAiModels, GET),
         _ => return RouteMatch::NotFound,
     };

@@ -49,6 +49,8 @@ pub struct RouteSettings {
     pub chat_completion_max_bytes: usize,
     pub ws_max_message: usize,
     pub ws_idle_timeout: Duration,
+    /// `GET /playground` answers (`PLAYGROUND`).
+    pub playground: bool,
     /// `Some` when answers are resumable (`RESUME_STORE=memory`).
     pub resume: Option<super::resume::ResumeSettings>,
 }

@@ -12,6 +12,7 @@ pub mod health;
 pub mod metrics;
 pub mod openai;
 pub mod openapi;
+mod playground;
 pub mod resume;
 pub mod ws;
 
@@ -332,6 +333,7 @@ async fn dispatch(
             Box::pin(openai::chat_completions(req, headers, app, request_id)).await
         }
         Route::OpenApi => Ok(openapi::document()),
+        Route::Playground => playground::serve(app.settings.playground, req.uri().path()),
         Route::Health => Ok(health::health(app)),
         Route::HealthLive => Ok(health::live()),
         Route::HealthReady => Ok(health::ready(app).await),

@@ -68,6 +68,7 @@ pub(crate) fn routes(c: &Config) -> RouteSettings {
             .unwrap_or(usize::MAX),
         ws_max_message: usize::try_from(c.ws_max_message).unwrap_or(usize::MAX),
         ws_idle_timeout: Duration::from_millis(c.ws_idle_timeout),
+        playground: c.playground,
         resume: (c.resume_store == ResumeStore::Memory).then(|| ResumeSettings {
             grace: Duration::from_millis(c.resume_grace),
             ttl: Duration::from_millis(c.resume_ttl),

@@ -87,13 +87,17 @@ PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 unshare --mount --fork -- bash -c '
   mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" &&
   exec env -i HOST=127.0.0.1 PORT="$2" WORKERS=1 NODE_ENV=production \
-    chroot --userspec=10001:10001 "$1" /usr/local/bin/agentd' _ "$MNT" "$PORT" \
+    "$3" --userspec=10001:10001 "$1" /usr/local/bin/agentd' _ "$MNT" "$PORT" "$(command -v chroot)" \
   > "$OUT/run.log" 2>&1 &
 PID=$!
 for _ in $(seq 100); do
   if curl -sf -o "$OUT/live.json" --max-time 1 "http://127.0.0.1:$PORT/health/live"; then
     log "GET /health/live from the image's root filesystem (read-only, user 10001): $(cat "$OUT/live.json")"
-    ps -o user=,args= --ppid "$(pgrep -P "$PID" | head -1)" 2>/dev/null | head -1 >&2 || true
+    APID=$(pgrep -P "$PID" | head -1)
+    UIDS=$(awk '/^Uid:/ { print $2 }' "/proc/$APID/status")
+    ROOTOPTS=$(awk '$5 == "/" { print $6 }' "/proc/$APID/mountinfo" | tail -1)
+    log "agentd PID $APID: uid $UIDS, its / mounted $ROOTOPTS"
+    [[ $UIDS == 10001 && $ROOTOPTS == ro,* ]] || die "not non-root on a read-only root" 1
     log "passed (OCI archive: $OUT/agentd-image.oci.tar)"
     exit 0
   fi

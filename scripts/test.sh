@@ -48,7 +48,7 @@ if [[ ${SKIP_SOAK:-0} != 1 ]]; then
 fi
 if [[ ${SKIP_FLEET:-0} != 1 ]]; then
   step "fleet drill, quick run: HAProxy, 3 replicas, rolling restarts and a SIGKILL"
-  scripts/fleet.sh --quick --no-build
+  scripts/fleet.sh --quick
 fi
 if [[ ${SKIP_IMAGE:-0} != 1 ]]; then
   step "image: built FROM scratch with buildah, served from its root filesystem"

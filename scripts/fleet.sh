@@ -153,6 +153,24 @@ wait_up() {  # index
 for i in 0 1 2; do wait_up "$i"; done
 log "HAProxy on :$HAPROXY_PORT, replicas on :$P1 :$P2 :$P3, redis :$REDIS_PORT, fake-llm :$FAKE_PORT (answers $TOKENS x ${TOKEN_DELAY_MS} ms), SHUTDOWN_TIMEOUT=$SHUTDOWN_TIMEOUT"
 
+in_flight() {  # server name: its sessions now, as HAProxy counts them
+  curl -s --max-time 1 "http://127.0.0.1:$STATS_PORT/stats;csv" \
+    | awk -F, -v s="$1" '$1 == "agentd" && $2 == s { print $5 }'
+}
+wait_in_flight() {  # server name, count: waits up to 5 s for that many streams on it
+  local t
+  for t in $(seq 50); do
+    (( $(in_flight "$1") >= $2 )) && break
+    sleep 0.1
+  done
+  in_flight "$1"
+}
+backend_stats() {  # HAProxy's counters for the backend: retries, redispatches, errors
+  curl -s --max-time 1 "http://127.0.0.1:$STATS_PORT/stats;csv" | awk -F, '
+    $1 == "agentd" && $2 == "BACKEND" {
+      printf "connection errors %s, response errors %s, retries %s, redispatches %s", $14, $15, $16, $17 }'
+}
+
 run_load() {  # name
   rm -f "$RUN/$1.stop"
   python3 "$HERE/load.py" --port "$HAPROXY_PORT" --stop-file "$RUN/$1.stop" \
@@ -170,10 +188,11 @@ run_load rolling
 sleep 2
 for round in $(seq "$ROUNDS"); do
   for i in 0 1 2; do
+    n=$(wait_in_flight "r$((i + 1))" 2)
     t0=$(date +%s.%N)
     kill -TERM "${REPLICA[$i]}"
     status=0; wait "${REPLICA[$i]}" || status=$?
-    log "round $round: r$((i + 1)) exited $status after $(python3 -c "print(f'{$(date +%s.%N) - $t0:.2f}')") s"
+    log "round $round: r$((i + 1)) SIGTERM with $n requests in flight; exited $status after $(python3 -c "print(f'{$(date +%s.%N) - $t0:.2f}')") s"
     [[ $status == 0 ]] || die "r$((i + 1)) exited $status on SIGTERM"
     start_replica "$i"
     wait_up "$i"
@@ -182,11 +201,13 @@ for round in $(seq "$ROUNDS"); do
 done
 sleep 1
 stop_load rolling
+log "HAProxy after the restarts: $(backend_stats)"
 
 # (b) SIGKILL one replica mid-stream, then start it again.
 run_load kill
-sleep 2.5
-log "SIGKILL r2"
+sleep 1
+n=$(wait_in_flight r2 3)
+log "SIGKILL r2 with $n requests in flight"
 kill -KILL "${REPLICA[1]}"
 wait "${REPLICA[1]}" 2>/dev/null || true
 sleep 1
@@ -194,6 +215,7 @@ start_replica 1
 wait_up 1
 sleep 2
 stop_load kill
+log "HAProxy after the SIGKILL (counters since the start): $(backend_stats)"
 
 if python3 "$HERE/report.py" --rolling "$RUN/rolling.json" --kill "$RUN/kill.json" --killed r2 \
     --md "$RUN/fleet.md"; then

@@ -32,6 +32,8 @@
 #   --quick      for CI (about 60 s): shorter answers (1.5 s), fewer clients
 #   --no-build   use the release binaries already built
 #   -h, --help   this text
+# HAPROXY_CFG=FILE runs the drill with another HAProxy configuration (same @PORT@
+# placeholders), e.g. to see what a setting is worth.
 # Needs haproxy, redis-server, curl, python3 (Debian: apt-get install -y haproxy
 # redis-server curl). Exit status: 0 passed, 1 a target missed, 2 set-up failure.
 set -euo pipefail
@@ -130,7 +132,7 @@ start_replica() {  # index
 }
 
 sed -e "s/@HAPROXY_PORT@/$HAPROXY_PORT/; s/@STATS_PORT@/$STATS_PORT/" \
-    -e "s/@P1@/$P1/; s/@P2@/$P2/; s/@P3@/$P3/" "$HERE/haproxy.cfg" > "$RUN/haproxy.cfg"
+    -e "s/@P1@/$P1/; s/@P2@/$P2/; s/@P3@/$P3/" "${HAPROXY_CFG:-$HERE/haproxy.cfg}" > "$RUN/haproxy.cfg"
 haproxy -c -q -f "$RUN/haproxy.cfg" || die "haproxy.cfg does not parse"
 
 for i in 0 1 2; do start_replica "$i"; done

@@ -25,7 +25,9 @@ def summary(path):
         "long": sum(r["kind"] == "long" for r in reqs),
         "non_2xx": collections.Counter(str(r["status"]) for r in reqs
                                        if r["status"] is None or not 200 <= r["status"] < 300),
-        "without_done": collections.Counter(r["end"] for r in reqs if not r["done"]),
+        # streams: answers that began (200); a non-2xx answer is counted above
+        "without_done": collections.Counter(r["end"] for r in reqs
+                                            if r["status"] == 200 and not r["done"]),
         "atomic_error": collections.Counter(str(c) for r in reqs for c in r["errors"]),
         "hung": sum((r["end"] or "").startswith("timeout") for r in reqs),
         "served_by": collections.Counter(r["served_by"] or "-" for r in reqs),
@@ -63,11 +65,14 @@ def main():
             if sum(s["atomic_error"].values()):
                 problems.append("streams with atomic.error")
         else:
-            bad = [r for r in reqs if not r["done"] and r["served_by"] != a.killed]
+            bad = [r for r in reqs if r["status"] == 200 and not r["done"]
+                   and r["served_by"] != a.killed]
+            if sum(s["non_2xx"].values()):
+                problems.append("non-2xx answers")
             if bad:
                 problems.append(f"{len(bad)} streams without done not served by {a.killed}: "
                                 + fmt(collections.Counter(r["end"] for r in bad)))
-            cut = sum(1 for r in reqs if not r["done"])
+            cut = sum(1 for r in reqs if r["status"] == 200 and not r["done"])
             lines.append(f"|  | cut on {a.killed}: {cut} | | | | | |")
         if problems:
             ok = False

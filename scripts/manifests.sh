@@ -12,8 +12,11 @@
 #   --no-build              use the release binary already built
 #   --kubernetes-version V  schema version (default: kubernetes-validate's newest)
 #   -h, --help              this text
-# Needs kubectl with kustomize v4 or later (Debian: kubernetes-client), python3 with
-# venv. Exit status: 0 passed, 1 a check failed, 2 set-up failure.
+# KUBECTL=PATH uses another kubectl.
+# Needs kubectl (Debian's kubernetes-client, kubectl 1.20 with kustomize v2, renders
+# them as well as a current one), python3 with venv. A negative control runs too: the
+# checks must fail on a rendering whose grace period is too short and on a probe path
+# agentd does not serve. Exit status: 0 passed, 1 a check failed, 2 set-up failure.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -30,7 +33,8 @@ while [[ $# -gt 0 ]]; do
     *) usage >&2; exit 2 ;;
   esac
 done
-command -v kubectl >/dev/null || die "kubectl not found (apt-get install -y kubernetes-client)"
+KUBECTL=${KUBECTL:-kubectl}
+command -v "$KUBECTL" >/dev/null || die "kubectl not found (apt-get install -y kubernetes-client)"
 # shellcheck source=lib/venv.sh
 source "$ROOT/scripts/lib/venv.sh"
 ensure_venv "$ROOT/.venv-manifests" "$HERE/requirements.txt" || die "venv"
@@ -62,9 +66,22 @@ for dir in "$ROOT/deploy/kubernetes/base" "$ROOT"/deploy/kubernetes/overlays/*/;
   dir=${dir%/}
   name=${dir#"$ROOT/deploy/kubernetes/"}; name=${name//\//-}
   log "== ${dir#"$ROOT/"}"
-  kubectl kustomize "$dir" > "$OUT/$name.yaml" || die "kubectl kustomize ${dir#"$ROOT/"} failed"
+  "$KUBECTL" kustomize "$dir" > "$OUT/$name.yaml" || die "kubectl kustomize ${dir#"$ROOT/"} failed"
   "$ROOT/.venv-manifests/bin/kubernetes-validate" --strict --quiet "${KVER[@]}" "$OUT/$name.yaml" \
     || { log "FAIL: ${dir#"$ROOT/"} does not validate"; failed=1; }
   "$VPY" "$HERE/check.py" "$OUT/$name.yaml" --url "http://127.0.0.1:$PORT" || failed=1
+done
+# Negative controls: the checks must refuse a grace period shorter than the drain and a
+# probe path agentd does not serve.
+sed 's/terminationGracePeriodSeconds: .*/terminationGracePeriodSeconds: 30/' \
+  "$OUT/base.yaml" > "$OUT/control-grace.yaml"
+sed 's|path: /health/ready|path: /healthz|' "$OUT/base.yaml" > "$OUT/control-probe.yaml"
+for control in grace probe; do
+  if "$VPY" "$HERE/check.py" "$OUT/control-$control.yaml" --url "http://127.0.0.1:$PORT" \
+      > "$OUT/control-$control.out" 2>&1; then
+    log "FAIL: the checks passed a rendering with a bad $control"; failed=1
+  else
+    log "control: a bad $control is refused ($(grep '^FAIL' "$OUT/control-$control.out" | tail -1))"
+  fi
 done
 if [[ $failed == 0 ]]; then log "passed"; else log "FAILED"; exit 1; fi

@@ -87,7 +87,9 @@ PIDS=()
 cleanup() {
   local p
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${REPLICA[@]:-}"; do [[ -n $p ]] && kill "$p" 2>/dev/null || true; done
+  for p in "${REPLICA[@]:-}"; do
+    if [[ -n $p ]]; then kill "$p" 2>/dev/null || true; fi
+  done
 }
 trap cleanup EXIT
 
@@ -144,8 +146,8 @@ server_status() {  # server name: UP, DOWN, ... as HAProxy's health checks see i
     | awk -F, -v s="$1" '$1 == "agentd" && $2 == s { print $18 }'
 }
 wait_up() {  # index
-  local name="r$(( $1 + 1 ))" t
-  for t in $(seq 300); do
+  local name="r$(( $1 + 1 ))" _
+  for _ in $(seq 300); do
     [[ $(server_status "$name") == UP ]] && return 0
     kill -0 "${REPLICA[$1]}" 2>/dev/null || die "$name exited: $(tail -3 "$RUN/agentd-$(( $1 + 1 )).log")"
     sleep 0.1
@@ -160,8 +162,8 @@ in_flight() {  # server name: its sessions now, as HAProxy counts them
     | awk -F, -v s="$1" '$1 == "agentd" && $2 == s { print $5 }'
 }
 wait_in_flight() {  # server name, count: waits up to 5 s for that many streams on it
-  local t
-  for t in $(seq 50); do
+  local _
+  for _ in $(seq 50); do
     (( $(in_flight "$1") >= $2 )) && break
     sleep 0.1
   done

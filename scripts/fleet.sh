@@ -31,6 +31,10 @@
 # Usage: scripts/fleet.sh [--quick] [--no-build]
 #   --quick      for CI (about 60 s): shorter answers (1.5 s), fewer clients
 #   --no-build   use the release binaries already built
+#   --pre-stop S before each SIGTERM, take the replica out of rotation through HAProxy's
+#                runtime API (state drain: no new requests, those in flight go on) and
+#                wait S seconds, as Kubernetes does with the manifests' preStop pause
+#                (the endpoint is removed, then SIGTERM comes); it is put back once up
 #   -h, --help   this text
 # HAPROXY_CFG=FILE runs the drill with another HAProxy configuration (same @PORT@
 # placeholders), e.g. to see what a setting is worth.
@@ -43,6 +47,7 @@ HERE=$ROOT/scripts/fleet
 
 QUICK=0
 BUILD=1
+PRE_STOP=0
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 die() { echo "fleet: $*" >&2; exit 2; }
 log() { echo "fleet: $(date -u +%T) $*" >&2; }
@@ -50,6 +55,7 @@ while [[ $# -gt 0 ]]; do
   case $1 in
     --quick) QUICK=1; shift ;;
     --no-build) BUILD=0; shift ;;
+    --pre-stop) PRE_STOP=${2:?}; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
   esac
@@ -133,7 +139,7 @@ start_replica() {  # index
   REPLICA[i]=$!
 }
 
-sed -e "s/@HAPROXY_PORT@/$HAPROXY_PORT/; s/@STATS_PORT@/$STATS_PORT/" \
+sed -e "s/@HAPROXY_PORT@/$HAPROXY_PORT/; s/@STATS_PORT@/$STATS_PORT/; s|@SOCKET@|$RUN/haproxy.sock|" \
     -e "s/@P1@/$P1/; s/@P2@/$P2/; s/@P3@/$P3/" "${HAPROXY_CFG:-$HERE/haproxy.cfg}" > "$RUN/haproxy.cfg"
 haproxy -c -q -f "$RUN/haproxy.cfg" || die "haproxy.cfg does not parse"
 
@@ -175,6 +181,15 @@ backend_stats() {  # HAProxy's counters for the backend: retries, redispatches, 
       printf "connection errors %s, response errors %s, retries %s, redispatches %s", $14, $15, $16, $17 }'
 }
 
+haproxy_api() {  # command: one line to HAProxy's runtime API
+  python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode() + b"\n")
+print(s.recv(65536).decode().strip())' "$RUN/haproxy.sock" "$1"
+}
+
 run_load() {  # name
   rm -f "$RUN/$1.stop"
   python3 "$HERE/load.py" --port "$HAPROXY_PORT" --stop-file "$RUN/$1.stop" \
@@ -193,12 +208,17 @@ sleep 2
 for round in $(seq "$ROUNDS"); do
   for i in 0 1 2; do
     n=$(wait_in_flight "r$((i + 1))" 2)
+    if [[ $PRE_STOP != 0 ]]; then
+      haproxy_api "set server agentd/r$((i + 1)) state drain" >/dev/null
+      sleep "$PRE_STOP"
+    fi
     t0=$(date +%s.%N)
     kill -TERM "${REPLICA[$i]}"
     status=0; wait "${REPLICA[$i]}" || status=$?
     log "round $round: r$((i + 1)) SIGTERM with $n requests in flight; exited $status after $(python3 -c "print(f'{$(date +%s.%N) - $t0:.2f}')") s"
     [[ $status == 0 ]] || die "r$((i + 1)) exited $status on SIGTERM"
     start_replica "$i"
+    [[ $PRE_STOP == 0 ]] || haproxy_api "set server agentd/r$((i + 1)) state ready" >/dev/null
     wait_up "$i"
     log "round $round: r$((i + 1)) up again"
   done
@@ -213,7 +233,7 @@ sleep 1
 n=$(wait_in_flight r2 3)
 log "SIGKILL r2 with $n requests in flight"
 kill -KILL "${REPLICA[1]}"
-wait "${REPLICA[1]}" 2>/dev/null || true
+{ wait "${REPLICA[1]}"; } 2>/dev/null || true
 sleep 1
 start_replica 1
 wait_up 1

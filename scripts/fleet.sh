@@ -211,6 +211,7 @@ for round in $(seq "$ROUNDS"); do
     if [[ $PRE_STOP != 0 ]]; then
       haproxy_api "set server agentd/r$((i + 1)) state drain" >/dev/null
       sleep "$PRE_STOP"
+      n="$n before the ${PRE_STOP} s pause, $(in_flight "r$((i + 1))")"
     fi
     t0=$(date +%s.%N)
     kill -TERM "${REPLICA[$i]}"

@@ -29,7 +29,7 @@
 # bench-out/fleet-latest points at it.
 #
 # Usage: scripts/fleet.sh [--quick] [--no-build]
-#   --quick      for CI (about 60 s): shorter answers (1.5 s), fewer clients
+#   --quick      for CI (about 30 s): shorter answers (1.5 s), fewer clients
 #   --no-build   use the release binaries already built
 #   --pre-stop S before each SIGTERM, take the replica out of rotation through HAProxy's
 #                runtime API (state drain: no new requests, those in flight go on) and
@@ -170,7 +170,8 @@ in_flight() {  # server name: its sessions now, as HAProxy counts them
 wait_in_flight() {  # server name, count: waits up to 5 s for that many streams on it
   local _
   for _ in $(seq 50); do
-    (( $(in_flight "$1") >= $2 )) && break
+    local now; now=$(in_flight "$1")
+    (( ${now:-0} >= $2 )) && break
     sleep 0.1
   done
   in_flight "$1"

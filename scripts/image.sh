@@ -7,7 +7,8 @@
 # Then the image is started the way a pod runs it: buildah mounts the committed image's
 # root filesystem, and agentd runs chrooted in it as user 10001, on a read-only bind
 # mount of it (unshare --mount), listening on 127.0.0.1, until GET /health/live answers
-# 200. (podman run cannot set rlimits in every sandbox; chroot needs none.)
+# 200. (No container runtime is needed: `podman run` sets rlimits, which some restricted
+# hosts refuse; chroot sets none.)
 #
 # Prints the image size (as buildah stores it, and the gzip-compressed layer a registry
 # would hold). Output: bench-out/image/ (agentd-image.oci.tar, the run's log).

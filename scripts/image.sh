@@ -10,8 +10,8 @@
 # 200. (No container runtime is needed: `podman run` sets rlimits, which some restricted
 # hosts refuse; chroot sets none.)
 #
-# Prints the image size (as buildah stores it, and the gzip-compressed layer a registry
-# would hold). Output: bench-out/image/ (agentd-image.oci.tar, the run's log).
+# Prints the image size (as buildah stores it, the root filesystem, and the OCI archive
+# with its one gzip-compressed layer, what a registry would hold). Output: bench-out/image/ (agentd-image.oci.tar, the run's log).
 #
 # Usage: scripts/image.sh [--no-build] [--keep]
 #   --no-build  use the release binary already built
@@ -72,11 +72,12 @@ CTR=$("${B[@]}" from scratch)
 "${B[@]}" commit --quiet "$CTR" agentd:dev >/dev/null
 "${B[@]}" push --quiet agentd:dev "oci-archive:$OUT/agentd-image.oci.tar"
 
+ARCHIVE=$(stat -c %s "$OUT/agentd-image.oci.tar")
 STORED=$("${B[@]}" images --format '{{.Size}}' agentd:dev | head -1)
 RAW=$(du -sb "$WORK/rootfs" | cut -f1)
 GZ=$(tar -C "$WORK/rootfs" -cf - . | gzip -6 | wc -c)
 BINSZ=$(stat -c %s "$WORK/rootfs/usr/local/bin/agentd")
-log "image agentd:dev: $STORED as buildah stores it; root filesystem $((RAW / 1024)) KiB (binary $((BINSZ / 1024)) KiB), $((GZ / 1024)) KiB gzip-compressed"
+log "image agentd:dev: $STORED as buildah stores it; root filesystem $((RAW / 1024)) KiB (binary $((BINSZ / 1024)) KiB), $((GZ / 1024)) KiB as a gzip tar, OCI archive $((ARCHIVE / 1024)) KiB"
 log "files: $(cd "$WORK/rootfs" && find . -type f | sort | tr '\n' ' ')"
 
 # Run the committed image's root filesystem, read-only, as the non-root user.

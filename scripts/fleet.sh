@@ -11,8 +11,9 @@
 #                 refuses: the drill exercises the shared limiter, not its policy
 #   fake-llm      the fake OpenAI upstream: long answers of TOKENS tokens TOKEN_DELAY_MS
 #                 apart; short requests ask for one token ([[tokens=1]] in the prompt)
-#   agentd x3     the release binary, WORKERS=1 each, SHUTDOWN_TIMEOUT as in
-#                 deploy/kubernetes (the drain covers the longest answer)
+#   agentd x3     the release binary, WORKERS=1 each, SHUTDOWN_TIMEOUT, AGENT_TIMEOUT
+#                 and LLM_TIMEOUT as in deploy/kubernetes (the drain covers the longest
+#                 answer)
 #   haproxy       scripts/fleet/haproxy.cfg: leastconn, checks every 500 ms (fall 2,
 #                 rise 2), retries 3 with redispatch, L7 retries on connection failures,
 #                 empty responses and 503, server connections closed after each answer
@@ -67,7 +68,11 @@ done
 # The drain settings shipped in deploy/kubernetes/base/configmap.yaml.
 cfg() { sed -n "s/^ *$1: \"\{0,1\}\([^\"]*\)\"\{0,1\}$/\1/p" "$ROOT/deploy/kubernetes/base/configmap.yaml"; }
 SHUTDOWN_TIMEOUT=$(cfg SHUTDOWN_TIMEOUT)
-[[ $SHUTDOWN_TIMEOUT =~ ^[0-9]+$ ]] || die "no SHUTDOWN_TIMEOUT in deploy/kubernetes/base/configmap.yaml"
+AGENT_TIMEOUT=$(cfg AGENT_TIMEOUT)
+LLM_TIMEOUT=$(cfg LLM_TIMEOUT)
+for v in SHUTDOWN_TIMEOUT AGENT_TIMEOUT LLM_TIMEOUT; do
+  [[ ${!v} =~ ^[0-9]+$ ]] || die "no $v in deploy/kubernetes/base/configmap.yaml"
+done
 
 if [[ $QUICK == 1 ]]; then
   TOKENS=15 TOKEN_DELAY_MS=100 SHORT=3 LONG=6 ROUNDS=2
@@ -134,7 +139,7 @@ start_replica() {  # index
   env HOST=127.0.0.1 PORT="${PORTS[$i]}" WORKERS=1 NODE_ENV=production LOG_LEVEL=info \
     AGENT=llm OPENAI_API_KEY=sk-fleet OPENAI_BASE_URL="http://127.0.0.1:$FAKE_PORT/v1" \
     OPENAI_MODEL=fake-gpt REDIS_URL="redis://127.0.0.1:$REDIS_PORT" RATE_LIMIT_MAX=100000000 \
-    SHUTDOWN_TIMEOUT="$SHUTDOWN_TIMEOUT" \
+    SHUTDOWN_TIMEOUT="$SHUTDOWN_TIMEOUT" AGENT_TIMEOUT="$AGENT_TIMEOUT" LLM_TIMEOUT="$LLM_TIMEOUT" \
     "$RUN/agentd" >> "$RUN/agentd-$((i + 1)).log" 2>&1 &
   REPLICA[i]=$!
 }
@@ -242,6 +247,7 @@ wait_up 1
 sleep 2
 stop_load kill
 log "HAProxy after the SIGKILL (counters since the start): $(backend_stats)"
+log "the shared rate limit's keys in Redis: $(redis-cli -p "$REDIS_PORT" dbsize)"
 
 if python3 "$HERE/report.py" --rolling "$RUN/rolling.json" --kill "$RUN/kill.json" --killed r2 \
     --md "$RUN/fleet.md"; then

@@ -52,7 +52,13 @@ WORK=$(mktemp -d)
 B=(buildah --storage-driver vfs)
 CTR='' RUNCTR='' MNT='' PID=''
 cleanup() {
-  [[ -n $PID ]] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
+  set +e
+  # unshare --fork ignores SIGTERM while it waits: end agentd, its child, and unshare
+  # follows.
+  if [[ -n $PID ]]; then
+    pkill -TERM -P "$PID" 2>/dev/null
+    wait "$PID" 2>/dev/null
+  fi
   [[ -n $RUNCTR ]] && { "${B[@]}" umount "$RUNCTR" >/dev/null 2>&1; "${B[@]}" rm "$RUNCTR" >/dev/null 2>&1; }
   [[ -n $CTR ]] && "${B[@]}" rm "$CTR" >/dev/null 2>&1
   [[ $KEEP == 1 ]] || "${B[@]}" rmi -f agentd:dev >/dev/null 2>&1

@@ -2,8 +2,10 @@
 # The project's test command: formatting, lints, unit and integration tests, the interop
 # check with the official Python client library, the outside-client suite (Chromium,
 # Node, Python clients, PyJWT, promtool), and the benchmark harness end to end.
-# SKIP_INTEROP=1, SKIP_OUTSIDE=1, SKIP_HOSTILE=1, SKIP_FUZZ=1, SKIP_SOAK=1 or
-# SKIP_BENCH=1 leave those parts out.
+# the fleet drill's quick run (HAProxy, 3 replicas, rolling restarts and a SIGKILL), the
+# image built and served, and the Kubernetes manifests rendered, validated and checked.
+# SKIP_INTEROP=1, SKIP_OUTSIDE=1, SKIP_HOSTILE=1, SKIP_FUZZ=1, SKIP_SOAK=1, SKIP_BENCH=1,
+# SKIP_FLEET=1 or SKIP_IMAGE=1 leave those parts out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +47,16 @@ fi
 if [[ ${SKIP_SOAK:-0} != 1 ]]; then
   step "soak, quick run"
   scripts/soak.sh --quick
+fi
+if [[ ${SKIP_FLEET:-0} != 1 ]]; then
+  step "fleet drill, quick run: HAProxy, 3 replicas, rolling restarts and a SIGKILL"
+  scripts/fleet.sh --quick
+fi
+if [[ ${SKIP_IMAGE:-0} != 1 ]]; then
+  step "image: built FROM scratch with buildah, served from its root filesystem"
+  scripts/image.sh --no-build
+  step "Kubernetes manifests: rendered, validated, drain and probes checked"
+  scripts/manifests.sh --no-build
 fi
 if [[ ${SKIP_BENCH:-0} != 1 ]]; then
   step "benchmark harness, quick run"

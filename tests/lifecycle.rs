@@ -248,3 +248,36 @@ fn request_log_lines_in_json() {
     assert!(j["response_time_ms"].is_number());
     assert_eq!(j["request_id"], "log-test-1");
 }
+
+/// `SHUTDOWN_DELAY`: readiness fails at once while new connections are still accepted
+/// and served, so a load balancer can stop sending before the listeners close; then
+/// the drain as usual, and a second request to stop skips what is left of the delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_delay_keeps_serving_while_readiness_fails() {
+    let mut c = config();
+    c.shutdown_delay = 60_000;
+    let server = start_echo_with(c);
+    assert_eq!(get_status(&server, "/health/ready").await, 200);
+    let handle = server.handle.as_ref().unwrap();
+    handle.shutdown();
+    assert!(
+        status_becomes(&server, "/health/ready", 503, Duration::from_secs(2)).await,
+        "readiness fails at once"
+    );
+    // New connections are still served (a fresh client: no pooled connection).
+    for _ in 0..5 {
+        let res = reqwest::Client::new()
+            .post(server.url("/agent"))
+            .header("content-type", "application/json")
+            .body(body("still here"))
+            .send()
+            .await
+            .expect("accepted while leaving");
+        assert_eq!(res.status(), 200);
+        assert_well_formed(&events(res).await);
+    }
+    // A second request to stop drains at once, long before the 60 s delay.
+    handle.shutdown();
+    let took = server.stop().await;
+    assert!(took < Duration::from_secs(5), "stopped in {took:?}");
+}

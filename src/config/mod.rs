@@ -191,6 +191,13 @@ pub struct Config {
     #[arg(long, env = "PLAYGROUND", value_name = "PLAYGROUND", default_value_t = true, action = clap::ArgAction::Set)]
     pub playground: bool,
 
+    /// After SIGTERM/SIGINT, how long readiness fails while the server still accepts and
+    /// serves (ms), so that a load balancer stops sending it traffic before its
+    /// listeners close; then the drain (SHUTDOWN_TIMEOUT) begins. A second signal
+    /// drains at once. 0: drain at once.
+    #[arg(long, env = "SHUTDOWN_DELAY", value_name = "SHUTDOWN_DELAY", default_value_t = 0, value_parser = ms_range(0, 600_000))]
+    pub shutdown_delay: u64,
+
     /// Where answers are kept for a client to resume them (`GET /agent/streams/{id}`):
     /// `memory` (this process) or `off` (no `x-stream-id`, a client that leaves
     /// cancels its answer at once).

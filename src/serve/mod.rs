@@ -94,9 +94,19 @@ fn serve(config: Config, agent: Arc<dyn Agent>, kind: &str) -> ExitCode {
         }
     };
     summary.log(handle.local_addr());
+    let mut signals = signals;
     signals.wait();
     tracing::info!("signal received, shutting down");
     handle.shutdown();
+    // A second signal skips what is left of SHUTDOWN_DELAY.
+    let again = handle.shutdown_trigger();
+    let _ = std::thread::Builder::new()
+        .name("agentd-signals".into())
+        .spawn(move || {
+            signals.wait();
+            tracing::info!("second signal received, draining now");
+            again.fire();
+        });
     handle.wait();
     tracing::info!("stopped");
     ExitCode::SUCCESS
@@ -125,7 +135,7 @@ impl Signals {
         Ok(Signals { rt, term, int })
     }
 
-    fn wait(mut self) {
+    fn wait(&mut self) {
         self.rt.block_on(async {
             tokio::select! {
                 _ = self.term.recv() => {}

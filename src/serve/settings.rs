@@ -34,6 +34,7 @@ pub(crate) fn server(c: &Config) -> Result<ServerSettings, String> {
         header_read_timeout: c.header_read_timeout(),
         keep_alive_timeout: c.keep_alive_timeout(),
         shutdown_timeout: c.shutdown_timeout(),
+        shutdown_delay: Duration::from_millis(c.shutdown_delay),
         max_headers: c.max_headers as usize,
         max_header_bytes: c.max_header_bytes as usize,
         h2_max_concurrent_streams: c.h2_max_concurrent_streams,

@@ -184,7 +184,7 @@ async fn run<F>(
     let recheck = (header_timeout.min(keep_alive_timeout) / 4)
         .clamp(Duration::from_millis(10), Duration::from_secs(2));
     tokio::pin!(conn);
-    let mut draining = *phase.borrow() != Phase::Running;
+    let mut draining = phase.borrow().is_draining();
     if draining {
         shutdown(conn.as_mut());
     }
@@ -208,8 +208,10 @@ async fn run<F>(
                 return;
             }
             _ = phase.changed(), if !draining => {
-                shutdown(conn.as_mut());
-                draining = true;
+                if phase.borrow().is_draining() {
+                    shutdown(conn.as_mut());
+                    draining = true;
+                }
             }
             _ = std::future::poll_fn(|cx| activity.poll_cut(cx)) => {}
             _ = tokio::time::sleep(wait) => {}

@@ -50,6 +50,8 @@ pub struct ServerSettings {
     pub keep_alive_timeout: Duration,
     /// How long responses may finish after a shutdown begins.
     pub shutdown_timeout: Duration,
+    /// How long readiness fails before the listeners close (`SHUTDOWN_DELAY`).
+    pub shutdown_delay: Duration,
     /// Header fields per HTTP/1 request.
     pub max_headers: usize,
     /// Bytes of an HTTP/1 head and of an HTTP/2 header list.
@@ -136,6 +138,16 @@ fn worker_start_hook() -> Option<fn()> {
     WORKER_START_HOOK.get().copied()
 }
 
+/// Asks a server to stop, as [`ServerHandle::shutdown`] does (again: drain at once).
+pub struct ShutdownTrigger(mpsc::Sender<Msg>);
+
+impl ShutdownTrigger {
+    /// Sends the request (ignored once the server has stopped).
+    pub fn fire(&self) {
+        let _ = self.0.send(Msg::Shutdown);
+    }
+}
+
 /// A running server.
 pub struct ServerHandle {
     addr: SocketAddr,
@@ -213,6 +225,11 @@ impl ServerHandle {
         let _ = self.tx.send(Msg::Shutdown);
     }
 
+    /// What asks this server to stop from another thread (a second signal).
+    pub fn shutdown_trigger(&self) -> ShutdownTrigger {
+        ShutdownTrigger(self.tx.clone())
+    }
+
     /// Waits until every worker has stopped.
     pub fn wait(mut self) {
         if let Some(s) = self.supervisor.take() {
@@ -270,16 +287,23 @@ impl<S: Service> Supervisor<S> {
             };
             match msg {
                 Ok(Msg::Shutdown) => {
-                    if deadline.is_none() {
-                        tracing::info!("shutting down: draining connections");
-                        advance(&self.phase, Phase::Draining);
-                        self.listeners.clear();
-                        deadline = Some(Instant::now() + self.shared.settings.shutdown_timeout);
+                    let phase = *self.phase.borrow();
+                    let delay = self.shared.settings.shutdown_delay;
+                    if phase == Phase::Running && !delay.is_zero() {
+                        tracing::info!(
+                            delay_ms = delay.as_millis() as u64,
+                            "shutting down: not ready, still serving for SHUTDOWN_DELAY"
+                        );
+                        advance(&self.phase, Phase::Leaving);
+                        deadline = Some(Instant::now() + delay);
+                    } else if phase < Phase::Draining {
+                        // A second request to stop while leaving drains at once.
+                        deadline = Some(self.drain());
                     }
                 }
                 Ok(Msg::Exited(exit)) => {
                     alive -= 1;
-                    let running = *self.phase.borrow() == Phase::Running;
+                    let running = !self.phase.borrow().is_draining();
                     if exit.panicked && running {
                         tracing::error!(worker = exit.id, "worker panicked; restarting it");
                         if self.respawn(exit.id) {
@@ -293,7 +317,9 @@ impl<S: Service> Supervisor<S> {
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if *self.phase.borrow() == Phase::Draining {
+                    if *self.phase.borrow() == Phase::Leaving {
+                        deadline = Some(self.drain());
+                    } else if *self.phase.borrow() == Phase::Draining {
                         tracing::warn!("shutdown deadline reached: ending responses still running");
                         advance(&self.phase, Phase::Deadline);
                         deadline = Some(
@@ -307,6 +333,15 @@ impl<S: Service> Supervisor<S> {
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
+    }
+
+    /// Closes the listeners and tells connections to close; returns the deadline for
+    /// the responses still running.
+    fn drain(&mut self) -> Instant {
+        tracing::info!("shutting down: draining connections");
+        advance(&self.phase, Phase::Draining);
+        self.listeners.clear();
+        Instant::now() + self.shared.settings.shutdown_timeout
     }
 
     fn respawn(&mut self, id: usize) -> bool {

@@ -102,12 +102,12 @@ async fn serve<S: Service>(
                 Ok(p) => p,
                 Err(_) => break,
             },
-            _ = phase.wait_for(|p| *p != Phase::Running) => break,
+            _ = phase.wait_for(|p| p.is_draining()) => break,
             _ = crash.notified() => panic!("worker {id}: injected crash"),
         };
         let accepted = tokio::select! {
             r = listener.accept() => r,
-            _ = phase.wait_for(|p| *p != Phase::Running) => break,
+            _ = phase.wait_for(|p| p.is_draining()) => break,
             _ = crash.notified() => panic!("worker {id}: injected crash"),
         };
         match accepted {

@@ -33,7 +33,6 @@ use crate::protocol::queue::{EventSource, Next};
 use crate::protocol::{Query, Session};
 use crate::routes::answer;
 use crate::routes::App;
-use crate::server::shutdown::Phase;
 
 /// Queries that may wait behind the running one on a socket.
 pub const MAX_WAITING: usize = 16;
@@ -139,7 +138,7 @@ fn next_output(answer: &mut Option<Answer>) -> impl Future<Output = Next> + '_ {
 impl Socket {
     async fn run(&mut self) {
         let mut phase = self.app.phase.clone();
-        self.draining = *phase.borrow_and_update() != Phase::Running;
+        self.draining = phase.borrow_and_update().is_draining();
         let idle_timeout = self.app.settings.ws_idle_timeout;
         let idle = tokio::time::sleep(idle_timeout);
         tokio::pin!(idle);
@@ -158,7 +157,7 @@ impl Socket {
             let idle_now = self.answer.is_none();
             tokio::select! {
                 changed = phase.changed(), if !self.draining => {
-                    if changed.is_err() || *phase.borrow_and_update() != Phase::Running {
+                    if changed.is_err() || phase.borrow_and_update().is_draining() {
                         self.draining = true;
                         self.refuse_waiting().await;
                     }

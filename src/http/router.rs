@@ -31,6 +31,8 @@ pub enum Route {
     OpenAiChat,
     /// `GET /openapi.json`.
     OpenApi,
+    /// `POST /mcp`: the MCP front door (streamable HTTP, stateless).
+    Mcp,
 }
 
 impl Route {
@@ -74,12 +76,13 @@ impl Route {
             Route::OpenAiModels => 13,
             Route::OpenAiChat => 14,
             Route::OpenApi => 15,
+            Route::Mcp => 16,
         }
     }
 }
 
 /// The label of requests that matched no route.
-pub const UNROUTED_LABEL: usize = 16;
+pub const UNROUTED_LABEL: usize = 17;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RouteMatch {
@@ -129,6 +132,7 @@ pub fn route(method: &Method, path: &str) -> RouteMatch {
         (Some("stats"), None) => (Route::Stats, GET),
         (Some("openapi.json"), None) => (Route::OpenApi, GET),
         (Some("v1"), Some("models")) => (Route::OpenAiModels, GET),
+        (Some("mcp"), None) => (Route::Mcp, POST),
         _ => return RouteMatch::NotFound,
     };
     let ok = if allow == POST {
@@ -202,5 +206,14 @@ mod tests {
         );
         assert_eq!(route(&Method::POST, "/v1/chat/x"), RouteMatch::NotFound);
         assert_eq!(route(&Method::POST, "/agent/x/y"), RouteMatch::NotFound);
+        assert_eq!(route(&Method::POST, "/mcp"), RouteMatch::Found(Route::Mcp));
+        assert_eq!(
+            route(&Method::GET, "/mcp"),
+            RouteMatch::MethodNotAllowed("POST")
+        );
+        assert_eq!(
+            route(&Method::DELETE, "/mcp"),
+            RouteMatch::MethodNotAllowed("POST")
+        );
     }
 }

@@ -108,7 +108,7 @@ impl PromHistogram {
 }
 
 /// Routes as metric labels (bounded: never raw paths).
-pub const ROUTE_LABELS: [&str; 17] = [
+pub const ROUTE_LABELS: [&str; 18] = [
     "agent",
     "assist",
     "agent_api",
@@ -125,6 +125,7 @@ pub const ROUTE_LABELS: [&str; 17] = [
     "openai_models",
     "openai_chat",
     "openapi",
+    "mcp",
     "other",
 ];
 /// Status classes as metric labels.

@@ -9,6 +9,7 @@ pub mod agent;
 mod answer;
 mod app;
 pub mod health;
+mod mcp;
 pub mod metrics;
 pub mod openai;
 pub mod openapi;
@@ -89,6 +90,15 @@ fn authorize(
         }
         Route::Agent | Route::Assist | Route::StreamResume | Route::StreamCancel => {}
         Route::OpenAiModels | Route::OpenAiChat => {
+            return openai::authorize(header, &app.auth)
+                .map_err(map)
+                .map(|()| None);
+        }
+        Route::Mcp => {
+            // DNS-rebinding protection (MCP transports): checked before the credential.
+            if !app.cors.allows_request_origin(h) {
+                return Err(HttpError::OriginNotAllowed);
+            }
             return openai::authorize(header, &app.auth)
                 .map_err(map)
                 .map(|()| None);
@@ -182,6 +192,7 @@ pub async fn handle(
     let mut limit = None;
     let routed = route(req.method(), req.uri().path());
     let openai_errors = openai::is_openai_path(req.uri().path());
+    let mcp_errors = mcp::is_mcp_path(req.uri().path());
     if routed == RouteMatch::Found(Route::Ws) {
         // An upgraded socket keeps its connection counted until it closes.
         if let Some(hold) = done.activity().hold.clone() {
@@ -254,6 +265,8 @@ pub async fn handle(
         }
         if openai_errors {
             openai::error::http_error_reply(e, &request_id)
+        } else if mcp_errors {
+            mcp::error::http_error_reply(e, &request_id)
         } else {
             e.into_reply(&request_id)
         }
@@ -332,6 +345,7 @@ async fn dispatch(
             Box::pin(openai::chat_completions(req, headers, app, request_id)).await
         }
         Route::OpenApi => Ok(openapi::document()),
+        Route::Mcp => Box::pin(mcp::post(req, headers, app, request_id)).await,
         Route::Health => Ok(health::health(app)),
         Route::HealthLive => Ok(health::live()),
         Route::HealthReady => Ok(health::ready(app).await),

@@ -45,10 +45,11 @@ mod tests {
             Route::OpenAiModels => ("/v1/models", Method::GET),
             Route::OpenAiChat => ("/v1/chat/completions", Method::POST),
             Route::OpenApi => ("/openapi.json", Method::GET),
+            Route::Mcp => ("/mcp", Method::POST),
         }
     }
 
-    const ALL: [Route; 16] = [
+    const ALL: [Route; 17] = [
         Route::Agent,
         Route::AgentApi,
         Route::Assist,
@@ -65,6 +66,7 @@ mod tests {
         Route::OpenAiModels,
         Route::OpenAiChat,
         Route::OpenApi,
+        Route::Mcp,
     ];
 
     fn doc() -> serde_json::Value {

@@ -171,6 +171,7 @@ async fn tools_call_streams_progress_with_the_text_so_far_then_the_result() {
         previous = n;
         assert!(text.starts_with(p["params"]["message"].as_str().unwrap()));
     }
+    assert_eq!(progress.last().unwrap()["params"]["message"], text);
 }
 
 #[tokio::test]

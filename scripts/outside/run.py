@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -755,7 +756,6 @@ def mcp_text(result) -> str:
 
 
 def group_mcp_python(res: Results, binary: str, out: str) -> None:
-    import mcp
     from mcp.shared.exceptions import MCPError
     with openai_agents(binary, out, "mcp-python") as agents:
         for ag in agents:
@@ -776,7 +776,7 @@ def group_mcp_python(res: Results, binary: str, out: str) -> None:
                 ctx.expect(names == [MCP_TOOL], f"expected one tool {MCP_TOOL}; got {names}")
                 schema = tools.tools[0].input_schema if names else {}
                 ctx.expect(schema.get("required") == ["prompt"], f"expected prompt required; got {short(str(schema))}")
-                ctx.note(f"protocol {init.protocol_version}, mcp {getattr(mcp, '__version__', '?')}")
+                ctx.note(f"protocol {init.protocol_version}, mcp {importlib.metadata.version('mcp')}")
             res.check(f"mcp-python ({ag.kind}): initialize (version negotiated), ping, tools/list: one tool", handshake)
 
             def progress(ctx: Ctx, ag=ag, url=url) -> None:

@@ -283,12 +283,17 @@ async fn relay(run: AgentRun, mut events: EventSource, sink: EventSink, relay: R
                 break;
             }
         }
-        match (&outcome, &relay.progress_token) {
-            (Some(o), _) => relay.write_final(&mut out, o, &text),
-            (None, Some(token)) if chars > before => {
-                rpc::write_sse(&mut out, |b| rpc::write_progress(b, token, chars, &text))
+        // The text so far before the result, even when both came in one read (an
+        // answer over the limit is not repeated).
+        if let Some(token) = &relay.progress_token {
+            if chars > before && !matches!(outcome, Some(Outcome::TooLarge)) {
+                rpc::write_sse(&mut out, |b| rpc::write_progress(b, token, chars, &text));
             }
-            (None, _) => continue,
+        }
+        match &outcome {
+            Some(o) => relay.write_final(&mut out, o, &text),
+            None if out.is_empty() => continue,
+            None => {}
         }
         if sink.ready().await.is_err() {
             return;

@@ -150,38 +150,28 @@ fn call_tool(
     };
     let (run, events) = answer::begin(app, call.session, call.query, Framing::Lines, request_id);
     let run: AgentRun = Box::pin(run);
-    let limit = s.mcp_result_max_bytes;
-    let Some(token) = call
+    let progress_token = call
         .progress_token
-        .filter(|_| accepts_event_stream(headers))
-    else {
-        let (sink, source) = event_queue(s.queue, INITIAL_MESSAGE_BUFFER);
-        // Without progress the relay still runs as the body's task, so a client that
-        // leaves cancels the agent; the one frame it writes is the JSON response.
-        let relay = answer::run_inline_then_spawn(Box::pin(relay(
-            run,
-            events,
-            sink,
-            Relay {
-                id,
-                progress_token: None,
-                limit,
-            },
-        )));
-        return json_stream_reply(SseBody::new(source, relay, None));
-    };
+        .filter(|_| accepts_event_stream(headers));
+    let streaming = progress_token.is_some();
     let (sink, source) = event_queue(s.queue, INITIAL_MESSAGE_BUFFER);
+    // Without progress the relay still runs as the body's task, so that a client that
+    // leaves cancels the agent; the one frame it writes is then the JSON response.
     let relay = answer::run_inline_then_spawn(Box::pin(relay(
         run,
         events,
         sink,
         Relay {
             id,
-            progress_token: Some(token),
-            limit,
+            progress_token,
+            limit: s.mcp_result_max_bytes,
         },
     )));
-    Reply::sse(ResponseBody::sse(SseBody::new(source, relay, s.heartbeat)))
+    if streaming {
+        Reply::sse(ResponseBody::sse(SseBody::new(source, relay, s.heartbeat)))
+    } else {
+        json_stream_reply(SseBody::new(source, relay, None))
+    }
 }
 
 /// A JSON response whose one frame the relay writes when the answer ends.

@@ -378,3 +378,29 @@ async fn requests_are_counted_under_the_mcp_route() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn an_answer_over_the_limit_is_a_tool_error() {
+    let mut c = config();
+    c.mcp_result_max_bytes = 1024;
+    let server = start_echo_with(c);
+    let v = json_of(post(&server, &call(14, &"x".repeat(900), false)).await, 200).await;
+    assert_eq!(v["result"]["isError"], false);
+    for progress in [false, true] {
+        let res = post(&server, &call(15, &"x".repeat(2000), progress)).await;
+        let last = if progress {
+            let msgs = messages(res).await;
+            assert_eq!(
+                msgs.len(),
+                1,
+                "no progress repeats an answer over the limit"
+            );
+            msgs.into_iter().last().unwrap()
+        } else {
+            json_of(res, 200).await
+        };
+        assert_eq!(last["result"]["isError"], true);
+        let text = last["result"]["content"][0]["text"].as_str().unwrap();
+        assert!(text.contains("MCP_RESULT_MAX_BYTES"), "{text}");
+    }
+}

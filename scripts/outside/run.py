@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """The outside-client suite: agentd spoken to by clients nobody on this project wrote.
 
-Usage: run.py AGENTD_BIN OUT_DIR [--only chromium,node-eventsource,node-ws,httpx-sse,pyjwt,promtool,aiohttp,openai-python,node-ai-sdk]
+Usage: run.py AGENTD_BIN OUT_DIR [--only chromium,node-eventsource,node-ws,httpx-sse,pyjwt,promtool,aiohttp,openai-python,node-ai-sdk,openapi,mcp-python]
 
-The OpenAI-client groups also need the in-repo fake LLM upstream: FAKE_LLM_BIN in the
+The OpenAI-client and MCP groups also need the in-repo fake LLM upstream: FAKE_LLM_BIN in the
 environment, the `fake-llm` binary (scripts/outside.sh builds it).
 
 Each group starts its own agentd processes (free 127.0.0.1 ports, the environment it
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -45,7 +46,7 @@ from harness import (HERE, Agentd, Ctx, FakeLlmProcess, FakeOpenAI, Results, fre
 NODE_DIR = os.path.join(HERE, "node")
 TIMEOUT = httpx.Timeout(15.0)
 GROUPS = ["chromium", "node-eventsource", "node-ws", "httpx-sse", "pyjwt", "promtool", "aiohttp",
-          "openai-python", "node-ai-sdk", "openapi", "playground"]
+          "openai-python", "node-ai-sdk", "openapi", "playground", "mcp-python"]
 
 
 def ulid() -> str:
@@ -737,6 +738,165 @@ def group_node_ai_sdk(res: Results, binary: str, out: str) -> None:
 # ------------------------------------------------------------------ main
 
 
+MCP_TOOL = "ask_agent"
+
+
+@contextlib.asynccontextmanager
+async def mcp_session(url: str, headers: Optional[dict] = None):
+    """The official `mcp` SDK's streamable HTTP client and a ClientSession, initialized."""
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
+    async with create_mcp_http_client(headers=headers) as http:
+        async with streamable_http_client(url, http_client=http) as (read, write):
+            async with ClientSession(read, write) as session:
+                init = await session.initialize()
+                yield session, init
+
+
+def mcp_text(result) -> str:
+    return "".join(getattr(c, "text", "") for c in result.content)
+
+
+def group_mcp_python(res: Results, binary: str, out: str) -> None:
+    from mcp.shared.exceptions import MCPError
+    with openai_agents(binary, out, "mcp-python") as agents:
+        for ag in agents:
+            url = ag.agentd.base + "/mcp"
+
+            def handshake(ctx: Ctx, ag=ag, url=url) -> None:
+                async def go():
+                    async with mcp_session(url) as (s, init):
+                        tools = await s.list_tools()
+                        await s.send_ping()
+                        return init, tools
+                init, tools = asyncio.run(go())
+                ctx.expect(init.protocol_version in ("2025-06-18", "2025-03-26"),
+                           f"expected a negotiated handshake version; got {init.protocol_version!r}")
+                ctx.expect(init.capabilities.tools is not None, "expected the tools capability")
+                ctx.expect(init.server_info.name == "agentd", f"expected serverInfo agentd; got {init.server_info!r}")
+                names = [t.name for t in tools.tools]
+                ctx.expect(names == [MCP_TOOL], f"expected one tool {MCP_TOOL}; got {names}")
+                schema = tools.tools[0].input_schema if names else {}
+                ctx.expect(schema.get("required") == ["prompt"], f"expected prompt required; got {short(str(schema))}")
+                ctx.note(f"protocol {init.protocol_version}, mcp {importlib.metadata.version('mcp')}")
+            res.check(f"mcp-python ({ag.kind}): initialize (version negotiated), ping, tools/list: one tool", handshake)
+
+            def progress(ctx: Ctx, ag=ag, url=url) -> None:
+                prompt = "héllo from mcp"
+                updates: list = []
+
+                async def on_progress(p, total, message):
+                    updates.append((p, message))
+
+                async def go():
+                    async with mcp_session(url) as (s, _):
+                        streamed = await s.call_tool(MCP_TOOL, {"prompt": prompt}, progress_callback=on_progress)
+                        whole = await s.call_tool(MCP_TOOL, {"prompt": prompt})
+                        return streamed, whole
+                streamed, whole = asyncio.run(go())
+                want = ag.answer(prompt)
+                ctx.expect(not streamed.is_error and mcp_text(streamed) == want,
+                           f"expected the answer {short(want)}; got isError={streamed.is_error} {short(mcp_text(streamed))}")
+                ctx.expect(not whole.is_error and mcp_text(whole) == want,
+                           f"without a progress token: expected {short(want)}; got {short(mcp_text(whole))}")
+                ctx.expect(len(updates) >= 1, "expected at least one notifications/progress")
+                ctx.expect(all(b[0] > a[0] for a, b in zip(updates, updates[1:])),
+                           f"expected progress to increase; got {[u[0] for u in updates]}")
+                ctx.expect(all(want.startswith(m or "") for _, m in updates),
+                           "expected each progress message to be the text so far")
+                ctx.note(f"{len(updates)} progress notification(s), then {short(want, 60)}")
+            res.check(f"mcp-python ({ag.kind}): call_tool with progress_callback: text so far, then the result; "
+                      f"and without", progress)
+
+            if ag.fail_prompt:
+                def fails(ctx: Ctx, ag=ag, url=url) -> None:
+                    async def go():
+                        async with mcp_session(url) as (s, _):
+                            streamed = await s.call_tool(MCP_TOOL, {"prompt": ag.fail_prompt},
+                                                         progress_callback=lambda *a: asyncio.sleep(0))
+                            whole = await s.call_tool(MCP_TOOL, {"prompt": ag.fail_prompt})
+                            return streamed, whole
+                    streamed, whole = asyncio.run(go())
+                    for what, r in (("streamed", streamed), ("not streamed", whole)):
+                        ctx.expect(r.is_error, f"{what}: expected isError (never a silently short answer); "
+                                               f"got {short(mcp_text(r))}")
+                        ctx.expect(mcp_text(r) != ag.fail_partial and mcp_text(r),
+                                   f"{what}: expected the error message as the text; got {short(mcp_text(r))}")
+                    ctx.note(f"isError: {short(mcp_text(streamed), 100)}")
+                res.check(f"mcp-python ({ag.kind}): an error mid-stream is a result with isError", fails)
+
+            def refusals(ctx: Ctx, url=url) -> None:
+                async def go():
+                    out = {}
+                    async with mcp_session(url) as (s, _):
+                        for name, args in (("bad", (MCP_TOOL, {"prompt": ""})), ("unknown", ("nope", {"prompt": "x"}))):
+                            try:
+                                out[name] = await s.call_tool(*args)
+                            except MCPError as e:
+                                out[name] = e
+                    return out
+                got = asyncio.run(go())
+                for name, r in got.items():
+                    ctx.expect(isinstance(r, MCPError) and r.error.code == -32602,
+                               f"{name}: expected MCPError -32602; got {short(repr(r))}")
+            res.check(f"mcp-python ({ag.kind}): invalid arguments and an unknown tool are MCPError -32602", refusals)
+
+        llm = agents[1]
+
+        def leaves(ctx: Ctx) -> None:
+            async def go():
+                seen = asyncio.Event()
+
+                async def on_progress(p, total, message):
+                    seen.set()
+                async with mcp_session(llm.agentd.base + "/mcp") as (s, _):
+                    call = asyncio.ensure_future(s.call_tool(
+                        MCP_TOOL, {"prompt": "[[tokens=5000,token_delay_ms=5]] leave"}, progress_callback=on_progress))
+                    await asyncio.wait_for(seen.wait(), 10)
+                # Leaving the session closes the transport: the stream is dropped mid-answer.
+                call.cancel()
+                with contextlib.suppress(BaseException):
+                    await call
+            with contextlib.suppress(BaseException):
+                asyncio.run(go())
+            gone = lambda: any('/mcp' in line and 'client_gone' in line
+                               for line in llm.agentd.log_tail(200_000).splitlines())
+            ctx.expect(wait_until(gone, 5), "expected the request log to say end=client_gone for the stream left early")
+            ctx.expect(wait_until(lambda: llm.agentd.metric("agentd_llm_slots_in_use") == 0, 5),
+                       "expected the LLM request released (agentd_llm_slots_in_use 0) after the client left")
+        res.check("mcp-python (llm): a client that leaves mid-call cancels the agent", leaves)
+
+    with Agentd(binary, out, "mcp-python-auth", {"API_KEY_SECRET": "outside-mcp-key",
+                                                  "CORS_ORIGINS": "https://app.example"}) as a:
+        url = a.base + "/mcp"
+
+        def auth(ctx: Ctx) -> None:
+            async def ok():
+                async with mcp_session(url, {"Authorization": "Bearer outside-mcp-key"}) as (s, _):
+                    return await s.call_tool(MCP_TOOL, {"prompt": "x"})
+            r = asyncio.run(ok())
+            ctx.expect(not r.is_error and mcp_text(r) == ECHO_PREFIX + "x", f"with the key: got {short(mcp_text(r))}")
+            raised = None
+            try:
+                async def bad():
+                    async with mcp_session(url, {"Authorization": "Bearer wrong"}):
+                        pass
+                asyncio.run(bad())
+            except BaseException as e:  # the SDK raises from its task group
+                raised = e
+            ctx.expect(raised is not None, "expected a wrong key to fail the connection")
+            r = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+                           headers={"Authorization": "Bearer outside-mcp-key", "Origin": "https://evil.example"})
+            ctx.expect(r.status_code == 403, f"expected 403 for a disallowed Origin; got {r.status_code}")
+            r = httpx.get(url, headers={"Authorization": "Bearer outside-mcp-key"})
+            ctx.expect(r.status_code == 405 and r.headers.get("allow") == "POST",
+                       f"expected GET 405 with Allow: POST; got {r.status_code} {r.headers.get('allow')}")
+            ctx.note(f"wrong key: {type(raised).__name__}")
+        res.check("mcp-python: the API key as bearer works, a wrong one fails; a disallowed Origin is 403; GET is 405",
+                  auth)
+
+
 def main() -> int:
     # `timeout` sends SIGTERM: unwind, so that every agentd and Chromium is stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -768,6 +928,7 @@ def main() -> int:
         "openai-python": group_openai_python,
         "node-ai-sdk": group_node_ai_sdk,
         "openapi": group_openapi,
+        "mcp-python": group_mcp_python,
     }
     res = Results()
     t0 = time.monotonic()

@@ -169,6 +169,12 @@ pub struct Config {
     #[arg(long, env = "CHAT_COMPLETION_MAX_BYTES", value_name = "CHAT_COMPLETION_MAX_BYTES", default_value_t = 4_194_304, value_parser = clap::value_parser!(u64).range(1024..=1_073_741_824))]
     pub chat_completion_max_bytes: u64,
 
+    /// Most bytes of text a `tools/call` on `POST /mcp` collects (the result carries the
+    /// whole text, and each progress notification the text so far); a longer answer is
+    /// cancelled and ends as a tool error (`isError`).
+    #[arg(long, env = "MCP_RESULT_MAX_BYTES", value_name = "MCP_RESULT_MAX_BYTES", default_value_t = 1_048_576, value_parser = clap::value_parser!(u64).range(1024..=1_073_741_824))]
+    pub mcp_result_max_bytes: u64,
+
     /// Token coalescing: consecutive text deltas of one stream (LLM tokens, a proxied
     /// upstream's chunks) are joined into one `chunked.text` event until it holds this
     /// many characters (0 = off: one event per delta). The first delta of an answer

@@ -84,6 +84,13 @@ impl Cors {
         }
     }
 
+    /// Whether a request from a browser page may reach an endpoint that does not rely
+    /// on CORS alone (`POST /mcp`, the MCP transports' DNS-rebinding protection): one
+    /// without `Origin` (not a browser) or from an allowed origin.
+    pub fn allows_request_origin(&self, req: &HeaderMap) -> bool {
+        self.allows_websocket(req)
+    }
+
     /// Headers for a preflight answer (204); `requested_headers` is reflected.
     pub fn apply_preflight(
         &self,

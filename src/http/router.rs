@@ -33,6 +33,8 @@ pub enum Route {
     OpenApi,
     /// `GET /playground` and its script.
     Playground,
+    /// `POST /mcp`: the MCP front door (streamable HTTP, stateless).
+    Mcp,
 }
 
 impl Route {
@@ -77,12 +79,13 @@ impl Route {
             Route::OpenAiChat => 14,
             Route::OpenApi => 15,
             Route::Playground => 16,
+            Route::Mcp => 17,
         }
     }
 }
 
 /// The label of requests that matched no route.
-pub const UNROUTED_LABEL: usize = 17;
+pub const UNROUTED_LABEL: usize = 18;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RouteMatch {
@@ -133,6 +136,7 @@ pub fn route(method: &Method, path: &str) -> RouteMatch {
         (Some("openapi.json"), None) => (Route::OpenApi, GET),
         (Some("playground"), None | Some("app.js")) => (Route::Playground, GET),
         (Some("v1"), Some("models")) => (Route::OpenAiModels, GET),
+        (Some("mcp"), None) => (Route::Mcp, POST),
         _ => return RouteMatch::NotFound,
     };
     let ok = if allow == POST {
@@ -206,5 +210,14 @@ mod tests {
         );
         assert_eq!(route(&Method::POST, "/v1/chat/x"), RouteMatch::NotFound);
         assert_eq!(route(&Method::POST, "/agent/x/y"), RouteMatch::NotFound);
+        assert_eq!(route(&Method::POST, "/mcp"), RouteMatch::Found(Route::Mcp));
+        assert_eq!(
+            route(&Method::GET, "/mcp"),
+            RouteMatch::MethodNotAllowed("POST")
+        );
+        assert_eq!(
+            route(&Method::DELETE, "/mcp"),
+            RouteMatch::MethodNotAllowed("POST")
+        );
     }
 }

@@ -108,7 +108,7 @@ impl PromHistogram {
 }
 
 /// Routes as metric labels (bounded: never raw paths).
-pub const ROUTE_LABELS: [&str; 18] = [
+pub const ROUTE_LABELS: [&str; 19] = [
     "agent",
     "assist",
     "agent_api",
@@ -126,6 +126,7 @@ pub const ROUTE_LABELS: [&str; 18] = [
     "openai_chat",
     "openapi",
     "playground",
+    "mcp",
     "other",
 ];
 /// Status classes as metric labels.

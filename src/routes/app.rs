@@ -47,6 +47,8 @@ pub struct RouteSettings {
     pub agent_timeout: Duration,
     /// Largest non-streaming chat completion (`CHAT_COMPLETION_MAX_BYTES`).
     pub chat_completion_max_bytes: usize,
+    /// Largest text a `tools/call` on `/mcp` collects (`MCP_RESULT_MAX_BYTES`).
+    pub mcp_result_max_bytes: usize,
     pub ws_max_message: usize,
     pub ws_idle_timeout: Duration,
     /// `GET /playground` answers (`PLAYGROUND`).

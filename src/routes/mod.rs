@@ -9,6 +9,7 @@ pub mod agent;
 mod answer;
 mod app;
 pub mod health;
+mod mcp;
 pub mod metrics;
 pub mod openai;
 pub mod openapi;
@@ -90,6 +91,15 @@ fn authorize(
         }
         Route::Agent | Route::Assist | Route::StreamResume | Route::StreamCancel => {}
         Route::OpenAiModels | Route::OpenAiChat => {
+            return openai::authorize(header, &app.auth)
+                .map_err(map)
+                .map(|()| None);
+        }
+        Route::Mcp => {
+            // DNS-rebinding protection (MCP transports): checked before the credential.
+            if !app.cors.allows_request_origin(h) {
+                return Err(HttpError::OriginNotAllowed);
+            }
             return openai::authorize(header, &app.auth)
                 .map_err(map)
                 .map(|()| None);
@@ -183,6 +193,7 @@ pub async fn handle(
     let mut limit = None;
     let routed = route(req.method(), req.uri().path());
     let openai_errors = openai::is_openai_path(req.uri().path());
+    let mcp_errors = mcp::is_mcp_path(req.uri().path());
     if routed == RouteMatch::Found(Route::Ws) {
         // An upgraded socket keeps its connection counted until it closes.
         if let Some(hold) = done.activity().hold.clone() {
@@ -255,6 +266,8 @@ pub async fn handle(
         }
         if openai_errors {
             openai::error::http_error_reply(e, &request_id)
+        } else if mcp_errors {
+            mcp::error::http_error_reply(e, &request_id)
         } else {
             e.into_reply(&request_id)
         }
@@ -334,6 +347,7 @@ async fn dispatch(
         }
         Route::OpenApi => Ok(openapi::document()),
         Route::Playground => playground::serve(app.settings.playground, req.uri().path()),
+        Route::Mcp => Box::pin(mcp::post(req, headers, app, request_id)).await,
         Route::Health => Ok(health::health(app)),
         Route::HealthLive => Ok(health::live()),
         Route::HealthReady => Ok(health::ready(app).await),

@@ -46,10 +46,11 @@ mod tests {
             Route::OpenAiChat => ("/v1/chat/completions", Method::POST),
             Route::OpenApi => ("/openapi.json", Method::GET),
             Route::Playground => ("/playground", Method::GET),
+            Route::Mcp => ("/mcp", Method::POST),
         }
     }
 
-    const ALL: [Route; 17] = [
+    const ALL: [Route; 18] = [
         Route::Agent,
         Route::AgentApi,
         Route::Assist,
@@ -67,6 +68,7 @@ mod tests {
         Route::OpenAiChat,
         Route::OpenApi,
         Route::Playground,
+        Route::Mcp,
     ];
 
     fn doc() -> serde_json::Value {

@@ -31,6 +31,10 @@ pub enum Route {
     OpenAiChat,
     /// `GET /openapi.json`.
     OpenApi,
+    /// `GET /.well-known/agent-card.json` (and `/.well-known/agent.json`): the A2A card.
+    A2aCard,
+    /// `POST /a2a`: A2A JSON-RPC.
+    A2a,
 }
 
 impl Route {
@@ -46,7 +50,12 @@ impl Route {
     pub fn is_agent(self) -> bool {
         matches!(
             self,
-            Route::Agent | Route::Assist | Route::AgentApi | Route::Stream | Route::OpenAiChat
+            Route::Agent
+                | Route::Assist
+                | Route::AgentApi
+                | Route::Stream
+                | Route::OpenAiChat
+                | Route::A2a
         )
     }
 
@@ -74,12 +83,14 @@ impl Route {
             Route::OpenAiModels => 13,
             Route::OpenAiChat => 14,
             Route::OpenApi => 15,
+            Route::A2aCard => 16,
+            Route::A2a => 17,
         }
     }
 }
 
 /// The label of requests that matched no route.
-pub const UNROUTED_LABEL: usize = 16;
+pub const UNROUTED_LABEL: usize = 18;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RouteMatch {
@@ -129,6 +140,8 @@ pub fn route(method: &Method, path: &str) -> RouteMatch {
         (Some("stats"), None) => (Route::Stats, GET),
         (Some("openapi.json"), None) => (Route::OpenApi, GET),
         (Some("v1"), Some("models")) => (Route::OpenAiModels, GET),
+        (Some(".well-known"), Some("agent-card.json" | "agent.json")) => (Route::A2aCard, GET),
+        (Some("a2a"), None) => (Route::A2a, POST),
         _ => return RouteMatch::NotFound,
     };
     let ok = if allow == POST {
@@ -202,5 +215,18 @@ mod tests {
         );
         assert_eq!(route(&Method::POST, "/v1/chat/x"), RouteMatch::NotFound);
         assert_eq!(route(&Method::POST, "/agent/x/y"), RouteMatch::NotFound);
+        assert_eq!(
+            route(&Method::GET, "/.well-known/agent-card.json"),
+            RouteMatch::Found(Route::A2aCard)
+        );
+        assert_eq!(
+            route(&Method::GET, "/.well-known/agent.json"),
+            RouteMatch::Found(Route::A2aCard)
+        );
+        assert_eq!(route(&Method::POST, "/a2a"), RouteMatch::Found(Route::A2a));
+        assert_eq!(
+            route(&Method::GET, "/a2a"),
+            RouteMatch::MethodNotAllowed("POST")
+        );
     }
 }

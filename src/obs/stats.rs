@@ -108,7 +108,7 @@ impl PromHistogram {
 }
 
 /// Routes as metric labels (bounded: never raw paths).
-pub const ROUTE_LABELS: [&str; 17] = [
+pub const ROUTE_LABELS: [&str; 19] = [
     "agent",
     "assist",
     "agent_api",
@@ -125,6 +125,8 @@ pub const ROUTE_LABELS: [&str; 17] = [
     "openai_models",
     "openai_chat",
     "openapi",
+    "a2a_card",
+    "a2a",
     "other",
 ];
 /// Status classes as metric labels.

@@ -45,10 +45,12 @@ mod tests {
             Route::OpenAiModels => ("/v1/models", Method::GET),
             Route::OpenAiChat => ("/v1/chat/completions", Method::POST),
             Route::OpenApi => ("/openapi.json", Method::GET),
+            Route::A2aCard => ("/.well-known/agent-card.json", Method::GET),
+            Route::A2a => ("/a2a", Method::POST),
         }
     }
 
-    const ALL: [Route; 16] = [
+    const ALL: [Route; 18] = [
         Route::Agent,
         Route::AgentApi,
         Route::Assist,
@@ -65,6 +67,8 @@ mod tests {
         Route::OpenAiModels,
         Route::OpenAiChat,
         Route::OpenApi,
+        Route::A2aCard,
+        Route::A2a,
     ];
 
     fn doc() -> serde_json::Value {

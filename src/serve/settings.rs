@@ -66,6 +66,8 @@ pub(crate) fn routes(c: &Config) -> RouteSettings {
         agent_timeout: c.agent_timeout(),
         chat_completion_max_bytes: usize::try_from(c.chat_completion_max_bytes)
             .unwrap_or(usize::MAX),
+        a2a_tasks_max: usize::try_from(c.a2a_tasks_max).unwrap_or(usize::MAX),
+        a2a_task_max_bytes: usize::try_from(c.a2a_task_max_bytes).unwrap_or(usize::MAX),
         ws_max_message: usize::try_from(c.ws_max_message).unwrap_or(usize::MAX),
         ws_idle_timeout: Duration::from_millis(c.ws_idle_timeout),
         resume: (c.resume_store == ResumeStore::Memory).then(|| ResumeSettings {

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The outside-client suite: agentd spoken to by clients nobody on this project wrote.
 
-Usage: run.py AGENTD_BIN OUT_DIR [--only chromium,node-eventsource,node-ws,httpx-sse,pyjwt,promtool,aiohttp,openai-python,node-ai-sdk,openapi,mcp-python]
+Usage: run.py AGENTD_BIN OUT_DIR [--only chromium,node-eventsource,node-ws,httpx-sse,pyjwt,promtool,aiohttp,openai-python,node-ai-sdk,openapi,playground,mcp-python,a2a-python]
 
 The OpenAI-client and MCP groups also need the in-repo fake LLM upstream: FAKE_LLM_BIN in the
 environment, the `fake-llm` binary (scripts/outside.sh builds it).
@@ -46,7 +46,8 @@ from harness import (HERE, Agentd, Ctx, FakeLlmProcess, FakeOpenAI, Results, fre
 NODE_DIR = os.path.join(HERE, "node")
 TIMEOUT = httpx.Timeout(15.0)
 GROUPS = ["chromium", "node-eventsource", "node-ws", "httpx-sse", "pyjwt", "promtool", "aiohttp",
-          "openai-python", "node-ai-sdk", "openapi", "playground", "mcp-python"]
+          "openai-python", "node-ai-sdk", "openapi", "playground", "mcp-python",
+          "a2a-python"]
 
 
 def ulid() -> str:
@@ -735,6 +736,198 @@ def group_node_ai_sdk(res: Results, binary: str, out: str) -> None:
                 res.check(f"node ai-sdk ({ag.kind}): an error mid-stream is an error part, not a stop", failed)
 
 
+def a2a_text(events: list) -> str:
+    """The `answer` artifact's text, from a2a-sdk StreamResponses, in order."""
+    out = []
+    for e in events:
+        if e.HasField("artifact_update") and e.artifact_update.artifact.artifact_id == "answer":
+            out.extend(p.text for p in e.artifact_update.artifact.parts)
+        elif e.HasField("task"):
+            for a in e.task.artifacts:
+                if a.artifact_id == "answer":
+                    out.extend(p.text for p in a.parts)
+    return "".join(out)
+
+
+def a2a_final_state(events: list):
+    """The last state an A2A stream reported (a status update, else a task)."""
+    for e in reversed(events):
+        if e.HasField("status_update"):
+            return e.status_update.status
+        if e.HasField("task"):
+            return e.task.status
+    return None
+
+
+def group_a2a_python(res: Results, binary: str, out: str) -> None:
+    """The official a2a-sdk client (A2A 1.0, JSON-RPC) on /.well-known/agent-card.json and /a2a."""
+    from a2a.client import ClientConfig, create_client
+    from a2a.helpers.proto_helpers import new_text_message
+    from a2a.types import CancelTaskRequest, GetTaskRequest, Role, SendMessageRequest, TaskState
+    from a2a.utils.errors import TaskNotFoundError
+
+    def ask(prompt: str):
+        return SendMessageRequest(message=new_text_message(prompt, role=Role.ROLE_USER))
+
+    async def collect(base: str, prompt: str, streaming: bool = True) -> list:
+        client = await create_client(base, ClientConfig(streaming=streaming))
+        try:
+            return [e async for e in client.send_message(ask(prompt))]
+        finally:
+            await client.close()
+
+    with openai_agents(binary, out, "a2a-python") as agents:
+        for ag in agents:
+            base = ag.agentd.base
+            prompt = f"Hello from the a2a-sdk to {ag.kind}"
+
+            def stream(ctx: Ctx, ag=ag, base=base, prompt=prompt) -> None:
+                events = asyncio.run(collect(base, prompt))
+                ctx.require(events and events[0].HasField("task"), f"expected the task first; got {short(str(events[:1]))}")
+                text = a2a_text(events)
+                ctx.expect(text == ag.answer(prompt), f"expected the text {short(ag.answer(prompt))}; got {short(text)}")
+                status = a2a_final_state(events)
+                ctx.expect(status is not None and status.state == TaskState.TASK_STATE_COMPLETED,
+                           f"expected a final completed status; got {status}")
+                ctx.note(f"{len(events)} stream responses, {len(text)} characters")
+            res.check(f"a2a-python ({ag.kind}): discovery, then a streamed task: task, text artifact chunks, completed",
+                      stream)
+
+            def whole(ctx: Ctx, ag=ag, base=base, prompt=prompt) -> None:
+                async def run():
+                    client = await create_client(base, ClientConfig(streaming=False))
+                    try:
+                        events = [e async for e in client.send_message(ask(prompt))]
+                        task = events[0].task
+                        got = await client.get_task(GetTaskRequest(id=task.id))
+                        return events, task, got
+                    finally:
+                        await client.close()
+                events, task, got = asyncio.run(run())
+                ctx.expect(task.status.state == TaskState.TASK_STATE_COMPLETED, f"expected completed; got {task.status}")
+                text = a2a_text(events)
+                ctx.expect(text == ag.answer(prompt), f"expected the text {short(ag.answer(prompt))}; got {short(text)}")
+                ctx.expect(got.status.state == TaskState.TASK_STATE_COMPLETED and got.context_id == task.context_id,
+                           f"expected GetTask to find the completed task; got {got.status}")
+            res.check(f"a2a-python ({ag.kind}): SendMessage without streaming returns the completed task; GetTask finds it",
+                      whole)
+
+            if ag.fail_prompt:
+                def fails(ctx: Ctx, ag=ag, base=base) -> None:
+                    events = asyncio.run(collect(base, ag.fail_prompt))
+                    text = a2a_text(events)
+                    status = a2a_final_state(events)
+                    ctx.expect(status is not None and status.state == TaskState.TASK_STATE_FAILED,
+                               f"expected a failed task (never a silently short completed one); got {status}")
+                    ctx.expect(text == ag.fail_partial, f"expected the text before the failure {ag.fail_partial!r}; got {short(text)}")
+                    message = "".join(p.text for p in status.message.parts) if status is not None else ""
+                    ctx.expect(bool(message), "expected the failure's message on the failed status")
+                    whole_events = asyncio.run(collect(base, ag.fail_prompt, streaming=False))
+                    st = whole_events[0].task.status.state
+                    ctx.expect(st == TaskState.TASK_STATE_FAILED, f"non-streaming: expected a failed task; got {st}")
+                    ctx.note(f"failed with {message!r} after {text!r}")
+                res.check(f"a2a-python ({ag.kind}): an error mid-stream is a failed task with the error's message", fails)
+
+        llm = agents[1]
+
+        def leaves(ctx: Ctx) -> None:
+            async def run():
+                client = await create_client(llm.agentd.base, ClientConfig(streaming=True))
+                try:
+                    n = 0
+                    task_id = None
+                    stream = client.send_message(ask("[[tokens=5000,token_delay_ms=5]] leave"))
+                    async for e in stream:
+                        if e.HasField("task"):
+                            task_id = e.task.id
+                        n += 1
+                        if n == 3:
+                            break
+                    await stream.aclose()
+                    return n, task_id
+                finally:
+                    await client.close()
+            n, task_id = asyncio.run(run())
+            gone = lambda: any('/a2a' in line and 'client_gone' in line
+                               for line in llm.agentd.log_tail(200_000).splitlines())
+            ctx.expect(wait_until(gone, 5), "expected the request log to say end=client_gone for the stream left early")
+            ctx.expect(wait_until(lambda: llm.agentd.metric("agentd_llm_slots_in_use") == 0, 5),
+                       "expected the LLM request released (agentd_llm_slots_in_use 0) after the client left")
+
+            async def state():
+                client = await create_client(llm.agentd.base)
+                try:
+                    return (await client.get_task(GetTaskRequest(id=task_id))).status.state
+                finally:
+                    await client.close()
+            st = asyncio.run(state())
+            ctx.expect(st == TaskState.TASK_STATE_CANCELED, f"expected the task canceled; got {st}")
+            ctx.note(f"left after {n} responses; the answer ended client_gone")
+        res.check("a2a-python (llm): a client that leaves mid-stream cancels the agent", leaves)
+
+        def cancels(ctx: Ctx) -> None:
+            async def run():
+                client = await create_client(llm.agentd.base, ClientConfig(streaming=True))
+                try:
+                    events = []
+                    canceled = None
+                    async for e in client.send_message(ask("[[tokens=5000,token_delay_ms=5]] cancel me")):
+                        events.append(e)
+                        if e.HasField("task") and canceled is None:
+                            canceled = await client.cancel_task(CancelTaskRequest(id=e.task.id))
+                    return events, canceled
+                finally:
+                    await client.close()
+            events, canceled = asyncio.run(run())
+            ctx.expect(canceled is not None and canceled.status.state == TaskState.TASK_STATE_CANCELED,
+                       f"expected CancelTask to return the canceled task; got {canceled}")
+            status = a2a_final_state(events)
+            ctx.expect(status is not None and status.state == TaskState.TASK_STATE_CANCELED,
+                       f"expected the stream to end with a canceled status; got {status}")
+            ctx.expect(wait_until(lambda: llm.agentd.metric("agentd_llm_slots_in_use") == 0, 5),
+                       "expected the LLM request released (agentd_llm_slots_in_use 0) after the cancel")
+        res.check("a2a-python (llm): CancelTask mid-stream cancels the agent and ends the stream canceled", cancels)
+
+        def errors(ctx: Ctx) -> None:
+            async def run():
+                client = await create_client(agents[0].agentd.base)
+                try:
+                    await client.get_task(GetTaskRequest(id="no-such-task"))
+                    return None
+                except TaskNotFoundError as e:
+                    return e
+                finally:
+                    await client.close()
+            e = asyncio.run(run())
+            ctx.expect(e is not None, "expected TaskNotFoundError for an unknown task")
+            r = httpx.post(agents[0].agentd.base + "/a2a", content=b"{nope", headers={"content-type": "application/json"})
+            ctx.expect(r.json().get("error", {}).get("code") == -32700, f"expected -32700 for bad JSON; got {r.text}")
+            r = httpx.post(agents[0].agentd.base + "/a2a", json={"jsonrpc": "2.0", "id": 1, "method": "Nope"})
+            ctx.expect(r.json().get("error", {}).get("code") == -32601, f"expected -32601; got {r.text}")
+        res.check("a2a-python: TaskNotFoundError, -32700 on bad JSON, -32601 on an unknown method", errors)
+
+    with Agentd(binary, out, "a2a-python-auth", {"API_KEY_SECRET": "outside-a2a-key"}) as a:
+        def auth(ctx: Ctx) -> None:
+            async def run(key: str):
+                h = httpx.AsyncClient(headers={"authorization": f"Bearer {key}"}, timeout=20)
+                client = await create_client(a.base, ClientConfig(streaming=False, httpx_client=h))
+                try:
+                    events = [e async for e in client.send_message(ask("hi"))]
+                    return events[0].task.status.state, client
+                except Exception as e:  # noqa: BLE001 (the SDK's error for a 401)
+                    return e, None
+                finally:
+                    await client.close()
+                    await h.aclose()
+            ok, _ = asyncio.run(run("outside-a2a-key"))
+            ctx.expect(ok == TaskState.TASK_STATE_COMPLETED, f"expected the API key accepted; got {ok}")
+            bad, _ = asyncio.run(run("wrong"))
+            ctx.expect(isinstance(bad, Exception), f"expected a wrong key refused; got {bad}")
+            card = httpx.get(a.base + "/.well-known/agent-card.json").json()
+            ctx.expect("apiKey" in card.get("securitySchemes", {}), f"expected the card's securitySchemes; got {card}")
+            ctx.note(f"a wrong key: {type(bad).__name__}")
+        res.check("a2a-python: the API key as the bearer token is accepted, a wrong one refused; the card names it", auth)
+
 # ------------------------------------------------------------------ main
 
 
@@ -929,6 +1122,7 @@ def main() -> int:
         "node-ai-sdk": group_node_ai_sdk,
         "openapi": group_openapi,
         "mcp-python": group_mcp_python,
+        "a2a-python": group_a2a_python,
     }
     res = Results()
     t0 = time.monotonic()

@@ -174,6 +174,16 @@ pub struct Config {
     /// cancelled and ends as a tool error (`isError`).
     #[arg(long, env = "MCP_RESULT_MAX_BYTES", value_name = "MCP_RESULT_MAX_BYTES", default_value_t = 1_048_576, value_parser = clap::value_parser!(u64).range(1024..=1_073_741_824))]
     pub mcp_result_max_bytes: u64,
+    /// Most A2A tasks remembered for `GetTask` and `CancelTask` on `/a2a`; beyond it
+    /// the oldest task is forgotten (`TaskNotFound`).
+    #[arg(long, env = "A2A_TASKS_MAX", value_name = "A2A_TASKS_MAX", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub a2a_tasks_max: u64,
+
+    /// Most bytes of answer text remembered per A2A task (beyond it the task keeps its
+    /// status but not its text), and most a non-streaming `SendMessage` collects
+    /// (beyond it the agent is cancelled and the task fails).
+    #[arg(long, env = "A2A_TASK_MAX_BYTES", value_name = "A2A_TASK_MAX_BYTES", default_value_t = 262_144, value_parser = clap::value_parser!(u64).range(1024..=1_073_741_824))]
+    pub a2a_task_max_bytes: u64,
 
     /// Token coalescing: consecutive text deltas of one stream (LLM tokens, a proxied
     /// upstream's chunks) are joined into one `chunked.text` event until it holds this

@@ -35,6 +35,10 @@ pub enum Route {
     Playground,
     /// `POST /mcp`: the MCP front door (streamable HTTP, stateless).
     Mcp,
+    /// `GET /.well-known/agent-card.json` (and `/.well-known/agent.json`): the A2A card.
+    A2aCard,
+    /// `POST /a2a`: A2A JSON-RPC.
+    A2a,
 }
 
 impl Route {
@@ -50,7 +54,12 @@ impl Route {
     pub fn is_agent(self) -> bool {
         matches!(
             self,
-            Route::Agent | Route::Assist | Route::AgentApi | Route::Stream | Route::OpenAiChat
+            Route::Agent
+                | Route::Assist
+                | Route::AgentApi
+                | Route::Stream
+                | Route::OpenAiChat
+                | Route::A2a
         )
     }
 
@@ -80,12 +89,14 @@ impl Route {
             Route::OpenApi => 15,
             Route::Playground => 16,
             Route::Mcp => 17,
+            Route::A2aCard => 18,
+            Route::A2a => 19,
         }
     }
 }
 
 /// The label of requests that matched no route.
-pub const UNROUTED_LABEL: usize = 18;
+pub const UNROUTED_LABEL: usize = 20;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RouteMatch {
@@ -137,6 +148,8 @@ pub fn route(method: &Method, path: &str) -> RouteMatch {
         (Some("playground"), None | Some("app.js")) => (Route::Playground, GET),
         (Some("v1"), Some("models")) => (Route::OpenAiModels, GET),
         (Some("mcp"), None) => (Route::Mcp, POST),
+        (Some(".well-known"), Some("agent-card.json" | "agent.json")) => (Route::A2aCard, GET),
+        (Some("a2a"), None) => (Route::A2a, POST),
         _ => return RouteMatch::NotFound,
     };
     let ok = if allow == POST {
@@ -217,6 +230,19 @@ mod tests {
         );
         assert_eq!(
             route(&Method::DELETE, "/mcp"),
+            RouteMatch::MethodNotAllowed("POST")
+        );
+        assert_eq!(
+            route(&Method::GET, "/.well-known/agent-card.json"),
+            RouteMatch::Found(Route::A2aCard)
+        );
+        assert_eq!(
+            route(&Method::GET, "/.well-known/agent.json"),
+            RouteMatch::Found(Route::A2aCard)
+        );
+        assert_eq!(route(&Method::POST, "/a2a"), RouteMatch::Found(Route::A2a));
+        assert_eq!(
+            route(&Method::GET, "/a2a"),
             RouteMatch::MethodNotAllowed("POST")
         );
     }

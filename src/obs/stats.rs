@@ -108,7 +108,7 @@ impl PromHistogram {
 }
 
 /// Routes as metric labels (bounded: never raw paths).
-pub const ROUTE_LABELS: [&str; 19] = [
+pub const ROUTE_LABELS: [&str; 21] = [
     "agent",
     "assist",
     "agent_api",
@@ -127,6 +127,8 @@ pub const ROUTE_LABELS: [&str; 19] = [
     "openapi",
     "playground",
     "mcp",
+    "a2a_card",
+    "a2a",
     "other",
 ];
 /// Status classes as metric labels.

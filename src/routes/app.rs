@@ -49,6 +49,11 @@ pub struct RouteSettings {
     pub chat_completion_max_bytes: usize,
     /// Largest text a `tools/call` on `/mcp` collects (`MCP_RESULT_MAX_BYTES`).
     pub mcp_result_max_bytes: usize,
+    /// Most A2A tasks remembered for `GetTask` and `CancelTask` (`A2A_TASKS_MAX`).
+    pub a2a_tasks_max: usize,
+    /// Most text remembered per A2A task, and most a `SendMessage` collects
+    /// (`A2A_TASK_MAX_BYTES`).
+    pub a2a_task_max_bytes: usize,
     pub ws_max_message: usize,
     pub ws_idle_timeout: Duration,
     /// `GET /playground` answers (`PLAYGROUND`).
@@ -85,6 +90,8 @@ pub struct App {
     pub finished_streams: FinishedStreams,
     /// Resumable answers (`RESUME_STORE`).
     pub streams: Option<super::resume::StreamStore>,
+    /// The A2A tasks this process remembers.
+    pub(crate) a2a_tasks: super::a2a::tasks::TaskStore,
 }
 
 /// The edge's policies, built (and checked) before the server starts.
@@ -111,6 +118,10 @@ impl App {
             .map(|r| super::resume::StreamStore::new(r, workers));
         App {
             streams,
+            a2a_tasks: super::a2a::tasks::TaskStore::new(
+                settings.a2a_tasks_max,
+                settings.a2a_task_max_bytes,
+            ),
             settings,
             agent,
             stats: server.stats.clone(),

@@ -5,6 +5,7 @@
 //! Finishing a response (or dropping it) records its time and marks the connection
 //! idle. Handlers must not block the worker.
 
+pub(crate) mod a2a;
 pub mod agent;
 mod answer;
 mod app;
@@ -90,7 +91,7 @@ fn authorize(
             }
         }
         Route::Agent | Route::Assist | Route::StreamResume | Route::StreamCancel => {}
-        Route::OpenAiModels | Route::OpenAiChat => {
+        Route::OpenAiModels | Route::OpenAiChat | Route::A2a => {
             return openai::authorize(header, &app.auth)
                 .map_err(map)
                 .map(|()| None);
@@ -194,6 +195,7 @@ pub async fn handle(
     let routed = route(req.method(), req.uri().path());
     let openai_errors = openai::is_openai_path(req.uri().path());
     let mcp_errors = mcp::is_mcp_path(req.uri().path());
+    let a2a_errors = a2a::is_a2a_path(req.uri().path());
     if routed == RouteMatch::Found(Route::Ws) {
         // An upgraded socket keeps its connection counted until it closes.
         if let Some(hold) = done.activity().hold.clone() {
@@ -268,6 +270,8 @@ pub async fn handle(
             openai::error::http_error_reply(e, &request_id)
         } else if mcp_errors {
             mcp::error::http_error_reply(e, &request_id)
+        } else if a2a_errors {
+            a2a::error::http_error_reply(e, &request_id)
         } else {
             e.into_reply(&request_id)
         }
@@ -348,6 +352,8 @@ async fn dispatch(
         Route::OpenApi => Ok(openapi::document()),
         Route::Playground => playground::serve(app.settings.playground, req.uri().path()),
         Route::Mcp => Box::pin(mcp::post(req, headers, app, request_id)).await,
+        Route::A2aCard => Ok(a2a::card(app, headers)),
+        Route::A2a => Box::pin(a2a::rpc(req, headers, app, request_id)).await,
         Route::Health => Ok(health::health(app)),
         Route::HealthLive => Ok(health::live()),
         Route::HealthReady => Ok(health::ready(app).await),

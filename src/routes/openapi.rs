@@ -47,10 +47,12 @@ mod tests {
             Route::OpenApi => ("/openapi.json", Method::GET),
             Route::Playground => ("/playground", Method::GET),
             Route::Mcp => ("/mcp", Method::POST),
+            Route::A2aCard => ("/.well-known/agent-card.json", Method::GET),
+            Route::A2a => ("/a2a", Method::POST),
         }
     }
 
-    const ALL: [Route; 18] = [
+    const ALL: [Route; 20] = [
         Route::Agent,
         Route::AgentApi,
         Route::Assist,
@@ -69,6 +71,8 @@ mod tests {
         Route::OpenApi,
         Route::Playground,
         Route::Mcp,
+        Route::A2aCard,
+        Route::A2a,
     ];
 
     fn doc() -> serde_json::Value {

@@ -40,7 +40,7 @@ use crate::routes::App;
 const INITIAL_CHUNK_BUFFER: usize = 1024;
 
 /// The agent's run (see [`answer::begin`]), polled by the relay.
-type AgentRun = Pin<Box<dyn Future<Output = ()> + Send>>;
+pub(crate) type AgentRun = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// True for paths under `/v1/`: their errors, routed or not, take OpenAI's shape.
 pub fn is_openai_path(path: &str) -> bool {
@@ -125,7 +125,7 @@ pub async fn chat_completions(
 }
 
 /// Polls the agent's run (until it returns), then takes what the answer's queue holds.
-fn next_events<'a>(
+pub(crate) fn next_events<'a>(
     agent: &'a mut Option<AgentRun>,
     source: &'a mut EventSource,
 ) -> impl Future<Output = Next> + 'a {

@@ -33,7 +33,7 @@ if [[ ${SKIP_INTEROP:-0} != 1 ]]; then
   AGENTD_BIN="$TARGET/release/agentd" scripts/proxy-interop.sh
 fi
 if [[ ${SKIP_OUTSIDE:-0} != 1 ]]; then
-  step "outside clients: Chromium, Node eventsource and ws, httpx-sse, PyJWT, promtool, OpenAI SDKs"
+  step "outside clients: Chromium (incl. the playground), Node eventsource and ws, httpx-sse, PyJWT, promtool, OpenAI, MCP and A2A SDKs, openapi-spec-validator"
   AGENTD_BIN="$TARGET/release/agentd" scripts/outside.sh
 fi
 if [[ ${SKIP_HOSTILE:-0} != 1 ]]; then

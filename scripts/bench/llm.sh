@@ -165,7 +165,7 @@ source "$ROOT/scripts/lib/target_dir.sh"
 source "$ROOT/scripts/lib/venv.sh"
 if [[ $BUILD == 1 ]]; then
   log "building agentd, fake-llm, loadgen (cargo build --release)"
-  (cd "$ROOT" && cargo build --release --bin agentd -p fake-llm -p loadgen) || die "build failed"
+  (cd "$ROOT" && cargo build --release --bin agentd && cargo build --release -p fake-llm -p loadgen) || die "build failed"
   if has_server relay-ceiling; then
     log "building relay-ceiling (cargo build --release)"
     (cd "$RELAY_DIR" && cargo build --release --locked) || die "relay-ceiling build failed"

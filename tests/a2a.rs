@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,20 +39,11 @@ async fn rpc(server: &TestServer, body: &Value) -> Value {
 
 /// The JSON-RPC responses of a stream, in order.
 async fn stream_results(res: reqwest::Response) -> Vec<Value> {
-    assert_eq!(res.status(), 200);
-    assert!(res.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/event-stream"));
-    let text = tokio::time::timeout(Duration::from_secs(20), res.text())
+    sse_frames(res, "data: ")
         .await
-        .expect("stream ends in time")
-        .expect("body");
-    text.split("\n\n")
-        .filter(|f| !f.is_empty())
+        .iter()
         .map(|f| {
-            let v: Value =
-                serde_json::from_str(f.strip_prefix("data: ").expect("data frame")).expect("JSON");
+            let v: Value = serde_json::from_str(f).expect("JSON");
             assert_eq!(v["jsonrpc"], "2.0");
             assert_eq!(v["id"], 7);
             v["result"].clone()
@@ -229,14 +219,7 @@ async fn cancel_task_cancels_the_running_agent() {
     }
     let rest = String::from_utf8(rest).unwrap();
     assert!(rest.contains("TASK_STATE_CANCELED"), "{rest}");
-    assert!(
-        eventually(Duration::from_secs(5), || agent
-            .dropped
-            .load(Ordering::SeqCst)
-            == 1)
-        .await,
-        "the agent is cancelled"
-    );
+    assert!(agent.has_dropped(1).await, "the agent is cancelled");
 }
 
 #[tokio::test]
@@ -256,14 +239,7 @@ async fn a_client_that_leaves_cancels_the_agent_and_the_task() {
         serde_json::from_slice(first.split(|&b| b == b'\n').next().unwrap()[6..].as_ref()).unwrap();
     let id = first["result"]["task"]["id"].as_str().unwrap().to_owned();
     drop(stream);
-    assert!(
-        eventually(Duration::from_secs(5), || agent
-            .dropped
-            .load(Ordering::SeqCst)
-            == 1)
-        .await,
-        "the agent is cancelled"
-    );
+    assert!(agent.has_dropped(1).await, "the agent is cancelled");
     let v = rpc(&server, &call("GetTask", json!({"id": id}))).await;
     assert_eq!(v["result"]["status"]["state"], "TASK_STATE_CANCELED");
 }
@@ -292,12 +268,5 @@ async fn a_send_message_answer_over_the_limit_fails_and_cancels_the_agent() {
     let server = start(c, agent.clone());
     let v = rpc(&server, &call("SendMessage", message("x"))).await;
     assert_eq!(v["result"]["task"]["status"]["state"], "TASK_STATE_FAILED");
-    assert!(
-        eventually(Duration::from_secs(5), || agent
-            .dropped
-            .load(Ordering::SeqCst)
-            == 1)
-        .await,
-        "the agent is cancelled"
-    );
+    assert!(agent.has_dropped(1).await, "the agent is cancelled");
 }

@@ -8,7 +8,6 @@
 mod support;
 
 use std::process::{Command, Stdio};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,13 +49,7 @@ async fn graceful_shutdown_lets_streams_finish() {
     for _ in 0..40 {
         tasks.push(spawn_agent(&server, "x"));
     }
-    assert!(
-        eventually(Duration::from_secs(5), || agent
-            .started
-            .load(Ordering::SeqCst)
-            == 40)
-        .await
-    );
+    assert!(agent.has_started(40).await);
     let handle = server.handle.as_ref().unwrap();
     handle.shutdown();
     assert!(eventually(Duration::from_secs(1), || !handle.is_ready()).await);
@@ -80,13 +73,7 @@ async fn the_shutdown_deadline_ends_stragglers_with_error_and_done() {
     for _ in 0..10 {
         tasks.push(spawn_agent(&server, "x"));
     }
-    assert!(
-        eventually(Duration::from_secs(5), || agent
-            .started
-            .load(Ordering::SeqCst)
-            == 10)
-        .await
-    );
+    assert!(agent.has_started(10).await);
     let stopping = tokio::spawn(server.stop());
     for t in tasks {
         let evs = t.await.unwrap();

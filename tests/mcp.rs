@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -53,23 +52,10 @@ async fn json_of(res: reqwest::Response, status: u16) -> Value {
 
 /// An SSE response's messages, in order.
 async fn messages(res: reqwest::Response) -> Vec<Value> {
-    assert_eq!(res.status(), 200);
-    assert!(res.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/event-stream"));
-    let text = tokio::time::timeout(Duration::from_secs(20), res.text())
+    sse_frames(res, "event: message\ndata: ")
         .await
-        .expect("stream ends in time")
-        .expect("body");
-    text.split("\n\n")
-        .filter(|f| !f.is_empty() && !f.starts_with(':'))
-        .map(|f| {
-            let data = f
-                .strip_prefix("event: message\ndata: ")
-                .unwrap_or_else(|| panic!("a message frame: {f:?}"));
-            serde_json::from_str(data).expect("JSON message")
-        })
+        .iter()
+        .map(|f| serde_json::from_str(f).expect("JSON message"))
         .collect()
 }
 
@@ -314,21 +300,11 @@ async fn a_client_that_leaves_cancels_the_agent() {
                 .unwrap();
             assert!(first.is_some());
         } else {
-            assert!(
-                eventually(Duration::from_secs(5), || agent
-                    .started
-                    .load(Ordering::SeqCst)
-                    == 1)
-                .await
-            );
+            assert!(agent.has_started(1).await);
         }
         drop(stream);
         assert!(
-            eventually(Duration::from_secs(5), || agent
-                .dropped
-                .load(Ordering::SeqCst)
-                == 1)
-            .await,
+            agent.has_dropped(1).await,
             "the agent is cancelled (progress: {progress})"
         );
     }

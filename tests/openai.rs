@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,23 +37,7 @@ async fn post(server: &TestServer, body: &Value, auth: Option<&str>) -> reqwest:
 
 /// The `data:` payloads of an SSE body, in order (`[DONE]` kept as text).
 async fn data_frames(res: reqwest::Response) -> Vec<String> {
-    assert_eq!(res.status(), 200);
-    assert!(res.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/event-stream"));
-    let text = tokio::time::timeout(Duration::from_secs(20), res.text())
-        .await
-        .expect("stream ends in time")
-        .expect("body");
-    text.split("\n\n")
-        .filter(|f| !f.is_empty())
-        .map(|f| {
-            f.strip_prefix("data: ")
-                .unwrap_or_else(|| panic!("a data frame: {f:?}"))
-                .to_owned()
-        })
-        .collect()
+    sse_frames(res, "data: ").await
 }
 
 fn chunks(frames: &[String]) -> Vec<Value> {
@@ -395,13 +378,7 @@ async fn rate_limit_and_shedding_answer_in_openai_shape() {
         let res = post(&server, &chat("x", true), None).await;
         tokio::spawn(data_frames(res))
     };
-    assert!(
-        eventually(Duration::from_secs(5), || agent
-            .started
-            .load(Ordering::SeqCst)
-            == 1)
-        .await
-    );
+    assert!(agent.has_started(1).await);
     let e = error_of(post(&server, &chat("y", false), None).await, 503).await;
     assert_eq!(e["code"], "under_pressure");
     assert_complete_stream(&first.await.unwrap(), true);
@@ -420,14 +397,7 @@ async fn a_client_that_leaves_cancels_the_agent() {
         .unwrap();
     assert!(first.is_some());
     drop(stream);
-    assert!(
-        eventually(Duration::from_secs(5), || agent
-            .dropped
-            .load(Ordering::SeqCst)
-            == 1)
-        .await,
-        "the agent is cancelled"
-    );
+    assert!(agent.has_dropped(1).await, "the agent is cancelled");
 }
 
 #[tokio::test]
@@ -581,22 +551,9 @@ async fn a_client_that_leaves_a_non_streaming_request_cancels_the_agent() {
     )
     .await
     .unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || agent
-            .started
-            .load(Ordering::SeqCst)
-            == 1)
-        .await
-    );
+    assert!(agent.has_started(1).await);
     drop(s);
-    assert!(
-        eventually(Duration::from_secs(5), || agent
-            .dropped
-            .load(Ordering::SeqCst)
-            == 1)
-        .await,
-        "the agent is cancelled"
-    );
+    assert!(agent.has_dropped(1).await, "the agent is cancelled");
 }
 
 #[tokio::test]

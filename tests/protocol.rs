@@ -418,20 +418,10 @@ async fn agent_timeout_ends_with_error_and_done() {
 /// Waits for the agent to start, closes the client's socket, and expects the agent's
 /// work to be dropped.
 async fn leave_and_expect_cancel(s: tokio::net::TcpStream, agent: &SlowStreamAgent) {
-    assert!(
-        eventually(Duration::from_secs(5), || agent
-            .started
-            .load(Ordering::SeqCst)
-            == 1)
-        .await
-    );
+    assert!(agent.has_started(1).await);
     drop(s);
     assert!(
-        eventually(Duration::from_secs(5), || agent
-            .dropped
-            .load(Ordering::SeqCst)
-            == 1)
-        .await,
+        agent.has_dropped(1).await,
         "the agent's work is dropped when the client leaves"
     );
 }

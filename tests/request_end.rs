@@ -235,13 +235,7 @@ async fn shedding_logs_at_most_a_line_per_second_per_worker() {
             events(res).await
         }
     });
-    assert!(
-        eventually(Duration::from_secs(5), || agent
-            .started
-            .load(std::sync::atomic::Ordering::SeqCst)
-            == 1)
-        .await
-    );
+    assert!(agent.has_started(1).await);
     let started = std::time::Instant::now();
     for _ in 0..30 {
         let res = post_json(&server, "/agent", body("shed me")).await;

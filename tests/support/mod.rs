@@ -186,6 +186,29 @@ pub async fn events(res: reqwest::Response) -> Vec<Event> {
     out
 }
 
+/// The frames of a whole SSE body, each with `prefix` (its first line or lines) taken
+/// off, in order; comments skipped. The response must be a 200 `text/event-stream`
+/// that ends within 20 s.
+pub async fn sse_frames(res: reqwest::Response, prefix: &str) -> Vec<String> {
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let text = tokio::time::timeout(Duration::from_secs(20), res.text())
+        .await
+        .expect("stream ends in time")
+        .expect("body");
+    text.split("\n\n")
+        .filter(|f| !f.is_empty() && !f.starts_with(':'))
+        .map(|f| {
+            f.strip_prefix(prefix)
+                .unwrap_or_else(|| panic!("a frame starting {prefix:?}: {f:?}"))
+                .to_owned()
+        })
+        .collect()
+}
+
 /// Checks the response-level rules: ids strictly increasing, every stream closed with
 /// `" "`, exactly one `done` and it is last, every event fully keyed.
 pub fn assert_well_formed(evs: &[Event]) {
@@ -424,6 +447,22 @@ impl SlowStreamAgent {
             started: Arc::default(),
             dropped: Arc::default(),
         }
+    }
+
+    /// Waits (up to 5 s) until `n` answers have started.
+    pub async fn has_started(&self, n: u64) -> bool {
+        eventually(Duration::from_secs(5), || {
+            self.started.load(Ordering::SeqCst) == n
+        })
+        .await
+    }
+
+    /// Waits (up to 5 s) until `n` answers' work has been dropped (finished or cancelled).
+    pub async fn has_dropped(&self, n: u64) -> bool {
+        eventually(Duration::from_secs(5), || {
+            self.dropped.load(Ordering::SeqCst) == n
+        })
+        .await
     }
 }
 

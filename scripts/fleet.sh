@@ -80,19 +80,9 @@ else
   TOKENS=40 TOKEN_DELAY_MS=100 SHORT=4 LONG=16 ROUNDS=2
 fi
 
-if [[ $BUILD == 1 ]]; then
-  log "building agentd and fake-llm (release)"
-  (cd "$ROOT" && cargo build --release --bin agentd && cargo build --release -p fake-llm) \
-    || die "build failed"
-fi
-RUN=$ROOT/bench-out/fleet-$(date -u +%Y%m%d-%H%M%S)
-mkdir -p "$RUN"
-ln -sfn "$(basename "$RUN")" "$ROOT/bench-out/fleet-latest"
-# shellcheck source=lib/target_dir.sh
-source "$ROOT/scripts/lib/target_dir.sh"
-TARGET=$(cargo_target_dir "$ROOT")
-cp "$TARGET/release/agentd" "$TARGET/release/fake-llm" "$RUN/" \
-  || die "no release binaries (run without --no-build)"
+# shellcheck source=lib/release_run.sh
+source "$ROOT/scripts/lib/release_run.sh"
+release_run fleet "$BUILD"
 
 PIDS=()
 cleanup() {

@@ -85,21 +85,9 @@ if python3 -c "import sys; sys.exit(0 if float('$LOADAVG') > 0.5 * $NPROC else 1
   log "warning: load average $LOADAVG on $NPROC CPU(s): the machine is busy; RSS is unaffected, latency and CPU figures are"
 fi
 
-if [[ $BUILD == 1 ]]; then
-  log "building agentd and fake-llm (release)"
-  (cd "$ROOT" && cargo build --release --bin agentd && cargo build --release -p fake-llm) \
-    || die "build failed"
-fi
-
-RUN=$ROOT/bench-out/soak-$(date -u +%Y%m%d-%H%M%S)
-mkdir -p "$RUN"
-ln -sfn "$(basename "$RUN")" "$ROOT/bench-out/soak-latest"
-# Copies, so a rebuild during the run changes nothing.
-# shellcheck source=lib/target_dir.sh
-source "$ROOT/scripts/lib/target_dir.sh"
-TARGET=$(cargo_target_dir "$ROOT")
-cp "$TARGET/release/agentd" "$TARGET/release/fake-llm" "$RUN/" \
-  || die "no release binaries (run without --no-build)"
+# shellcheck source=lib/release_run.sh
+source "$ROOT/scripts/lib/release_run.sh"
+release_run soak "$BUILD"
 
 PIDS=()
 cleanup() {

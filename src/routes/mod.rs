@@ -62,18 +62,26 @@ fn authorize(
     };
     let header = h.get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
     let api_key = h.get("x-api-key").map(|v| v.as_bytes());
+    // Who asked matters only to resumable streams: without a store, neither the
+    // string nor a second digest of the API key is made on the request path.
+    let named = app.streams.is_some();
     let principal = |c: Option<crate::edge::auth::Claims>| {
         c.and_then(|c| c.sub)
+            .filter(|_| named)
             .map(|s| format!("sub:{s}").into_boxed_str())
+    };
+    let key_principal = |k: Option<&[u8]>| {
+        k.filter(|_| named)
+            .map(|k| Authenticator::api_key_principal(k).into_boxed_str())
     };
     match route {
         Route::AgentApi => {
             app.auth.check_api_key(api_key).map_err(map)?;
-            return Ok(api_key.map(|k| Authenticator::api_key_principal(k).into_boxed_str()));
+            return Ok(key_principal(api_key));
         }
         Route::StreamResume | Route::StreamCancel if api_key.is_some() && header.is_none() => {
             app.auth.check_api_key(api_key).map_err(map)?;
-            return Ok(api_key.map(|k| Authenticator::api_key_principal(k).into_boxed_str()));
+            return Ok(key_principal(api_key));
         }
         Route::Stream | Route::Ws => {
             let from_query = crate::edge::auth::access_token_param(query);

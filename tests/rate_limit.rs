@@ -10,13 +10,13 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::free_port;
+
+use support::redis::Redis;
 
 use agentd::edge::rate::{FailurePolicy, RateLimitConfig, RateLimiter, RateStats};
 use agentd::edge::rate_redis::COOL_DOWN;
@@ -25,97 +25,6 @@ const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7));
 const OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 8));
 /// Scheduling slack on a loaded machine, on top of the Redis timeout.
 const MARGIN: Duration = Duration::from_millis(400);
-
-/// A `redis-server` child process, killed (by its PID) when dropped.
-struct Redis {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl Redis {
-    /// Starts one on a free port.
-    fn start() -> Redis {
-        let mut last = String::new();
-        for _ in 0..5 {
-            let port = free_port();
-            match Redis::start_on(port) {
-                Ok(r) => return r,
-                Err(e) => last = e,
-            }
-        }
-        panic!("could not start redis-server: {last}");
-    }
-
-    /// Starts one on `port`, waiting until it answers PING.
-    fn start_on(port: u16) -> Result<Redis, String> {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run redis-server ({e}); these tests need it: \
-                     apt-get install -y redis-server"
-                )
-            });
-        let mut redis = Redis {
-            child: Some(child),
-            port,
-        };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if ping(port) {
-                return Ok(redis);
-            }
-            if let Ok(Some(status)) = redis.child.as_mut().unwrap().try_wait() {
-                redis.child = None;
-                return Err(format!("redis-server on port {port} exited: {status}"));
-            }
-            if Instant::now() > deadline {
-                return Err(format!("redis-server on port {port} never answered"));
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.as_ref().expect("running").id() as i32
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's PID.
-        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Whether a Redis answers PING on `port` within a short wait.
-fn ping(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut buf = [0u8; 7];
-    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-}
 
 fn config(redis: Option<&Redis>, max: u64, policy: FailurePolicy) -> RateLimitConfig {
     let mut cfg = RateLimitConfig::new(max, Duration::from_secs(60));

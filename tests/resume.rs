@@ -10,64 +10,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use support::*;
 
 fn resumable() -> agentd::Config {
     let mut c = config();
     c.resume_store = agentd::config::ResumeStore::Memory;
     c
-}
-
-/// Reads `res` until `n` whole events arrived; returns their bytes and the last id.
-async fn first_events(res: reqwest::Response, n: usize) -> (Vec<u8>, String) {
-    let mut body = Vec::new();
-    let mut stream = res.bytes_stream();
-    loop {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
-            .await
-            .expect("a chunk within 10 s")
-            .expect("the stream goes on")
-            .expect("a chunk");
-        body.extend_from_slice(&chunk);
-        let whole = body.windows(2).filter(|w| w == b"\n\n").count();
-        if whole >= n {
-            // Keep exactly the first n events (a chunk may carry more).
-            let mut seen = 0;
-            let mut end = 0;
-            for i in 0..body.len() - 1 {
-                if &body[i..i + 2] == b"\n\n" {
-                    seen += 1;
-                    if seen == n {
-                        end = i + 2;
-                        break;
-                    }
-                }
-            }
-            body.truncate(end);
-            let text = String::from_utf8(body.clone()).unwrap();
-            let last = text
-                .split("\n\n")
-                .filter(|e| !e.is_empty())
-                .last()
-                .unwrap()
-                .to_owned();
-            let data = last
-                .lines()
-                .find_map(|l| l.strip_prefix("data: "))
-                .expect("a data line");
-            let v: serde_json::Value = serde_json::from_str(data).unwrap();
-            return (body, v["id"].as_str().unwrap().to_owned());
-        }
-    }
-}
-
-async fn get(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut req = client().get(server.url(path));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    req.send().await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

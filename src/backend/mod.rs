@@ -3,7 +3,8 @@
 //! (breaker, health, requests in flight, concurrency cap, figures); one probe loop
 //! keeps the health current; one ordering spreads requests; one failure
 //! classification ([`BackendError`]) says what went wrong and what may be tried next;
-//! one pooled client per worker sends requests; one reader takes SSE answers apart.
+//! one pooled client per worker sends requests; one reader takes SSE answers apart;
+//! one Redis connection per worker serves the state replicas share (`redis`).
 //!
 //! The wings decide what to send and how to read what comes back; this module never
 //! knows about the Sentient protocol, agents, routes or the server, and must never
@@ -16,6 +17,7 @@ pub mod error;
 pub mod order;
 pub mod probe;
 pub mod reader;
+pub mod redis;
 pub mod slots;
 pub mod sse;
 

@@ -21,6 +21,8 @@ pub enum ResumeStore {
     Off,
     /// In this process's memory.
     Memory,
+    /// In memory and copied to Redis (`REDIS_URL`): any replica resumes or cancels.
+    Redis,
 }
 
 /// Which agent answers `/agent`, `/assist`, `/stream`.
@@ -215,8 +217,9 @@ pub struct Config {
     pub shutdown_delay: u64,
 
     /// Where answers are kept for a client to resume them (`GET /agent/streams/{id}`):
-    /// `memory` (this process) or `off` (no `x-stream-id`, a client that leaves
-    /// cancels its answer at once).
+    /// `memory` (this process), `redis` (this process, and copied to Redis at
+    /// `REDIS_URL` so that any replica can resume or cancel) or `off` (no
+    /// `x-stream-id`, a client that leaves cancels its answer at once).
     #[arg(
         long,
         env = "RESUME_STORE",
@@ -242,6 +245,30 @@ pub struct Config {
     /// are dropped first (checked every second).
     #[arg(long, env = "RESUME_MEMORY_BYTES", value_name = "RESUME_MEMORY_BYTES", default_value_t = 67_108_864, value_parser = clap::value_parser!(u64).range(1024..=68_719_476_736))]
     pub resume_memory_bytes: u64,
+
+    /// `RESUME_STORE=redis`: events kept per stream in Redis (`XADD MAXLEN ~`); a
+    /// resume from a position trimmed away gets 410 `stream_truncated`.
+    #[arg(long, env = "RESUME_STREAM_EVENTS", value_name = "RESUME_STREAM_EVENTS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(16..=10_000_000))]
+    pub resume_stream_events: u64,
+
+    /// `RESUME_STORE=redis`: streams this process follows from Redis at once for
+    /// clients resuming an answer another replica runs (each holds one Redis
+    /// connection); past it, 503 `resume_unavailable`.
+    #[arg(long, env = "RESUME_REMOTE_READERS", value_name = "RESUME_REMOTE_READERS", default_value_t = 1_024, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub resume_remote_readers: u64,
+
+    /// `RESUME_STORE=redis`: longest wait for one Redis round trip (ms).
+    #[arg(long, env = "RESUME_REDIS_TIMEOUT", value_name = "RESUME_REDIS_TIMEOUT", default_value_t = 500, value_parser = ms_range(1, 60_000))]
+    pub resume_redis_timeout: u64,
+
+    /// `RESUME_STORE=redis`: prefix of every key the resume store writes.
+    #[arg(
+        long,
+        env = "RESUME_REDIS_PREFIX",
+        value_name = "RESUME_REDIS_PREFIX",
+        default_value = "agentd:stream:"
+    )]
+    pub resume_redis_prefix: String,
 
     /// Largest WebSocket message accepted on `/ws`, in bytes (a larger one closes the
     /// socket with 1009).

@@ -5,18 +5,12 @@
 //! increments `<prefix><ip>`, starts the window's expiry on the first hit, and returns
 //! the count and the milliseconds left, atomically.
 //!
-//! Connections: each worker thread runs its own current-thread runtime, and a redis
-//! `ConnectionManager` drives its connection with tasks on the runtime that created it,
-//! so every worker thread keeps its own manager (in a thread-local, keyed by the
-//! limiter), created lazily by the first `check` on that thread, and replaced if the
-//! thread's runtime changes. One manager is never shared across runtimes.
-//!
-//! Failures: every round trip, connecting included, is bounded by `redis_timeout`. A
-//! failed or timed-out round trip drops that worker's connection and starts a
-//! [`COOL_DOWN`] during which the worker's requests are decided by the failure policy
-//! without trying Redis, so an outage costs one bounded wait per worker per cool-down,
-//! not one per request. After the cool-down the next request connects afresh: when
-//! Redis is back, limiting resumes by itself.
+//! Connections and failures: one connection per worker thread with a cool-down after a
+//! failure ([`crate::backend::redis`]); every round trip, connecting included, is
+//! bounded by `redis_timeout`, and during a worker's cool-down its requests are decided
+//! by the failure policy without trying Redis. After the cool-down the next request
+//! connects afresh: when Redis is back, limiting resumes by itself. `REDIS_URL` may name
+//! a Redis Cluster: each script touches one key, so one slot.
 //!
 //! Health (`/health/ready`, `/health/detailed`): [`RedisLimiter::is_up`] answers from
 //! what the last round trip (a request's or a probe's) saw when that is under
@@ -24,23 +18,17 @@
 //! (never a new client), one probe at a time for the whole process. A loop on the
 //! health routes therefore costs Redis at most about one PING per [`HEALTH_CACHE`].
 //!
-//! What it must never do: return an error or wait past `redis_timeout`, hold a borrow of
-//! the thread-local across an await, share a connection between runtimes, open a
+//! What it must never do: return an error or wait past `redis_timeout`, open a
 //! connection per health check, or log the URL (it may carry a password).
 
-use std::cell::RefCell;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+pub use crate::backend::redis::COOL_DOWN;
+use crate::backend::redis::{RedisFailure, RedisTarget, WorkerConnections};
 
 use super::rate::{Decision, FailurePolicy, RateLimitConfig, RateStats};
-
-/// After a failed Redis round trip, how long a worker decides by the failure policy
-/// without trying Redis again.
-pub const COOL_DOWN: Duration = Duration::from_secs(1);
 
 /// How long what a round trip saw stands for Redis's health: health checks within it
 /// send nothing to Redis.
@@ -131,135 +119,39 @@ end
 return {count, ttl}
 ";
 
-/// Tells limiters apart in the per-thread connection table.
-static NEXT_ID: AtomicU64 = AtomicU64::new(0);
-
 pub(crate) struct RedisLimiter {
-    id: u64,
-    /// Lives as long as the limiter: the thread-local entries hold a `Weak` to it and
-    /// are pruned once it is gone.
-    alive: Arc<()>,
-    client: redis::Client,
+    conns: WorkerConnections,
     script: redis::Script,
     max: u64,
     window: Duration,
     window_ms: u64,
     policy: FailurePolicy,
-    timeout: Duration,
     prefix: String,
     health: Health,
-}
-
-/// One worker thread's connection to one limiter's Redis.
-struct Slot {
-    id: u64,
-    owner: Weak<()>,
-    /// The runtime `conn` belongs to: a thread that replaced its runtime (the old one
-    /// and its connection tasks are gone) starts afresh.
-    runtime: tokio::runtime::Id,
-    conn: Option<ConnectionManager>,
-    /// Counts the connections made, so a late failure of an old one cannot end a newer.
-    generation: u64,
-    /// No Redis round trip before this instant (the cool-down after a failure).
-    retry_at: Option<Instant>,
-}
-
-thread_local! {
-    static SLOTS: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
 }
 
 impl RedisLimiter {
     /// Parses the URL; no I/O.
     pub(crate) fn new(url: &str, cfg: &RateLimitConfig) -> Result<Self, String> {
-        let client = redis::Client::open(url)
-            .map_err(|e| format!("rate limit: bad Redis URL: {}", e.category()))?;
+        let target = RedisTarget::parse(url).map_err(|e| format!("rate limit: {e}"))?;
         let window_ms = u64::try_from(cfg.window.as_millis())
             .map_err(|_| "rate limit: the window is too long".to_owned())?;
         Ok(RedisLimiter {
-            id: NEXT_ID.fetch_add(1, Relaxed),
-            alive: Arc::new(()),
-            client,
+            conns: WorkerConnections::new(target, cfg.redis_timeout),
             script: redis::Script::new(SCRIPT),
             max: cfg.max,
             window: cfg.window,
             window_ms,
             policy: cfg.redis_failure,
-            timeout: cfg.redis_timeout,
             prefix: cfg.redis_prefix.clone(),
             health: Health::new(),
         })
     }
 
-    /// This thread's connection, made if needed; `None` during a cool-down.
-    fn connection(&self, now: Instant) -> Result<Option<(ConnectionManager, u64)>, String> {
-        let runtime = tokio::runtime::Handle::current().id();
-        SLOTS.with(|slots| {
-            let mut slots = slots.borrow_mut();
-            let i = match slots.iter().position(|s| s.id == self.id) {
-                Some(i) => i,
-                None => {
-                    // Limiters gone since take their connections with them.
-                    slots.retain(|s| s.owner.strong_count() > 0);
-                    slots.push(Slot {
-                        id: self.id,
-                        owner: Arc::downgrade(&self.alive),
-                        runtime,
-                        conn: None,
-                        generation: 0,
-                        retry_at: None,
-                    });
-                    slots.len() - 1
-                }
-            };
-            let slot = &mut slots[i];
-            if slot.runtime != runtime {
-                slot.runtime = runtime;
-                slot.conn = None;
-                slot.retry_at = None;
-            }
-            if let Some(conn) = &slot.conn {
-                return Ok(Some((conn.clone(), slot.generation)));
-            }
-            if slot.retry_at.is_some_and(|t| now < t) {
-                return Ok(None);
-            }
-            slot.retry_at = None;
-            // Lazy: connects on first use, on this thread's runtime, within the
-            // timeout. No retries inside: the cool-down paces the attempts.
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(self.timeout))
-                .set_response_timeout(Some(self.timeout))
-                .set_number_of_retries(0);
-            let conn = match ConnectionManager::new_lazy_with_config(self.client.clone(), config) {
-                Ok(conn) => conn,
-                Err(e) => {
-                    slot.retry_at = Some(now + COOL_DOWN);
-                    return Err(e.to_string());
-                }
-            };
-            slot.generation += 1;
-            slot.conn = Some(conn.clone());
-            Ok(Some((conn, slot.generation)))
-        })
-    }
-
-    /// Drops this thread's connection (if it is still `generation`) and starts the
-    /// cool-down; logs once per connection lost, so at most once per cool-down.
-    fn failed(&self, generation: u64, error: &dyn std::fmt::Display) {
+    /// Records a failed round trip; logs once per connection lost.
+    fn failed(&self, failure: &RedisFailure) {
         self.health.observe(false, Instant::now());
-        let dropped = SLOTS.with(|slots| {
-            let mut slots = slots.borrow_mut();
-            let Some(slot) = slots.iter_mut().find(|s| s.id == self.id) else {
-                return false;
-            };
-            if slot.generation != generation || slot.conn.is_none() {
-                return false;
-            }
-            slot.conn = None;
-            slot.retry_at = Some(Instant::now() + COOL_DOWN);
-            true
-        });
-        if dropped {
+        if let RedisFailure::Lost(error) = failure {
             // The error, never the URL (it may carry a password).
             tracing::warn!(
                 %error,
@@ -272,33 +164,24 @@ impl RedisLimiter {
 
     /// Counts one request from `ip` in Redis; on any trouble, the failure policy.
     pub(crate) async fn check(&self, ip: IpAddr, stats: &RateStats) -> Decision {
-        let (mut conn, generation) = match self.connection(Instant::now()) {
-            Ok(Some(c)) => c,
-            Ok(None) => return self.fail(stats),
-            Err(e) => {
-                stats.redis_errors.fetch_add(1, Relaxed);
-                tracing::warn!(error = %e, "rate limit: cannot set up a Redis connection");
-                return self.fail(stats);
-            }
-        };
         let key = format!("{}{}", self.prefix, ip);
         let mut call = self.script.prepare_invoke();
         call.key(key).arg(self.window_ms);
-        let reply = tokio::time::timeout(self.timeout, call.invoke_async::<(u64, i64)>(&mut conn));
-        match reply.await {
-            Ok(Ok((count, ttl_ms))) => {
+        let reply = self
+            .conns
+            .run(|mut conn| async move { call.invoke_async::<(u64, i64)>(&mut conn).await })
+            .await;
+        match reply {
+            Ok((count, ttl_ms)) => {
                 self.health.observe(true, Instant::now());
                 let reset = Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0));
                 Decision::counted(self.max, count, reset.min(self.window))
             }
-            Ok(Err(e)) => {
-                stats.redis_errors.fetch_add(1, Relaxed);
-                self.failed(generation, &e);
-                self.fail(stats)
-            }
-            Err(_) => {
-                stats.redis_errors.fetch_add(1, Relaxed);
-                self.failed(generation, &"no answer within the Redis timeout");
+            Err(f) => {
+                if f.tried() {
+                    stats.redis_errors.fetch_add(1, Relaxed);
+                    self.failed(&f);
+                }
                 self.fail(stats)
             }
         }
@@ -328,20 +211,18 @@ impl RedisLimiter {
     /// One PING on this worker's connection; a failure drops it and starts the
     /// cool-down, as a request's failure does. During a cool-down: down, sending nothing.
     async fn ping(&self) -> bool {
-        let (mut conn, generation) = match self.connection(Instant::now()) {
-            Ok(Some(c)) => c,
-            Ok(None) | Err(_) => return false,
-        };
-        let cmd = redis::cmd("PING");
-        let ping = cmd.query_async::<String>(&mut conn);
-        match tokio::time::timeout(self.timeout, ping).await {
-            Ok(Ok(pong)) => pong == "PONG",
-            Ok(Err(e)) => {
-                self.failed(generation, &e);
-                false
-            }
-            Err(_) => {
-                self.failed(generation, &"no answer within the Redis timeout");
+        let pong = self
+            .conns
+            .run(
+                |mut conn| async move { redis::cmd("PING").query_async::<String>(&mut conn).await },
+            )
+            .await;
+        match pong {
+            Ok(pong) => pong == "PONG",
+            Err(f) => {
+                if f.tried() {
+                    self.failed(&f);
+                }
                 false
             }
         }
@@ -376,6 +257,7 @@ mod tests {
     use crate::edge::rate::{RateLimiter, RateStats};
     use std::net::{Ipv4Addr, TcpListener};
     use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
 
     const IP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
     const TIMEOUT: Duration = Duration::from_millis(100);
@@ -531,6 +413,6 @@ mod tests {
                 limiter(url.clone(), FailurePolicy::Open).check(IP).await;
             }
         });
-        assert!(SLOTS.with(|s| s.borrow().len()) <= 1);
+        assert!(WorkerConnections::thread_slots() <= 1);
     }
 }

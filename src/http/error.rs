@@ -74,6 +74,10 @@ pub enum HttpError {
     /// A resume position that is not an event of this stream.
     #[error("Last-Event-ID is not an event of this stream")]
     UnknownPosition,
+    /// The shared resume store (Redis) cannot answer, or too many streams are being
+    /// resumed from it at once (`RESUME_REMOTE_READERS`).
+    #[error("Resuming this stream is unavailable")]
+    ResumeUnavailable,
 }
 
 impl HttpError {
@@ -92,7 +96,8 @@ impl HttpError {
             HttpError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             HttpError::ShuttingDown
             | HttpError::UnderPressure { .. }
-            | HttpError::RateLimitUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | HttpError::RateLimitUnavailable { .. }
+            | HttpError::ResumeUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             HttpError::InvalidToken | HttpError::InvalidApiKey => StatusCode::UNAUTHORIZED,
             HttpError::Forbidden | HttpError::OriginNotAllowed => StatusCode::FORBIDDEN,
@@ -106,6 +111,7 @@ impl HttpError {
             HttpError::StreamNotFound => "stream_not_found",
             HttpError::StreamTruncated => "stream_truncated",
             HttpError::UnknownPosition => "unknown_position",
+            HttpError::ResumeUnavailable => "resume_unavailable",
             HttpError::MethodNotAllowed { .. } => "method_not_allowed",
             HttpError::PayloadTooLarge { .. } => "payload_too_large",
             HttpError::UnsupportedMediaType => "unsupported_media_type",
@@ -135,7 +141,9 @@ impl HttpError {
     pub fn fault(&self) -> Fault {
         match self {
             HttpError::ShuttingDown | HttpError::UnderPressure { .. } => Fault::Server,
-            HttpError::RateLimitUnavailable { .. } => Fault::Upstream,
+            HttpError::RateLimitUnavailable { .. } | HttpError::ResumeUnavailable => {
+                Fault::Upstream
+            }
             _ => Fault::Client,
         }
     }
@@ -205,7 +213,7 @@ impl HttpError {
             HttpError::MethodNotAllowed { allow } => {
                 reply.with_header(header::ALLOW, HeaderValue::from_static(allow))
             }
-            HttpError::ShuttingDown => {
+            HttpError::ShuttingDown | HttpError::ResumeUnavailable => {
                 reply.with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
             }
             HttpError::InvalidToken => {

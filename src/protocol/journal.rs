@@ -74,18 +74,29 @@ impl Journal {
         self.events.binary_search_by(|(e, _)| e.cmp(&id)).is_ok()
     }
 
+    /// Where the events after `after` start in `events`.
+    fn start(&self, after: Option<Ulid>) -> Result<usize, ReplayError> {
+        match after {
+            None if self.truncated => Err(ReplayError::Truncated),
+            None => Ok(0),
+            Some(id) => match self.events.binary_search_by(|(e, _)| e.cmp(&id)) {
+                Ok(i) => Ok(i + 1),
+                // Older than everything kept: dropped, or never ours.
+                Err(0) if self.truncated => Err(ReplayError::Truncated),
+                Err(_) => Err(ReplayError::UnknownPosition),
+            },
+        }
+    }
+
+    /// Every event after `after` (all of them for `None`), one by one.
+    pub fn events_after(&self, after: Option<Ulid>) -> Result<Vec<(Ulid, Bytes)>, ReplayError> {
+        let start = self.start(after)?;
+        Ok(self.events.iter().skip(start).cloned().collect())
+    }
+
     /// Every event after `after` (all of them for `None`), concatenated.
     pub fn replay(&self, after: Option<Ulid>) -> Result<BytesMut, ReplayError> {
-        let start = match after {
-            None if self.truncated => return Err(ReplayError::Truncated),
-            None => 0,
-            Some(id) => match self.events.binary_search_by(|(e, _)| e.cmp(&id)) {
-                Ok(i) => i + 1,
-                // Older than everything kept: dropped, or never ours.
-                Err(0) if self.truncated => return Err(ReplayError::Truncated),
-                Err(_) => return Err(ReplayError::UnknownPosition),
-            },
-        };
+        let start = self.start(after)?;
         let len = self.events.iter().skip(start).map(|(_, b)| b.len()).sum();
         let mut out = BytesMut::with_capacity(len);
         for (_, b) in self.events.iter().skip(start) {

@@ -102,6 +102,11 @@ struct State {
     reader: u64,
     /// Woken when the queue is detached or attached again.
     watcher: Option<Waker>,
+    /// Woken on every event (a resumable queue's copy to a shared store), and when the
+    /// producer stops without finishing.
+    copier: Option<Waker>,
+    /// The producer's end was dropped.
+    sink_dropped: bool,
     /// When the producer wrote its last event.
     finished_at: Option<std::time::Instant>,
 }
@@ -175,6 +180,8 @@ pub fn event_queue(limits: QueueLimits, initial_capacity: usize) -> (EventSink, 
         detached: false,
         reader: 0,
         watcher: None,
+        copier: None,
+        sink_dropped: false,
         finished_at: None,
     }));
     (
@@ -199,6 +206,17 @@ pub fn resumable_event_queue(
         shared: source.shared.clone(),
     };
     (sink, source, resumable)
+}
+
+/// Events taken from a resumable queue's journal in order ([`Resumable::next_batch`]).
+#[derive(Debug)]
+pub struct Batch {
+    pub events: Vec<(Ulid, Bytes)>,
+    /// The producer has finished: the last event is the answer's last.
+    pub finished: bool,
+    /// The producer stopped without finishing (the queue was cut or its producer
+    /// dropped): no event will follow.
+    pub stopped: bool,
 }
 
 /// The handle that lets a new reader take over a resumable queue.
@@ -265,6 +283,34 @@ impl Resumable {
                 return;
             }
         }
+    }
+
+    /// The events after `after` (from the start for `None`), waiting until there is
+    /// at least one or the producer has finished. With `finished` true, the batch ends
+    /// with the last event the producer wrote.
+    pub async fn next_batch(&self, after: Option<Ulid>) -> Result<Batch, ReplayError> {
+        poll_fn(|cx| {
+            let mut st = lock(&self.shared);
+            let journal = match st.journal.as_ref() {
+                Some(j) => j,
+                None => return Poll::Ready(Err(ReplayError::UnknownPosition)),
+            };
+            let events = match journal.events_after(after) {
+                Ok(e) => e,
+                Err(e) => return Poll::Ready(Err(e)),
+            };
+            let stopped = !st.finished && (st.closed.is_some() || st.sink_dropped);
+            if events.is_empty() && !st.finished && !stopped {
+                st.copier = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            Poll::Ready(Ok(Batch {
+                events,
+                finished: st.finished,
+                stopped,
+            }))
+        })
+        .await
     }
 
     /// True when the producer has finished and `id` is its last event (`done`).
@@ -368,9 +414,9 @@ impl EventSink {
                 st.finished_at = Some(std::time::Instant::now());
             }
             st.finished |= finish;
-            st.consumer.take()
+            (st.consumer.take(), st.copier.take())
         };
-        if let Some(w) = waker {
+        for w in [waker.0, waker.1].into_iter().flatten() {
             w.wake();
         }
         Ok(())
@@ -378,7 +424,7 @@ impl EventSink {
 
     /// Cuts the stream off: the consumer ends with an error.
     pub fn abort(&self, why: Closed) {
-        let (waker, hook) = {
+        let (waker, copier, hook) = {
             let mut st = lock(&self.shared);
             let first = st.closed.is_none();
             st.closed.get_or_insert(why);
@@ -387,9 +433,9 @@ impl EventSink {
             } else {
                 None
             };
-            (st.consumer.take(), hook)
+            (st.consumer.take(), st.copier.take(), hook)
         };
-        if let Some(w) = waker {
+        for w in [waker, copier].into_iter().flatten() {
             w.wake();
         }
         if let Some(hook) = hook {
@@ -405,6 +451,19 @@ impl EventSink {
     /// True once the consumer is gone or the queue was aborted.
     pub fn is_closed(&self) -> bool {
         lock(&self.shared).closed.is_some()
+    }
+}
+
+impl Drop for EventSink {
+    fn drop(&mut self) {
+        let copier = {
+            let mut st = lock(&self.shared);
+            st.sink_dropped = true;
+            st.copier.take()
+        };
+        if let Some(w) = copier {
+            w.wake();
+        }
     }
 }
 

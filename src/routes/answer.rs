@@ -77,7 +77,15 @@ pub(crate) fn begin_resumable(
     let (sink, source, resumable) =
         resumable_event_queue(app.settings.queue, INITIAL_EVENT_BUFFER, s.buffer_bytes);
     let grace = s.grace;
+    let principal = store.shared().and(caller.principal.clone());
     let kept = store.keep(caller.worker, resumable.clone(), caller.principal);
+    store.copy_to_shared(
+        &kept,
+        resumable.clone(),
+        principal,
+        framing,
+        session.processor_id.clone(),
+    );
     let handler = ResponseHandler::new(sink, framing, session.processor_id.clone());
     let resume = Resume {
         queue: resumable,

@@ -115,6 +115,7 @@ impl App {
         let workers = server.workers();
         let streams = settings
             .resume
+            .clone()
             .map(|r| super::resume::StreamStore::new(r, workers));
         App {
             streams,

@@ -344,14 +344,19 @@ async fn dispatch(
             Box::pin(agent::assist(req, headers, app, request_id, caller)).await
         }
         Route::Stream => agent::stream(req, headers, app, request_id, caller),
-        Route::StreamResume => resume::resume(
-            app,
-            req.uri().path(),
-            req.uri().query(),
-            headers,
-            caller.principal.as_deref(),
-        ),
-        Route::StreamCancel => resume::cancel(app, req.uri().path(), caller.principal.as_deref()),
+        Route::StreamResume => {
+            resume::resume(
+                app,
+                req.uri().path(),
+                req.uri().query(),
+                headers,
+                caller.principal.as_deref(),
+            )
+            .await
+        }
+        Route::StreamCancel => {
+            resume::cancel(app, req.uri().path(), caller.principal.as_deref()).await
+        }
         Route::Ws => ws::upgrade(req, headers, app, request_id),
         Route::OpenAiModels => Ok(openai::models(app)),
         Route::OpenAiChat => {

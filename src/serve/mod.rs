@@ -30,7 +30,7 @@ impl Server {
         let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
         let edge = settings::edge(&config).map_err(invalid)?;
         let server_settings = settings::server(&config).map_err(invalid)?;
-        let routes = settings::routes(&config);
+        let routes = settings::routes(&config).map_err(invalid)?;
         server::start(server_settings, move |status| {
             Ok(Routes(Arc::new(App::new(routes, edge, agent, status))))
         })

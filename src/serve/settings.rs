@@ -9,12 +9,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backend::redis::RedisTarget;
 use crate::config::{Config, ResumeStore};
 use crate::edge::auth::{AuthConfig, Authenticator};
 use crate::edge::cors::Cors;
 use crate::edge::rate::{RateLimitConfig, RateLimiter};
 use crate::edge::shed::ShedConfig;
 use crate::protocol::queue::QueueLimits;
+use crate::routes::resume::redis::RedisResumeSettings;
 use crate::routes::resume::ResumeSettings;
 use crate::routes::{Compression, Edge, RouteSettings};
 use crate::server::ServerSettings;
@@ -45,8 +47,8 @@ pub(crate) fn server(c: &Config) -> Result<ServerSettings, String> {
 }
 
 /// The routes' settings.
-pub(crate) fn routes(c: &Config) -> RouteSettings {
-    RouteSettings {
+pub(crate) fn routes(c: &Config) -> Result<RouteSettings, String> {
+    Ok(RouteSettings {
         agent_id: Arc::from(c.agent_id.as_str()),
         request_logging: c.request_logging(),
         compression: c.compression.then_some(Compression {
@@ -73,13 +75,36 @@ pub(crate) fn routes(c: &Config) -> RouteSettings {
         ws_max_message: usize::try_from(c.ws_max_message).unwrap_or(usize::MAX),
         ws_idle_timeout: Duration::from_millis(c.ws_idle_timeout),
         playground: c.playground,
-        resume: (c.resume_store == ResumeStore::Memory).then(|| ResumeSettings {
-            grace: Duration::from_millis(c.resume_grace),
-            ttl: Duration::from_millis(c.resume_ttl),
-            buffer_bytes: c.resume_buffer_bytes as usize,
-            memory_bytes: c.resume_memory_bytes as usize,
-        }),
-    }
+        resume: resume(c)?,
+    })
+}
+
+/// `RESUME_STORE` and its limits; `redis` needs `REDIS_URL`.
+fn resume(c: &Config) -> Result<Option<ResumeSettings>, String> {
+    let redis = match c.resume_store {
+        ResumeStore::Off => return Ok(None),
+        ResumeStore::Memory => None,
+        ResumeStore::Redis => {
+            let url = c
+                .redis_url
+                .as_deref()
+                .ok_or("RESUME_STORE=redis needs REDIS_URL")?;
+            Some(RedisResumeSettings {
+                target: RedisTarget::parse(url).map_err(|e| format!("RESUME_STORE: {e}"))?,
+                timeout: Duration::from_millis(c.resume_redis_timeout),
+                max_events: usize::try_from(c.resume_stream_events).unwrap_or(usize::MAX),
+                remote_readers: usize::try_from(c.resume_remote_readers).unwrap_or(usize::MAX),
+                prefix: c.resume_redis_prefix.clone(),
+            })
+        }
+    };
+    Ok(Some(ResumeSettings {
+        grace: Duration::from_millis(c.resume_grace),
+        ttl: Duration::from_millis(c.resume_ttl),
+        buffer_bytes: c.resume_buffer_bytes as usize,
+        memory_bytes: c.resume_memory_bytes as usize,
+        redis,
+    }))
 }
 
 /// The edge's policies.

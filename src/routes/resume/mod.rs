@@ -1,4 +1,4 @@
-//! Resumable streams (`RESUME_STORE=memory`): every agent answer gets an unguessable
+//! Resumable streams (`RESUME_STORE=memory` or `redis`): every agent answer gets an unguessable
 //! stream id (`x-stream-id`); `GET /agent/streams/{id}` replays what was sent after the
 //! client's last event (`Last-Event-ID` or `?after=`) byte for byte, then follows the
 //! live events; `DELETE /agent/streams/{id}` cancels a running answer.
@@ -8,8 +8,13 @@
 //! cancel one of its streams. Each answer's events are bounded by its journal
 //! (`RESUME_BUFFER_BYTES`); finished answers stay for `RESUME_TTL`, and every second
 //! each worker drops its expired ones and, while the process keeps more than
-//! `RESUME_MEMORY_BYTES`, its oldest finished ones. It must never let one principal
-//! resume another's stream, and never hold a shard lock across an await.
+//! `RESUME_MEMORY_BYTES`, its oldest finished ones. With `RESUME_STORE=redis` each
+//! answer is also copied to Redis ([`redis`]), so that any replica can resume or
+//! cancel it; a stream this process holds is always served from memory. It must never
+//! let one principal resume another's stream, and never hold a shard lock across an
+//! await.
+
+pub mod redis;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -27,7 +32,7 @@ use crate::protocol::queue::Resumable;
 use crate::routes::App;
 
 /// How resumable streams are kept.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ResumeSettings {
     /// How long an answer whose client left keeps running for a resume.
     pub grace: Duration,
@@ -37,6 +42,8 @@ pub struct ResumeSettings {
     pub buffer_bytes: usize,
     /// Bytes of events kept by the whole process.
     pub memory_bytes: usize,
+    /// `RESUME_STORE=redis`: where answers are copied for other replicas.
+    pub redis: Option<redis::RedisResumeSettings>,
 }
 
 /// How often each worker drops its expired streams.
@@ -67,6 +74,8 @@ pub struct StreamStore {
     shards: Box<[Mutex<Shard>]>,
     /// Journal bytes of every shard at its last sweep.
     kept_bytes: Box<[AtomicUsize]>,
+    /// `RESUME_STORE=redis`.
+    shared: Option<Arc<redis::RedisStreams>>,
 }
 
 /// A newly kept answer: its id (the header value) and what its run needs.
@@ -82,7 +91,12 @@ fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 
 impl StreamStore {
     pub fn new(settings: ResumeSettings, workers: usize) -> StreamStore {
+        let shared = settings
+            .redis
+            .clone()
+            .map(|r| Arc::new(redis::RedisStreams::new(r, settings.ttl)));
         StreamStore {
+            shared,
             settings,
             shards: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
             kept_bytes: (0..workers.max(1)).map(|_| AtomicUsize::new(0)).collect(),
@@ -91,6 +105,35 @@ impl StreamStore {
 
     pub fn settings(&self) -> &ResumeSettings {
         &self.settings
+    }
+
+    /// The Redis side, with `RESUME_STORE=redis`.
+    pub fn shared(&self) -> Option<&Arc<redis::RedisStreams>> {
+        self.shared.as_ref()
+    }
+
+    /// With `RESUME_STORE=redis`, copies the answer kept as `kept` to Redis, in a task
+    /// of its own on this worker, until its end.
+    pub fn copy_to_shared(
+        &self,
+        kept: &KeptStream,
+        queue: Resumable,
+        principal: Option<Box<str>>,
+        framing: crate::protocol::events::Framing,
+        source: Arc<str>,
+    ) {
+        let Some(shared) = &self.shared else {
+            return;
+        };
+        let copy = redis::Copy {
+            id: kept.id.to_str().unwrap_or_default().to_owned(),
+            queue,
+            principal,
+            framing,
+            source,
+            cancel: kept.cancel.clone(),
+        };
+        tokio::spawn(shared.clone().copy(copy));
     }
 
     /// Keeps an answer started on `worker`.
@@ -116,7 +159,7 @@ impl StreamStore {
     }
 
     fn find(&self, id: &str) -> Option<Kept> {
-        if id.len() != ID_LEN || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !is_stream_id(id) {
             return None;
         }
         let worker = usize::from_str_radix(&id[..2], 16).ok()?;
@@ -213,8 +256,8 @@ fn check_principal(kept: &Kept, principal: Option<&str>) -> Result<(), HttpError
 }
 
 /// `GET /agent/streams/{id}`: the events after the client's last one, then the live
-/// ones until `done`.
-pub fn resume(
+/// ones until `done`; from Redis when another replica ran the answer.
+pub async fn resume(
     app: &App,
     path: &str,
     query: Option<&str>,
@@ -223,8 +266,39 @@ pub fn resume(
 ) -> Result<Reply, HttpError> {
     let store = app.streams.as_ref().ok_or(HttpError::StreamNotFound)?;
     let id = stream_id(path);
-    let kept = store.find(id).ok_or(HttpError::StreamNotFound)?;
+    let after = resume_position(headers, query)?;
+    let Some(kept) = store.find(id) else {
+        if !is_stream_id(id) {
+            return Err(HttpError::StreamNotFound);
+        }
+        let shared = store.shared().ok_or(HttpError::StreamNotFound)?;
+        let body = shared
+            .resume(
+                id,
+                after,
+                principal,
+                app.settings.queue,
+                app.settings.heartbeat,
+            )
+            .await?;
+        let id = HeaderValue::from_str(id).map_err(|_| HttpError::StreamNotFound)?;
+        return Ok(Reply::sse(ResponseBody::sse(body)).with_header(X_STREAM_ID.clone(), id));
+    };
     check_principal(&kept, principal)?;
+    let source = kept.queue.attach(after).map_err(|e| match e {
+        ReplayError::Truncated => HttpError::StreamTruncated,
+        ReplayError::UnknownPosition => HttpError::UnknownPosition,
+    })?;
+    let body = SseBody::new(source, None, app.settings.heartbeat);
+    let id = HeaderValue::from_str(id).map_err(|_| HttpError::StreamNotFound)?;
+    Ok(Reply::sse(ResponseBody::sse(body)).with_header(X_STREAM_ID.clone(), id))
+}
+
+/// Where a resume starts: `Last-Event-ID`, else `?after=`, else the beginning.
+fn resume_position(
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Option<ulid::Ulid>, HttpError> {
     let position = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -234,13 +308,12 @@ pub fn resume(
         None | Some("") => None,
         Some(p) => Some(ids::parse_canonical_ulid(p).ok_or(HttpError::UnknownPosition)?),
     };
-    let source = kept.queue.attach(after).map_err(|e| match e {
-        ReplayError::Truncated => HttpError::StreamTruncated,
-        ReplayError::UnknownPosition => HttpError::UnknownPosition,
-    })?;
-    let body = SseBody::new(source, None, app.settings.heartbeat);
-    let id = HeaderValue::from_str(id).map_err(|_| HttpError::StreamNotFound)?;
-    Ok(Reply::sse(ResponseBody::sse(body)).with_header(X_STREAM_ID.clone(), id))
+    Ok(after)
+}
+
+/// True for a well-formed stream id (what may be looked up in Redis).
+fn is_stream_id(id: &str) -> bool {
+    id.len() == ID_LEN && id.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// A `/stream` reconnect (`Last-Event-ID` naming an event of a kept answer, not its
@@ -265,18 +338,30 @@ pub fn resume_stream_reconnect(
 }
 
 /// `DELETE /agent/streams/{id}`: cancels a running answer (its reader gets
-/// `atomic.error` and `done`). 202 when it was running, 200 when it had finished.
-pub fn cancel(app: &App, path: &str, principal: Option<&str>) -> Result<Reply, HttpError> {
+/// `atomic.error` and `done`), through Redis when another replica runs it. 202 when it
+/// was running, 200 when it had finished.
+pub async fn cancel(app: &App, path: &str, principal: Option<&str>) -> Result<Reply, HttpError> {
     let store = app.streams.as_ref().ok_or(HttpError::StreamNotFound)?;
-    let kept = store
-        .find(stream_id(path))
-        .ok_or(HttpError::StreamNotFound)?;
-    check_principal(&kept, principal)?;
-    let (status, body): (StatusCode, &'static [u8]) = if kept.queue.finished_at().is_some() {
-        (StatusCode::OK, br#"{"status":"finished"}"#)
-    } else {
-        kept.cancel.notify_one();
+    let id = stream_id(path);
+    let running = match store.find(id) {
+        Some(kept) => {
+            check_principal(&kept, principal)?;
+            let running = kept.queue.finished_at().is_none();
+            if running {
+                kept.cancel.notify_one();
+            }
+            running
+        }
+        None if is_stream_id(id) => match store.shared() {
+            Some(shared) => shared.cancel(id, principal).await?,
+            None => return Err(HttpError::StreamNotFound),
+        },
+        None => return Err(HttpError::StreamNotFound),
+    };
+    let (status, body): (StatusCode, &'static [u8]) = if running {
         (StatusCode::ACCEPTED, br#"{"status":"cancelling"}"#)
+    } else {
+        (StatusCode::OK, br#"{"status":"finished"}"#)
     };
     Ok(Reply::json(status, bytes::Bytes::from_static(body)))
 }
@@ -304,6 +389,7 @@ mod tests {
             ttl: Duration::from_millis(ttl_ms),
             buffer_bytes: 1 << 20,
             memory_bytes: memory,
+            redis: None,
         }
     }
 

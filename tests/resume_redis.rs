@@ -1,0 +1,263 @@
+//! Resumable streams across replicas (`RESUME_STORE=redis`), against a real
+//! `redis-server` (and, in `redis_cluster.rs`, a real Redis Cluster): two agentd
+//! servers share one Redis; an answer started on one is resumed byte for byte, and
+//! cancelled, from the other; an owner that died ends remote readers with
+//! `agent_lost` and `done`; principals hold across replicas; Redis unreachable leaves
+//! the answers themselves untouched.
+//!
+//! Needs `redis-server` on the PATH (`apt-get install -y redis-server`).
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::redis::Redis;
+use support::*;
+
+fn replica(url: &str) -> agentd::Config {
+    let mut c = config();
+    c.resume_store = agentd::config::ResumeStore::Redis;
+    c.redis_url = Some(url.to_owned());
+    c.enable_metrics = true;
+    c
+}
+
+async fn delete(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut req = client().delete(server.url(path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
+}
+
+/// Starts a slow answer on `a`, reads its first `n` events and leaves; returns the
+/// stream id, the bytes seen and the last event id.
+async fn start_and_leave(a: &TestServer, n: usize) -> (String, Vec<u8>, String) {
+    let res = post_json(a, "/agent", body("hello")).await;
+    assert_eq!(res.status(), 200);
+    let id = res.headers()["x-stream-id"].to_str().unwrap().to_owned();
+    let (seen, last) = first_events(res, n).await;
+    (id, seen, last)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_started_on_one_replica_resumes_on_another_byte_for_byte() {
+    let redis = Redis::start();
+    let agent = Arc::new(SlowStreamAgent::new(15, Duration::from_millis(60)));
+    let a = start(replica(&redis.url()), agent.clone());
+    let b = start_echo_with(replica(&redis.url()));
+    let (id, seen, last) = start_and_leave(&a, 3).await;
+
+    // On the other replica, mid-answer: what was copied so far, then live events.
+    let res = get(
+        &b,
+        &format!("/agent/streams/{id}"),
+        &[("last-event-id", &last)],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-stream-id"], id.as_str());
+    let rest = tokio::time::timeout(Duration::from_secs(20), res.bytes())
+        .await
+        .expect("the remote resume ends")
+        .unwrap();
+    let mut joined = seen;
+    joined.extend_from_slice(&rest);
+
+    // The owner's own copy of the whole answer, and the other replica's: all equal.
+    let whole_a = get(&a, &format!("/agent/streams/{id}"), &[]).await;
+    let whole_a = whole_a.bytes().await.unwrap();
+    let whole_b = get(&b, &format!("/agent/streams/{id}"), &[]).await;
+    assert_eq!(whole_b.status(), 200);
+    let whole_b = whole_b.bytes().await.unwrap();
+    assert_eq!(
+        joined,
+        whole_a.to_vec(),
+        "seen + remote resume = the answer"
+    );
+    assert_eq!(whole_a, whole_b, "both replicas serve the same bytes");
+    let evs = events(get(&b, &format!("/agent/streams/{id}"), &[]).await).await;
+    assert_well_formed(&evs);
+    assert!(evs.iter().all(|e| e.event != "error"));
+
+    // Positions and ids the other replica does not know are refused, as on the owner.
+    let bad = get(
+        &b,
+        &format!("/agent/streams/{id}"),
+        &[("last-event-id", "01ARZ3NDEKTSV4RRFFQ69G5FAV")],
+    )
+    .await;
+    assert_eq!(bad.status(), 400);
+    let unknown = get(&b, &format!("/agent/streams/{}", "ab".repeat(17)), &[]).await;
+    assert_eq!(unknown.status(), 404);
+    let m = client().get(b.url("/metrics")).send().await.unwrap();
+    let m = m.text().await.unwrap();
+    assert!(m.contains("agentd_resume_remote_total 3"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_on_another_replica_cancels_the_running_answer() {
+    let redis = Redis::start();
+    let agent = Arc::new(SlowStreamAgent::new(400, Duration::from_millis(20)));
+    let a = start(replica(&redis.url()), agent.clone());
+    let b = start_echo_with(replica(&redis.url()));
+    let (id, _, last) = start_and_leave(&a, 2).await;
+    let path = format!("/agent/streams/{id}");
+    let follower = get(&b, &path, &[("last-event-id", &last)]).await;
+    assert_eq!(follower.status(), 200);
+    let del = delete(&b, &path, &[]).await;
+    assert_eq!(del.status(), 202);
+    assert!(agent.has_dropped(1).await, "the owner cancelled the agent");
+    // The follower on the other replica gets the owner's end: error 499, then done.
+    let evs = tokio::time::timeout(Duration::from_secs(20), events(follower))
+        .await
+        .expect("the follower ends");
+    let err = evs.iter().find(|e| e.event == "error").expect("an error");
+    assert_eq!(err.data["content"]["error_code"], 499);
+    assert_eq!(evs.last().unwrap().event, "done");
+    // Once ended, DELETE says so.
+    let again = delete(&b, &path, &[]).await;
+    assert_eq!(again.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_that_died_ends_remote_readers_with_agent_lost() {
+    let redis = Redis::start();
+    let b = start_echo_with(replica(&redis.url()));
+    // What a replica SIGKILLed mid-answer leaves in Redis: its events so far and a
+    // lease that nobody renews.
+    let id = "cd".repeat(17);
+    let first = "event: x\ndata: {}\n\n";
+    redis.cli(&[
+        "hset",
+        &format!("agentd:stream:{{{id}}}:m"),
+        "p",
+        "",
+        "f",
+        "named",
+        "s",
+        "agent-1",
+    ]);
+    redis.cli(&[
+        "xadd",
+        &format!("agentd:stream:{{{id}}}:e"),
+        "*",
+        "n",
+        "0",
+        "i",
+        "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+        "b",
+        first,
+    ]);
+    redis.cli(&[
+        "set",
+        &format!("agentd:stream:{{{id}}}:o"),
+        "1",
+        "px",
+        "800",
+    ]);
+    let started = std::time::Instant::now();
+    let res = get(&b, &format!("/agent/streams/{id}"), &[]).await;
+    assert_eq!(res.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(10), res.bytes())
+        .await
+        .expect("never a hang")
+        .unwrap();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert!(text.starts_with(first), "{text}");
+    assert!(text.contains("\"error_code\":503"), "{text}");
+    assert!(text.contains("agent_lost"), "{text}");
+    assert!(
+        text.ends_with("\"metadata\":null}\n\n") && text.contains("event: done"),
+        "{text}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(8));
+    let m = client().get(b.url("/metrics")).send().await.unwrap();
+    assert!(m
+        .text()
+        .await
+        .unwrap()
+        .contains("agentd_resume_agent_lost_total 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_key_that_started_a_stream_may_resume_it_on_any_replica() {
+    let redis = Redis::start();
+    let keyed = || {
+        let mut c = replica(&redis.url());
+        c.api_key_secret = Some("key-one,key-two".into());
+        c
+    };
+    let a = start_echo_with(keyed());
+    let b = start_echo_with(keyed());
+    let res = client()
+        .post(a.url("/agent-api"))
+        .header("x-api-key", "key-one")
+        .header("content-type", "application/json")
+        .body(body("hi"))
+        .send()
+        .await
+        .unwrap();
+    let id = res.headers()["x-stream-id"].to_str().unwrap().to_owned();
+    let first = res.bytes().await.unwrap();
+    let path = format!("/agent/streams/{id}");
+    // The copy is written by a task of its own: wait until the other replica sees it.
+    let mut own = get(&b, &path, &[("x-api-key", "key-one")]).await;
+    for _ in 0..50 {
+        if own.status() != 404 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        own = get(&b, &path, &[("x-api-key", "key-one")]).await;
+    }
+    assert_eq!(own.status(), 200);
+    assert_eq!(own.bytes().await.unwrap(), first);
+    assert_eq!(
+        get(&b, &path, &[("x-api-key", "key-two")]).await.status(),
+        403
+    );
+    assert_eq!(get(&b, &path, &[]).await.status(), 403);
+    assert_eq!(
+        delete(&b, &path, &[("x-api-key", "key-two")])
+            .await
+            .status(),
+        403
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_unreachable_leaves_answers_whole_and_resumable_on_their_replica() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}/");
+    let agent = Arc::new(SlowStreamAgent::new(6, Duration::from_millis(20)));
+    let a = start(replica(&url), agent);
+    let b = start_echo_with(replica(&url));
+    let res = post_json(&a, "/agent", body("hello")).await;
+    assert_eq!(res.status(), 200);
+    let id = res.headers()["x-stream-id"].to_str().unwrap().to_owned();
+    let evs = events(res).await;
+    assert_well_formed(&evs);
+    assert!(evs.iter().all(|e| e.event != "error"));
+    // Its own replica still resumes it from memory.
+    let own = get(&a, &format!("/agent/streams/{id}"), &[]).await;
+    assert_eq!(own.status(), 200);
+    // Another replica cannot reach the copy: a clear 503, not a hang or a 404.
+    let other = get(&b, &format!("/agent/streams/{id}"), &[]).await;
+    assert_eq!(other.status(), 503);
+    let v: serde_json::Value = other.json().await.unwrap();
+    assert_eq!(v["code"], "resume_unavailable");
+    let m = client().get(a.url("/metrics")).send().await.unwrap();
+    let m = m.text().await.unwrap();
+    assert!(!m.contains("agentd_resume_redis_errors_total 0"), "{m}");
+    assert_eq!(get_status(&a, "/health/ready").await, 200);
+}
+
+#[test]
+fn resume_store_redis_needs_redis_url() {
+    let mut c = config();
+    c.resume_store = agentd::config::ResumeStore::Redis;
+    let agent = agentd::configured_agent(&c).expect("agent");
+    let e = agentd::Server::start(c, agent).err().expect("refused");
+    assert!(e.to_string().contains("REDIS_URL"), "{e}");
+}

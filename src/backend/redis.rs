@@ -36,7 +36,7 @@ pub const COOL_DOWN: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub enum RedisTarget {
     Single(redis::Client),
-    Cluster(ClusterClient),
+    Cluster(Box<ClusterClient>),
 }
 
 /// A connection to either kind: a pipeline or script goes to the one server, or to the
@@ -118,10 +118,14 @@ impl RedisTarget {
                     .iter()
                     .map(|n| seed(n).unwrap_or_else(|| (*n).to_owned()))
                     .collect();
+                // Retries follow MOVED/ASK redirects and ride out a failover's first
+                // moments; the caller's timeout bounds them all.
                 ClusterClient::builder(urls)
-                    .retries(0)
+                    .retries(3)
+                    .min_retry_wait(10)
+                    .max_retry_wait(100)
                     .build()
-                    .map(RedisTarget::Cluster)
+                    .map(|c| RedisTarget::Cluster(Box::new(c)))
                     .map_err(bad)
             }
         }

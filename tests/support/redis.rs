@@ -182,6 +182,23 @@ impl RedisCluster {
             cluster.wait_ok(Duration::from_secs(20)),
             "the cluster never reached state ok"
         );
+        // A replica that never synced with its master cannot take over from it.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let synced = cluster
+                .nodes
+                .iter()
+                .filter(|n| {
+                    n.cli(&["info", "replication"])
+                        .contains("master_link_status:up")
+                })
+                .count();
+            if synced == 3 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "replicas never synced");
+            pause(100);
+        }
         cluster
     }
 
@@ -220,13 +237,25 @@ impl RedisCluster {
             .expect("a master owns the slot")
     }
 
-    /// SIGKILLs node `i` and waits until its replica has taken over.
-    pub fn fail_over(&mut self, i: usize) {
-        self.nodes[i].kill();
-        assert!(
-            self.wait_ok(Duration::from_secs(30)),
-            "the cluster did not fail over"
-        );
+    /// SIGKILLs the master of `key`'s slot and waits until its replica serves the slot
+    /// and every live node sees the cluster whole again.
+    pub fn fail_over(&mut self, key: &str) {
+        let master = self.master_of(key);
+        self.nodes[master].kill();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let moved = self.nodes.iter().position(|n| {
+                n.child.is_some() && n.cli(&["role"]).starts_with("master") && {
+                    let slot: u16 = n.cli(&["cluster", "keyslot", key]).parse().unwrap_or(0);
+                    owns(n, slot)
+                }
+            });
+            if moved.is_some() && self.wait_ok(Duration::from_millis(100)) {
+                return;
+            }
+            pause(100);
+        }
+        panic!("the cluster did not fail over");
     }
 }
 

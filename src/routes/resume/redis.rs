@@ -416,7 +416,8 @@ impl RedisStreams {
                 ended |= e.end;
             }
             if !out.is_empty() || ended {
-                if sink.push(ended, |b| b.extend_from_slice(&out)).is_err() || ended {
+                let pushed = sink.push(ended, |b| b.extend_from_slice(&out));
+                if pushed.is_err() || ended {
                     return;
                 }
             }

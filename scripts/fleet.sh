@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # scripts/fleet.sh: the fleet drill. HAProxy, with active health checks on
 # /health/ready, in front of 3 agentd replicas (AGENT=llm, the fake LLM upstream, one
-# shared redis-server for the rate limiter), under a mixed load of short answers and
-# long streams, while (a) every replica is restarted in turn (SIGTERM, wait for its
-# exit, start it again, wait until HAProxy sees it up) twice, then (b) one replica is
-# SIGKILLed mid-stream and started again.
+# shared redis-server for the rate limiter and the resume store, RESUME_STORE=redis),
+# under a mixed load of short answers and long streams, while (a) every replica is
+# restarted in turn (SIGTERM, wait for its exit, start it again, wait until HAProxy sees
+# it up) twice, then (b) one replica is SIGKILLed mid-stream and started again, then
+# (c) nothing is disturbed but the clients cut half of the long streams. In every phase
+# the load cuts a share of the long streams itself (closes the socket after a random
+# number of events) and resumes each through HAProxy on a new connection, so on any
+# replica (GET /agent/streams/{id}, Last-Event-ID), as it does every stream that a
+# replica's end cut.
 #
 # What runs (all on 127.0.0.1, ended by PID at the end or on failure):
 #   redis-server  the rate limit's store (REDIS_URL), RATE_LIMIT_MAX high so it never
-#                 refuses: the drill exercises the shared limiter, not its policy
+#                 refuses: the drill exercises the shared limiter, not its policy; and
+#                 the resume store (RESUME_STORE=redis): every answer copied to a Redis
+#                 Stream, resumable on any replica
 #   fake-llm      the fake OpenAI upstream: long answers of TOKENS tokens TOKEN_DELAY_MS
 #                 apart; short requests ask for one token ([[tokens=1]] in the prompt)
 #   agentd x3     the release binary, WORKERS=1 each, SHUTDOWN_TIMEOUT, AGENT_TIMEOUT
@@ -17,21 +24,27 @@
 #   haproxy       scripts/fleet/haproxy.cfg: leastconn, checks every 500 ms (fall 2,
 #                 rise 2), retries 3 with redispatch, L7 retries on connection failures,
 #                 empty responses and 503, server connections closed after each answer
-#   load          scripts/fleet/load.py: every response read to its end; judged by
-#                 scripts/fleet/report.py
+#   load          scripts/fleet/load.py: every response read to its end, a share of the
+#                 long streams (CUT_SHARE, RESUME_CUT_SHARE in (c)) cut by the client
+#                 and resumed; judged by scripts/fleet/report.py
 #
 # Targets: rolling restarts: 0 requests without a 2xx, 0 streams without `done`, 0
 # `atomic.error`; SIGKILL: nothing hangs, only the killed replica's streams are cut (a
 # killed process cannot send `done`; the client sees the chunked body end without its
-# last chunk), every other request completes. Resume of cut streams is not built yet:
-# load.py's on_cut() is where it hooks in.
+# last chunk), every other request completes. Resume: every resumed stream complete and
+# equal (the events seen and the events resumed are the answer's, each once, byte for
+# byte as the stream fetched whole, one `done`, the upstream's full text), except that
+# the killed replica's streams may end with `atomic.error` 503 agent_lost.
 #
 # Output: bench-out/fleet-<time>/ (logs, haproxy.cfg, load reports, fleet.md);
 # bench-out/fleet-latest points at it.
 #
-# Usage: scripts/fleet.sh [--quick] [--no-build]
-#   --quick      for CI (about 30 s): shorter answers (1.5 s), fewer clients
+# Usage: scripts/fleet.sh [--quick] [--no-build] [--no-resume] [--pre-stop S]
+#   --quick      for CI (about 40 s): shorter answers (1.5 s), fewer clients, a shorter
+#                phase (c)
 #   --no-build   use the release binaries already built
+#   --no-resume  RESUME_STORE=off, no client cuts, no phase (c): the drill as it was
+#                before streams were resumable
 #   --pre-stop S before each SIGTERM, take the replica out of rotation through HAProxy's
 #                runtime API (state drain: no new requests, those in flight go on) and
 #                wait S seconds, as Kubernetes does with the manifests' preStop pause
@@ -49,6 +62,7 @@ HERE=$ROOT/scripts/fleet
 QUICK=0
 BUILD=1
 PRE_STOP=0
+RESUME=1
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 die() { echo "fleet: $*" >&2; exit 2; }
 log() { echo "fleet: $(date -u +%T) $*" >&2; }
@@ -56,6 +70,7 @@ while [[ $# -gt 0 ]]; do
   case $1 in
     --quick) QUICK=1; shift ;;
     --no-build) BUILD=0; shift ;;
+    --no-resume) RESUME=0; shift ;;
     --pre-stop) PRE_STOP=${2:?}; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) usage >&2; exit 2 ;;
@@ -74,11 +89,15 @@ for v in SHUTDOWN_TIMEOUT AGENT_TIMEOUT LLM_TIMEOUT; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "no $v in deploy/kubernetes/base/configmap.yaml"
 done
 
+# CUT_SHARE: the share of long streams the clients cut (and resume) in (a) and (b);
+# RESUME_CUT_SHARE and RESUME_SECONDS: phase (c).
 if [[ $QUICK == 1 ]]; then
-  TOKENS=15 TOKEN_DELAY_MS=100 SHORT=3 LONG=6 ROUNDS=2
+  TOKENS=15 TOKEN_DELAY_MS=100 SHORT=3 LONG=6 ROUNDS=2 RESUME_SECONDS=6
 else
-  TOKENS=40 TOKEN_DELAY_MS=100 SHORT=4 LONG=16 ROUNDS=2
+  TOKENS=40 TOKEN_DELAY_MS=100 SHORT=4 LONG=16 ROUNDS=2 RESUME_SECONDS=20
 fi
+CUT_SHARE=0.25 RESUME_CUT_SHARE=0.5
+if [[ $RESUME == 1 ]]; then RESUME_STORE=redis; else RESUME_STORE=off CUT_SHARE=0; fi
 
 # shellcheck source=lib/release_run.sh
 source "$ROOT/scripts/lib/release_run.sh"
@@ -129,6 +148,7 @@ start_replica() {  # index
   env HOST=127.0.0.1 PORT="${PORTS[$i]}" WORKERS=1 NODE_ENV=production LOG_LEVEL=info \
     AGENT=llm OPENAI_API_KEY=sk-fleet OPENAI_BASE_URL="http://127.0.0.1:$FAKE_PORT/v1" \
     OPENAI_MODEL=fake-gpt REDIS_URL="redis://127.0.0.1:$REDIS_PORT" RATE_LIMIT_MAX=100000000 \
+    RESUME_STORE="$RESUME_STORE" ENABLE_METRICS=true \
     SHUTDOWN_TIMEOUT="$SHUTDOWN_TIMEOUT" AGENT_TIMEOUT="$AGENT_TIMEOUT" LLM_TIMEOUT="$LLM_TIMEOUT" \
     "$RUN/agentd" >> "$RUN/agentd-$((i + 1)).log" 2>&1 &
   REPLICA[i]=$!
@@ -156,7 +176,7 @@ wait_up() {  # index
   die "$name not UP in HAProxy within 30 s"
 }
 for i in 0 1 2; do wait_up "$i"; done
-log "HAProxy on :$HAPROXY_PORT, replicas on :$P1 :$P2 :$P3, redis :$REDIS_PORT, fake-llm :$FAKE_PORT (answers $TOKENS x ${TOKEN_DELAY_MS} ms), SHUTDOWN_TIMEOUT=$SHUTDOWN_TIMEOUT"
+log "HAProxy on :$HAPROXY_PORT, replicas on :$P1 :$P2 :$P3, redis :$REDIS_PORT, fake-llm :$FAKE_PORT (answers $TOKENS x ${TOKEN_DELAY_MS} ms), SHUTDOWN_TIMEOUT=$SHUTDOWN_TIMEOUT, RESUME_STORE=$RESUME_STORE, clients cut $CUT_SHARE of long streams"
 
 in_flight() {  # server name: its sessions now, as HAProxy counts them
   curl -s --max-time 1 "http://127.0.0.1:$STATS_PORT/stats;csv" \
@@ -186,11 +206,11 @@ s.sendall(sys.argv[2].encode() + b"\n")
 print(s.recv(65536).decode().strip())' "$RUN/haproxy.sock" "$1"
 }
 
-run_load() {  # name
+run_load() {  # name, share of long streams the clients cut and resume
   rm -f "$RUN/$1.stop"
   python3 "$HERE/load.py" --port "$HAPROXY_PORT" --stop-file "$RUN/$1.stop" \
     --out "$RUN/$1.json" --short "$SHORT" --long "$LONG" --max-seconds 300 \
-    2> "$RUN/$1.err" &
+    --tokens "$TOKENS" --cut-share "$2" 2> "$RUN/$1.err" &
   LOAD_PID=$!; PIDS+=("$LOAD_PID")
 }
 stop_load() {  # name
@@ -199,7 +219,7 @@ stop_load() {  # name
 }
 
 # (a) Rolling restarts.
-run_load rolling
+run_load rolling "$CUT_SHARE"
 sleep 2
 for round in $(seq "$ROUNDS"); do
   for i in 0 1 2; do
@@ -225,7 +245,7 @@ stop_load rolling
 log "HAProxy after the restarts: $(backend_stats)"
 
 # (b) SIGKILL one replica mid-stream, then start it again.
-run_load kill
+run_load kill "$CUT_SHARE"
 sleep 1
 n=$(wait_in_flight r2 3)
 log "SIGKILL r2 with $n requests in flight"
@@ -237,10 +257,27 @@ wait_up 1
 sleep 2
 stop_load kill
 log "HAProxy after the SIGKILL (counters since the start): $(backend_stats)"
-log "the shared rate limit's keys in Redis: $(redis-cli -p "$REDIS_PORT" dbsize)"
+
+# (c) Resume: nothing disturbed, the clients cut RESUME_CUT_SHARE of the long streams.
+RESUME_ARGS=()
+if [[ $RESUME == 1 ]]; then
+  run_load resume "$RESUME_CUT_SHARE"
+  sleep "$RESUME_SECONDS"
+  stop_load resume
+  log "resume phase done (${RESUME_SECONDS} s of starts)"
+  RESUME_ARGS=(--resume "$RUN/resume.json")
+fi
+log "keys in Redis (rate limit and resume store): $(redis-cli -p "$REDIS_PORT" dbsize)"
+if [[ $RESUME == 1 ]]; then
+  # Each process's counters since its last start (so (c) and part of (b)).
+  log "resume store, the 3 replicas' counters since their last start: $(
+    for p in "${PORTS[@]}"; do curl -s --max-time 2 "http://127.0.0.1:$p/metrics"; done \
+      | awk '/^agentd_resume_[a-z_]+ / { sum[$1] += $2 }
+             END { for (k in sum) printf "%s %d; ", substr(k, 15), sum[k] }')"
+fi
 
 if python3 "$HERE/report.py" --rolling "$RUN/rolling.json" --kill "$RUN/kill.json" --killed r2 \
-    --md "$RUN/fleet.md"; then
+    "${RESUME_ARGS[@]}" --md "$RUN/fleet.md"; then
   log "passed (run: $RUN)"
 else
   log "FAILED (run: $RUN)"

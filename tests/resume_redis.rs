@@ -96,6 +96,81 @@ async fn an_answer_started_on_one_replica_resumes_on_another_byte_for_byte() {
     assert!(m.contains("agentd_resume_remote_total 3"), "{m}");
 }
 
+/// Starts an answer on `a`, leaves after `n` events, resumes on `b` (live), and
+/// checks seen + resumed equals the whole answer on both replicas, well formed and
+/// without an error.
+async fn resumes_whole_across(a: &TestServer, b: &TestServer, n: usize) -> Vec<Event> {
+    let (id, seen, last) = start_and_leave(a, n).await;
+    let res = get(
+        b,
+        &format!("/agent/streams/{id}"),
+        &[("last-event-id", &last)],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let rest = tokio::time::timeout(Duration::from_secs(20), res.bytes())
+        .await
+        .expect("the remote resume ends")
+        .unwrap();
+    let mut joined = seen;
+    joined.extend_from_slice(&rest);
+    let whole = get(a, &format!("/agent/streams/{id}"), &[]).await;
+    assert_eq!(joined, whole.bytes().await.unwrap().to_vec());
+    let remote = get(b, &format!("/agent/streams/{id}"), &[]).await;
+    assert_eq!(joined, remote.bytes().await.unwrap().to_vec());
+    let evs = events(get(b, &format!("/agent/streams/{id}"), &[]).await).await;
+    assert_well_formed(&evs);
+    assert!(evs.iter().all(|e| e.event != "error"), "{evs:?}");
+    evs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn llm_and_proxy_answers_resume_across_replicas() {
+    let redis = Redis::start();
+    // The LLM agent on a fake OpenAI upstream, tokens 30 ms apart.
+    let fake = fake_llm::FakeLlm::start(fake_llm::Options {
+        default: fake_llm::Behaviour {
+            tokens: 12,
+            token_delay: Duration::from_millis(30),
+            ..fake_llm::Behaviour::default()
+        },
+        ..fake_llm::Options::default()
+    })
+    .await
+    .unwrap();
+    let mut c = replica(&redis.url());
+    c.openai_api_key = Some("sk-test-key".into());
+    c.openai_base_url = fake.openai_base_url();
+    c.openai_model = "fake-gpt".into();
+    c.health_check_interval = 60_000;
+    let llm = start(c.clone(), agentd::configured_agent(&c).expect("llm agent"));
+    let b = start_echo_with(replica(&redis.url()));
+    let evs = resumes_whole_across(&llm, &b, 3).await;
+    let text: String = evs
+        .iter()
+        .filter(|e| e.data["content_type"] == "chunked.text")
+        .filter_map(|e| e.data["content"].as_str())
+        .collect();
+    assert!(text.contains("tok 0") && text.contains("tok 11"), "{text}");
+
+    // The proxy agent relaying an upstream agent's slow stream.
+    let upstream =
+        support::upstream_agent::UpstreamAgent::start(support::upstream_agent::Mode::Slow {
+            events: 10,
+            delay: Duration::from_millis(40),
+        })
+        .await;
+    let mut c = replica(&redis.url());
+    c.agent = Some(agentd::config::AgentKind::Proxy);
+    c.agent_upstreams = Some(upstream.url());
+    c.health_check_interval = 60_000;
+    let proxy = start(
+        c.clone(),
+        agentd::configured_agent(&c).expect("proxy agent"),
+    );
+    resumes_whole_across(&proxy, &b, 3).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_on_another_replica_cancels_the_running_answer() {
     let redis = Redis::start();

@@ -14,7 +14,10 @@
 //! channel) is the price of being a real server; this is the floor of the cost.
 //!
 //! Configuration: `PORT` (default 3000), `HOST` (default 127.0.0.1), `WORKERS` (default:
-//! the number of CPUs this process may run on).
+//! the number of CPUs this process may run on), `CEILING_HEADERS=agentd`: every response
+//! also carries the headers agentd adds to each response (helmet's twelve security
+//! headers, a fresh ULID `x-request-id`, `x-response-time`), so that what agentd costs
+//! beyond them can be told apart from what they cost.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -124,18 +127,96 @@ fn json(status: StatusCode, body: &'static [u8]) -> Response<Out> {
     res
 }
 
+/// helmet's defaults, as agentd sends them.
+const SECURITY_HEADERS: [(&str, &str); 12] = [
+    ("content-security-policy", "default-src 'self';script-src 'self';style-src 'self' 'unsafe-inline';base-uri 'self';font-src 'self' https: data:;form-action 'self';frame-ancestors 'self';img-src 'self' data:;object-src 'none';script-src-attr 'none';upgrade-insecure-requests"),
+    ("cross-origin-opener-policy", "same-origin"),
+    ("cross-origin-resource-policy", "same-origin"),
+    ("origin-agent-cluster", "?1"),
+    ("referrer-policy", "no-referrer"),
+    ("strict-transport-security", "max-age=31536000; includeSubDomains"),
+    ("x-content-type-options", "nosniff"),
+    ("x-dns-prefetch-control", "off"),
+    ("x-download-options", "noopen"),
+    ("x-frame-options", "SAMEORIGIN"),
+    ("x-permitted-cross-domain-policies", "none"),
+    ("x-xss-protection", "0"),
+];
+
+static AGENTD_HEADERS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+fn agentd_headers() -> bool {
+    *AGENTD_HEADERS.get_or_init(|| std::env::var("CEILING_HEADERS").is_ok_and(|v| v == "agentd"))
+}
+
+thread_local! {
+    static RNG: std::cell::Cell<u64> = std::cell::Cell::new(
+        0x9e37_79b9_7f4a_7c15 ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64),
+    );
+}
+
+/// A ULID (48-bit ms timestamp, 80 random bits) in Crockford base32.
+fn ulid() -> HeaderValue {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let random = RNG.with(|r| {
+        let next = || {
+            let mut x = r.get();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            r.set(x);
+            x
+        };
+        (u128::from(next()) << 64 | u128::from(next())) & ((1u128 << 80) - 1)
+    });
+    let mut v = (u128::from(ms) << 80) | random;
+    let mut out = [0u8; 26];
+    for c in out.iter_mut().rev() {
+        *c = ALPHABET[(v & 31) as usize];
+        v >>= 5;
+    }
+    HeaderValue::from_bytes(&out).expect("base32 is a valid header value")
+}
+
+/// agentd's per-response headers, when `CEILING_HEADERS=agentd`.
+fn decorate(res: &mut Response<Out>, start: std::time::Instant) {
+    if !agentd_headers() {
+        return;
+    }
+    let h = res.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    let took = format!("{:.3}ms", start.elapsed().as_secs_f64() * 1e3);
+    h.insert(
+        "x-response-time",
+        HeaderValue::from_str(&took).expect("ascii"),
+    );
+    h.insert("x-request-id", ulid());
+}
+
 async fn handle(req: Request<Incoming>) -> Result<Response<Out>, Infallible> {
+    let start = std::time::Instant::now();
+    let mut res = route(req).await;
+    decorate(&mut res, start);
+    Ok(res)
+}
+
+async fn route(req: Request<Incoming>) -> Response<Out> {
     match (req.method(), req.uri().path()) {
-        (&Method::GET, "/health") => Ok(json(StatusCode::OK, HEALTH_BODY)),
-        (&Method::GET, "/health/live") => Ok(json(StatusCode::OK, LIVE_BODY)),
+        (&Method::GET, "/health") => json(StatusCode::OK, HEALTH_BODY),
+        (&Method::GET, "/health/live") => json(StatusCode::OK, LIVE_BODY),
         (&Method::POST, "/agent") | (&Method::POST, "/assist") => {
             // Read (and drop) the whole request body, as any real handler must.
             if req.into_body().collect().await.is_err() {
-                return Ok(json(StatusCode::BAD_REQUEST, BAD_REQUEST_BODY));
+                return json(StatusCode::BAD_REQUEST, BAD_REQUEST_BODY);
             }
-            let mut res = Response::new(Out::Chunked(OneChunk(Some(Bytes::from_static(
-                SSE_BODY,
-            )))));
+            let mut res = Response::new(Out::Chunked(OneChunk(Some(Bytes::from_static(SSE_BODY)))));
             let h = res.headers_mut();
             h.insert(
                 CONTENT_TYPE,
@@ -143,9 +224,9 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Out>, Infallible> {
             );
             h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-            Ok(res)
+            res
         }
-        _ => Ok(json(StatusCode::NOT_FOUND, NOT_FOUND_BODY)),
+        _ => json(StatusCode::NOT_FOUND, NOT_FOUND_BODY),
     }
 }
 

@@ -47,7 +47,7 @@ NODE_DIR = os.path.join(HERE, "node")
 TIMEOUT = httpx.Timeout(15.0)
 GROUPS = ["chromium", "node-eventsource", "node-ws", "httpx-sse", "pyjwt", "promtool", "aiohttp",
           "openai-python", "node-ai-sdk", "openapi", "playground", "mcp-python",
-          "a2a-python"]
+          "a2a-python", "resume-python"]
 
 
 def ulid() -> str:
@@ -1108,6 +1108,7 @@ def main() -> int:
     if unknown:
         print(f"unknown group(s) {sorted(unknown)}; known: {GROUPS}", file=sys.stderr)
         return 2
+    import resume_check  # noqa: E402
     import chromium  # noqa: E402 (here so that --only without chromium needs no browser bits)
     runners = {
         "chromium": chromium.run_chromium,
@@ -1123,6 +1124,7 @@ def main() -> int:
         "openapi": group_openapi,
         "mcp-python": group_mcp_python,
         "a2a-python": group_a2a_python,
+        "resume-python": resume_check.group_resume_python,
     }
     res = Results()
     t0 = time.monotonic()

@@ -343,32 +343,35 @@ impl RedisStreams {
                 HttpError::ResumeUnavailable
             })?;
         let entries: Vec<Entry> = kept.ids.iter().map(entry).collect();
-        let (replay, last_at, ended) = replay_after(&entries, after)?;
+        let replay = replay_after(&entries, after)?;
         let permit = self.readers.clone().try_acquire_owned().map_err(|_| {
             self.stats.readers_busy.fetch_add(1, Relaxed);
             HttpError::ResumeUnavailable
         })?;
         self.stats.remote_resumes.fetch_add(1, Relaxed);
-        let (sink, source) = event_queue(limits, replay.len().max(1024));
-        sink.push(ended, |b| b.extend_from_slice(&replay))
+        let (sink, source) = event_queue(limits, replay.bytes.len().max(1024));
+        sink.push(replay.ended, |b| b.extend_from_slice(&replay.bytes))
             .map_err(|_| HttpError::StreamNotFound)?;
-        if ended {
+        if replay.ended {
             return Ok(SseBody::new(source, None, heartbeat));
         }
         let this = self.clone();
         let follow = tokio::spawn(async move {
             let _permit = permit;
-            this.follow(keys, last_at, meta, sink).await;
+            this.follow(keys, replay.at, replay.skip_until, meta, sink)
+                .await;
         });
         Ok(SseBody::new(source, Some(follow.abort_handle()), heartbeat))
     }
 
-    /// Blocking reads after `at` into `sink` until the last event, the reader leaves,
-    /// or the owner's lease ends without one (then `agent_lost`).
+    /// Blocking reads after `at` into `sink` (from the event after `skip_until`, when
+    /// given) until the last event, the reader leaves, or the owner's lease ends
+    /// without one (then `agent_lost`).
     async fn follow(
         &self,
         keys: Keys,
         mut at: String,
+        mut skip_until: Option<Ulid>,
         meta: Meta,
         sink: crate::protocol::queue::EventSink,
     ) {
@@ -411,9 +414,18 @@ impl RedisStreams {
             let mut ended = false;
             let mut out = BytesMut::new();
             for e in &entries {
-                out.extend_from_slice(&e.bytes);
                 at.clone_from(&e.at);
                 ended |= e.end;
+                match skip_until {
+                    Some(p) if e.id == Some(p) => skip_until = None,
+                    Some(p) if e.id > Some(p) || e.end => {
+                        // Passed it: the position was never an event of this stream.
+                        self.end_with(&meta, &sink, EndWith::UnknownPosition).await;
+                        return;
+                    }
+                    Some(_) => {}
+                    None => out.extend_from_slice(&e.bytes),
+                }
             }
             if !out.is_empty() || ended {
                 let pushed = sink.push(ended, |b| b.extend_from_slice(&out));
@@ -446,11 +458,28 @@ impl RedisStreams {
 
     /// Ends a remote reader that cannot go on: `atomic.error` 503 and `done`.
     async fn lost(&self, meta: &Meta, sink: &crate::protocol::queue::EventSink, why: &str) {
+        self.end_with(meta, sink, EndWith::Lost(why)).await;
+    }
+
+    /// Ends a remote reader with `atomic.error` and `done`.
+    async fn end_with(
+        &self,
+        meta: &Meta,
+        sink: &crate::protocol::queue::EventSink,
+        why: EndWith<'_>,
+    ) {
         if sink.ready().await.is_err() {
             return;
         }
+        let (message, code, details): (&str, i64, &[u8]) = match why {
+            EndWith::Lost(why) => (why, 503, br#"{"reason":"agent_lost"}"#),
+            EndWith::UnknownPosition => (
+                "Last-Event-ID is not an event of this stream",
+                400,
+                br#"{"reason":"unknown_position"}"#,
+            ),
+        };
         let _ = sink.push(true, |b| {
-            let details = br#"{"reason":"agent_lost"}"#;
             write_event(
                 b,
                 meta.framing,
@@ -458,8 +487,8 @@ impl RedisStreams {
                 ids::next_ulid(),
                 &meta.source,
                 &EventBody::Error {
-                    message: why,
-                    code: 503,
+                    message,
+                    code,
                     details: Some(details),
                 },
             );
@@ -500,23 +529,49 @@ impl RedisStreams {
     }
 }
 
-/// The bytes after `after` in the entries Redis holds, the entry id to read on from,
-/// and whether the last event is among them.
-fn replay_after(
-    entries: &[Entry],
-    after: Option<Ulid>,
-) -> Result<(BytesMut, String, bool), HttpError> {
+/// Why a remote reader ends early.
+enum EndWith<'a> {
+    /// The owner died or Redis cannot be read.
+    Lost(&'a str),
+    /// The position it waited for went by without appearing.
+    UnknownPosition,
+}
+
+/// Where a remote resume starts.
+#[derive(Debug)]
+struct Replay {
+    /// The events after the position that Redis holds.
+    bytes: BytesMut,
+    /// The entry id to read on from.
+    at: String,
+    /// The last event is among them.
+    ended: bool,
+    /// The position is later than every event the copy holds yet (the client saw it
+    /// before the owner's copy reached Redis): skip events until it comes by.
+    skip_until: Option<Ulid>,
+}
+
+/// What to send first for a resume after `after` from the entries Redis holds.
+fn replay_after(entries: &[Entry], after: Option<Ulid>) -> Result<Replay, HttpError> {
+    let trimmed = entries.first().is_some_and(|e| e.n != 0);
+    let at = entries
+        .last()
+        .map_or_else(|| "0-0".to_owned(), |e| e.at.clone());
+    let ended = entries.last().is_some_and(|e| e.end);
     let start = match after {
-        None => {
-            if entries.first().is_some_and(|e| e.n != 0) {
-                return Err(HttpError::StreamTruncated);
-            }
-            0
-        }
+        None if trimmed => return Err(HttpError::StreamTruncated),
+        None => 0,
         Some(p) => match entries.iter().position(|e| e.id == Some(p)) {
             Some(i) => i + 1,
-            None if entries.first().is_some_and(|e| e.n != 0) => {
-                return Err(HttpError::StreamTruncated)
+            None if trimmed => return Err(HttpError::StreamTruncated),
+            // Ids increase: one later than the last copied may still come.
+            None if !ended && entries.last().is_none_or(|e| e.id < Some(p)) => {
+                return Ok(Replay {
+                    bytes: BytesMut::new(),
+                    at,
+                    ended,
+                    skip_until: Some(p),
+                })
             }
             None => return Err(HttpError::UnknownPosition),
         },
@@ -527,14 +582,16 @@ fn replay_after(
     if !contiguous {
         return Err(HttpError::StreamTruncated);
     }
-    let mut out = BytesMut::with_capacity(rest.iter().map(|e| e.bytes.len()).sum());
+    let mut bytes = BytesMut::with_capacity(rest.iter().map(|e| e.bytes.len()).sum());
     for e in rest {
-        out.extend_from_slice(&e.bytes);
+        bytes.extend_from_slice(&e.bytes);
     }
-    let at = entries
-        .last()
-        .map_or_else(|| "0-0".to_owned(), |e| e.at.clone());
-    Ok((out, at, entries.last().is_some_and(|e| e.end)))
+    Ok(Replay {
+        bytes,
+        at,
+        ended,
+        skip_until: None,
+    })
 }
 
 #[cfg(test)]
@@ -558,10 +615,13 @@ mod tests {
             e(1, 11, b"b", false),
             e(2, 12, b"c", true),
         ];
-        let (bytes, at, ended) = replay_after(&all, None).unwrap();
-        assert_eq!((&bytes[..], at.as_str(), ended), (&b"abc"[..], "1-2", true));
-        let (bytes, _, _) = replay_after(&all, Some(Ulid::from_parts(11, 0))).unwrap();
-        assert_eq!(&bytes[..], b"c");
+        let r = replay_after(&all, None).unwrap();
+        assert_eq!(
+            (&r.bytes[..], r.at.as_str(), r.ended),
+            (&b"abc"[..], "1-2", true)
+        );
+        let r = replay_after(&all, Some(Ulid::from_parts(11, 0))).unwrap();
+        assert_eq!(&r.bytes[..], b"c");
         assert!(matches!(
             replay_after(&all, Some(Ulid::from_parts(99, 0))),
             Err(HttpError::UnknownPosition)
@@ -580,8 +640,21 @@ mod tests {
             replay_after(&holed, None),
             Err(HttpError::StreamTruncated)
         ));
-        let (bytes, at, ended) = replay_after(&[], None).unwrap();
-        assert_eq!((&bytes[..], at.as_str(), ended), (&b""[..], "0-0", false));
+        let r = replay_after(&[], None).unwrap();
+        assert_eq!(
+            (&r.bytes[..], r.at.as_str(), r.ended),
+            (&b""[..], "0-0", false)
+        );
+        // A position later than the copy so far, on a running stream: wait for it.
+        let running = [e(0, 10, b"a", false)];
+        let r = replay_after(&running, Some(Ulid::from_parts(20, 0))).unwrap();
+        assert_eq!(r.skip_until, Some(Ulid::from_parts(20, 0)));
+        assert_eq!((&r.bytes[..], r.at.as_str()), (&b""[..], "1-0"));
+        // Earlier than the last copied but not among them: never an event of it.
+        assert!(matches!(
+            replay_after(&running, Some(Ulid::from_parts(5, 0))),
+            Err(HttpError::UnknownPosition)
+        ));
     }
 
     #[test]

@@ -22,6 +22,10 @@
 #   agent-50, agent-256    POST /agent with a valid body (scripts/bench/agent-body.json),
 #                          the echo agent's 3 SSE events back, keep-alive (wrk)
 #   agent-close            POST /agent, a new connection per request (Connection: close)
+#   openai-50              agentd only: POST /v1/chat/completions with "stream":true
+#                          (scripts/bench/llm-body.json, the same prompt), the echo agent's
+#                          answer as OpenAI chunks, keep-alive (wrk); beside agent-50, the
+#                          cost of the OpenAI front door over /agent on the same agent
 #   sse-10k                10,000 concurrent streaming clients (scripts/bench/hold.py):
 #                          each opens a connection and completes one POST /agent stream,
 #                          all 10,000 connections are then held open together for the
@@ -37,11 +41,12 @@
 #                          and through agentd's LLM agent at 100 and 1,000 req/s (open loop), and
 #                          reports time to first token and total latency, p50/p99, and
 #                          the difference (in-process servers; not interleaved)
-#   llm-relay, llm-latency, llm-10k
+#   llm-relay, llm-latency, llm-10k, openai-relay
 #                          the LLM path against a relay ceiling, LiteLLM and Portkey, all in
 #                          front of the fake upstream (closed loop 50 connections; open loop
 #                          at fixed rates, added time to first token; 10,000 held slow
-#                          answers): run by scripts/bench/llm.sh (see its header), after the
+#                          answers; agentd's /v1/chat/completions against the gateways' at
+#                          llm-relay's load): run by scripts/bench/llm.sh (see its header), after the
 #                          other scenarios, with this run's --duration/--reps/--warmup,
 #                          --quick, --no-build and --no-results
 #
@@ -82,8 +87,9 @@
 #   --no-build           use the binaries already built
 #   --no-results         write bench-out/ only, leave benches/RESULTS.md and results.svg alone
 #   --quick              smoke run: 1 rep x 2 s, 1 s warm-up, scenarios health-50, agent-50,
-#                        agent-close, sse-10k (1,000 connections), llm (fastify-full in
-#                        agent-50 only) and llm.sh --quick's llm-relay, llm-latency, llm-10k;
+#                        agent-close, openai-50, sse-10k (1,000 connections), llm
+#                        (fastify-full in agent-50 only) and llm.sh --quick's llm-relay,
+#                        llm-latency, llm-10k, openai-relay;
 #                        writes bench-out/ only
 #   -h, --help           this text
 #
@@ -97,6 +103,7 @@ HELPERS=$ROOT/scripts/bench
 CEILING_DIR=$ROOT/benches/peers/hyper-ceiling
 FASTIFY_DIR=$ROOT/benches/peers/fastify
 BODY=$HELPERS/agent-body.json
+OPENAI_BODY=$HELPERS/llm-body.json
 
 DURATION=10
 REPS=3
@@ -150,7 +157,7 @@ done
 
 if [[ $QUICK == 1 ]]; then
   DURATION=2; REPS=1; WARMUP=1; SSE_CONNECTIONS=1000; RESULTS=0
-  [[ $SCENARIO_SET == 1 ]] || SCENARIO_RE='health-50|agent-50|agent-close|sse-10k|llm|llm-relay|llm-latency|llm-10k'
+  [[ $SCENARIO_SET == 1 ]] || SCENARIO_RE='health-50|agent-50|agent-close|openai-50|sse-10k|llm|llm-relay|llm-latency|llm-10k|openai-relay'
 fi
 [[ $DURATION =~ ^[0-9]+$ && $DURATION -ge 1 ]] || die "--duration wants whole seconds >= 1"
 [[ $REPS =~ ^[0-9]+$ && $REPS -ge 1 ]] || die "--reps wants an integer >= 1"
@@ -168,11 +175,13 @@ SCENARIOS=(
   "agent-50|wrk|POST /agent|50|"
   "agent-256|wrk|POST /agent|256|"
   "agent-close|wrk|POST /agent|50|close"
+  "openai-50|wrk|POST /v1/chat/completions|50|openai"
   "sse-10k|hold|POST /agent|$SSE_CONNECTIONS|"
   "llm|llm|POST /agent|50|"
   "llm-relay|llm-peers|POST /agent|50|"
   "llm-latency|llm-peers|POST /agent|0|"
   "llm-10k|llm-peers|POST /agent|10000|"
+  "openai-relay|llm-peers|POST /v1/chat/completions|50|"
 )
 SELECTED=()
 SKIPPED=0
@@ -248,6 +257,7 @@ done
 # wrk scenarios on /health and /agent), not in sse-10k and llm; --quick keeps one
 # measurement of it (agent-50), enough to check that the variant starts and answers.
 runs_in() { # server scenario kind
+  [[ $2 == openai-* ]] && { [[ $1 == agentd ]]; return; }  # the peers have no OpenAI route
   [[ $1 == fastify-full ]] || return 0
   [[ $3 == wrk ]] || return 1
   [[ $QUICK == 1 ]] && { [[ $2 == agent-50 ]]; return; }
@@ -500,6 +510,24 @@ EOF
 }
 
 # One request each to check that what is measured is the right answer.
+# The OpenAI front door's answer to the benchmark's body: 200, the echo text in
+# chat.completion.chunk deltas, finish_reason stop, data: [DONE] last.
+check_openai() { # name
+  local name=$1 port=${PORT[$1]} body=$OUT/check-$1-openai.body
+  curl -sf --max-time 5 -o "$body" -X POST -H 'content-type: application/json' \
+    --data-binary @"$OPENAI_BODY" "http://127.0.0.1:$port/v1/chat/completions" ||
+    die "$name: POST /v1/chat/completions failed"
+  python3 - "$body" <<'EOF' || die "$name: POST /v1/chat/completions gave a wrong answer (see $body)"
+import json, sys
+datas = [l[6:] for l in open(sys.argv[1], encoding="utf-8").read().split("\n") if l.startswith("data: ")]
+assert datas and datas[-1] == "[DONE]", "no data: [DONE] last"
+chunks = [json.loads(d) for d in datas[:-1]]
+text = "".join((c["choices"][0]["delta"].get("content") or "") for c in chunks if c.get("choices"))
+assert text == "\u26a1 High-speed response to: Hello Fast Agent!", f"text {text!r}"
+assert [c["choices"][0]["finish_reason"] for c in chunks if c.get("choices")][-1] == "stop", "no stop"
+EOF
+}
+
 check_server() { # name
   local name=$1 port=${PORT[$1]} hdr=$OUT/check-$1.headers body=$OUT/check-$1.body
   curl -sf --max-time 5 -o /dev/null "http://127.0.0.1:$port/health" ||
@@ -571,10 +599,12 @@ for rep in $(seq "$REPS"); do
       wait_quiet
       start_server "$server"
       if [[ -z ${CHECKED[$server]:-} ]]; then check_server "$server"; CHECKED[$server]=1; fi
+      if [[ $extra == openai && -z ${CHECKED[$server-openai]:-} ]]; then check_openai "$server"; CHECKED[$server-openai]=1; fi
       port=${PORT[$server]}
       url=http://127.0.0.1:$port$path
       wrk_env=(env BENCH_BODY_FILE=)
       [[ $method == POST ]] && wrk_env=(env BENCH_BODY_FILE="$BODY")
+      [[ $extra == openai ]] && wrk_env=(env BENCH_BODY_FILE="$OPENAI_BODY")
       wrk_extra=()
       [[ $extra == close ]] && wrk_extra=(-H 'Connection: close')
       threads=$WRK_THREADS

@@ -4,7 +4,7 @@
 #   scripts/outside.sh                            # build (cargo build --release) and check
 #   AGENTD_BIN=path/to/agentd scripts/outside.sh  # check an existing binary, no build
 #                                                 # (FAKE_LLM_BIN likewise for fake-llm)
-#   scripts/outside.sh --only node-ws,pyjwt       # some groups only
+#   scripts/outside.sh --only node-ws,pyjwt       # some groups only (GROUPS in run.py)
 #
 # Clients: headless Chromium (Debian `chromium`) on a page of another origin using
 # EventSource on /stream, WebSocket on /ws and fetch; the npm `eventsource` and `ws`
@@ -12,11 +12,14 @@
 # 0.3.0 models; tokens minted by PyJWT; `promtool check metrics` (Debian `prometheus`);
 # the official `openai` Python SDK (sync, async, non-streaming) and the `ai` npm package
 # with `@ai-sdk/openai-compatible` on /v1/chat/completions, against the echo, llm (the
-# in-repo fake-llm upstream) and proxy agents.
+# in-repo fake-llm upstream) and proxy agents; the official `mcp` Python SDK and
+# fastmcp's Client on /mcp; the official `a2a-sdk` Python client and `@a2a-js/sdk` on
+# the A2A front door.
 # Each check starts its own agentd on free 127.0.0.1 ports and stops it by PID.
 #
 # Installs what it needs: the pinned scripts/outside/requirements.txt into
-# .venv-outside/ (scripts/lib/venv.sh), the locked npm packages of scripts/outside/node/
+# .venv-outside/ (scripts/lib/venv.sh), scripts/outside/fastmcp-requirements.txt into
+# .venv-outside-fastmcp/ (OUTSIDE_FASTMCP_VENV), the locked npm packages of scripts/outside/node/
 # (npm ci). chromium, promtool and node must be on the machine (.ci/run installs them).
 # Logs, /metrics text and screenshots go to OUTSIDE_OUT (default: a new temporary
 # folder, printed). Other knobs: PYTHON, OUTSIDE_VENV, OUTSIDE_TIMEOUT (seconds for
@@ -41,6 +44,12 @@ done
 # shellcheck source=lib/venv.sh
 source "$ROOT/scripts/lib/venv.sh"
 ensure_venv "$VENV" "$DIR/requirements.txt" 3.11
+OUTSIDE_PY="$VPY"
+# fastmcp's client needs a newer Starlette than sentient-agent-framework's pins allow: its
+# own venv, run by the mcp-fastmcp group as a separate process.
+ensure_venv "${OUTSIDE_FASTMCP_VENV:-$ROOT/.venv-outside-fastmcp}" "$DIR/fastmcp-requirements.txt" 3.11
+export FASTMCP_PY="$VPY"
+VPY="$OUTSIDE_PY"
 
 # --- npm packages, from the lock file ------------------------------------------
 lock_hash="$(sha256sum "$NODE_DIR/package-lock.json" | cut -d' ' -f1)"

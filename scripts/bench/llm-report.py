@@ -22,7 +22,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import plot  # noqa: E402
 
-SERVER_ORDER = ["upstream", "relay-ceiling", "agentd", "litellm", "portkey"]
+SERVER_ORDER = ["upstream", "relay-ceiling", "agentd", "agentd-openai", "litellm", "portkey"]
 BEGIN, END = "<!-- llm-scenarios:begin -->", "<!-- llm-scenarios:end -->"
 
 
@@ -80,20 +80,24 @@ def errs(s):
     return f"{s['errors']}" + (" (died)" if s["died"] else "")
 
 
-def relay_table(summary):
-    rows = servers_of(summary, "llm-relay")
+def relay_table(summary, scen="llm-relay", ref="agentd"):
+    """llm-relay (ref agentd on /agent) or openai-relay (ref agentd-openai: agentd's
+    /v1/chat/completions, against the gateways' same route and agentd's /agent)."""
+    rows = servers_of(summary, scen)
     if not rows:
         return ""
-    ag = summary.get(("llm-relay", 0, "agentd"))
+    ag = summary.get((scen, 0, ref))
     out = ["| server | answers/s | CPU µs/answer | CPU µs/token | answers per core-second | p50 ms | p99 ms | "
-           "server CPU | peak RSS MiB | errors | agentd CPU/answer ÷ this | agentd answers per core ÷ this |",
+           f"server CPU | peak RSS MiB | errors | {ref} CPU/answer ÷ this | {ref} answers per core ÷ this |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name in rows:
-        s = summary[("llm-relay", 0, name)]
+        s = summary[(scen, 0, name)]
         cpu = s["cpu_us_per_req"]
         vs = (ratio(ag["cpu_us_per_req"], cpu), ratio(ag["answers_per_core_s"], s["answers_per_core_s"], 1)) \
-            if ag and name not in ("agentd", "upstream") else ("–", "–")
-        out.append(f"| {'**agentd**' if name == 'agentd' else name} | {fmt(s['rps'])} | {fmt(cpu, 1)} | "
+            if ag and name not in (ref, "upstream") else ("–", "–")
+        label = {"agentd": "**agentd** (`/agent`)" if scen == "openai-relay" else "**agentd**",
+                 "agentd-openai": "**agentd** (`/v1/chat/completions`)"}.get(name, name)
+        out.append(f"| {label} | {fmt(s['rps'])} | {fmt(cpu, 1)} | "
                    f"{fmt(s['cpu_us_per_token'], 2)} | {fmt(s['answers_per_core_s'])} | {ms(s['p50_us'])} | "
                    f"{ms(s['p99_us'])} | {fmt((s['server_cpu_util'] or 0) * 100)}% | {fmt(s['peak_rss_mib'], 1)} | "
                    f"{errs(s)} | {vs[0]} | {vs[1]} |")
@@ -227,6 +231,13 @@ def report_md(meta, summary, runs, heading="##"):
                   "completed; per token: over the tokens relayed. For `upstream` the figures are the fake "
                   "upstream's own. Answers/s are bounded by the load generator and the fake upstream sharing "
                   "one core on a 2-CPU machine; CPU per answer is the figure to compare.", ""]
+    ot = relay_table(summary, "openai-relay", "agentd-openai")
+    if ot:
+        parts += [f"{heading}# openai-relay: the OpenAI-compatible routes, llm-relay's load", "", ot, "",
+                  "The same closed loop (50 connections, 20-token answers, no delay) on `POST /v1/chat/completions` "
+                  "with `\"stream\":true` for agentd's OpenAI front door and the gateways (OpenAI chunks back, every "
+                  "answer checked: 200, all 20 tokens, `data: [DONE]`), and on agentd's own `POST /agent` (Sentient "
+                  "events) beside them. Ratios are agentd's `/v1/chat/completions` to each.", ""]
     lt = latency_table(summary)
     if lt:
         parts += [f"{heading}# llm-latency: open loop, 20 ms to the first token, 20 tokens 5 ms apart", "", lt, ""]

@@ -9,10 +9,13 @@
 #                  SSE re-framed as Sentient events through a pooled client (WORKERS=1)
 #   agentd         the release build, AGENT=llm (OPENAI_BASE_URL = the fake), WORKERS=1,
 #                  defaults otherwise (llm-10k: LLM_CONCURRENT_REQUESTS=10000, the cap)
+#   agentd-openai  the same agentd process settings, asked on its OpenAI-compatible front
+#                  door (POST /v1/chat/completions, "stream":true; openai-relay only)
 #   litellm        the LiteLLM proxy (PyPI, pinned in benches/peers/litellm, one worker)
 #   portkey        Portkey's gateway (npm, pinned in benches/peers/portkey, one process)
-# agentd and the ceiling are asked POST /agent (Sentient SSE back); the upstream and the
-# gateways POST /v1/chat/completions with "stream":true (OpenAI chunks back).
+# agentd and the ceiling are asked POST /agent (Sentient SSE back); the upstream, the
+# gateways and agentd-openai POST /v1/chat/completions with "stream":true (OpenAI chunks
+# back).
 #
 # Scenarios:
 #   llm-relay    closed loop, 50 connections, 20-token answers with no delay: answers/s,
@@ -25,6 +28,11 @@
 #   llm-10k      --streams (10,000) concurrent slow answers (--stream-tokens 50 tokens
 #                --stream-delay-ms 100 ms apart), held at once by as many closed-loop
 #                clients (started over 5 s): RSS per active stream, CPU per relayed token
+#   openai-relay llm-relay's load (closed loop, 50 connections, 20-token answers, no delay)
+#                on the OpenAI-compatible route of each: agentd-openai (agentd's
+#                /v1/chat/completions), litellm, portkey, and agentd on /agent beside
+#                them (the same agent, its own protocol): answers/s, CPU µs per answer,
+#                p50/p99, every answer checked complete (200, all 20 tokens, [DONE])
 #
 # Method (as scripts/bench.sh): for each repetition, scenario (and rate), each server in
 # turn: start the fake upstream and the server, warm up, then one run of the load
@@ -45,8 +53,10 @@
 # installed is skipped with a warning.
 #
 # Usage: scripts/bench/llm.sh [options]
-#   --scenario REGEX   llm-relay|llm-latency|llm-10k subset (egrep, anchored; default all)
-#   --servers LIST     comma-separated subset of upstream,relay-ceiling,agentd,litellm,portkey
+#   --scenario REGEX   llm-relay|llm-latency|llm-10k|openai-relay subset (egrep, anchored;
+#                      default all)
+#   --servers LIST     comma-separated subset of
+#                      upstream,relay-ceiling,agentd,agentd-openai,litellm,portkey
 #   --duration S       seconds per measured run (default 10)
 #   --reps N           repetitions (default 3)
 #   --warmup S         warm-up seconds before each measured run (default 2)
@@ -75,7 +85,7 @@ AGENT_BODY=$HELPERS/agent-body.json
 OPENAI_BODY=$HELPERS/llm-body.json
 
 SCENARIO_RE='.*'
-SERVERS='upstream,relay-ceiling,agentd,litellm,portkey'
+SERVERS='upstream,relay-ceiling,agentd,agentd-openai,litellm,portkey'
 DURATION=10
 REPS=3
 WARMUP=2
@@ -121,13 +131,13 @@ fi
 [[ $STREAMS =~ ^[0-9]+$ && $STREAMS -ge 1 ]] || die "--streams wants an integer >= 1"
 
 SCENARIOS=()
-for s in llm-relay llm-latency llm-10k; do
+for s in llm-relay llm-latency llm-10k openai-relay; do
   [[ $s =~ ^($SCENARIO_RE)$ ]] && SCENARIOS+=("$s")
 done
 [[ ${#SCENARIOS[@]} -gt 0 ]] || die "no scenario matches '$SCENARIO_RE'"
 IFS=, read -r -a SERVER_LIST <<< "$SERVERS"
 for s in "${SERVER_LIST[@]}"; do
-  case $s in upstream|relay-ceiling|agentd|litellm|portkey) ;; *) die "unknown server: $s" ;; esac
+  case $s in upstream|relay-ceiling|agentd|agentd-openai|litellm|portkey) ;; *) die "unknown server: $s" ;; esac
 done
 has_server() { [[ ",$SERVERS," == *",$1,"* ]]; }
 drop_server() { # name why
@@ -172,7 +182,7 @@ if [[ $BUILD == 1 ]]; then
   fi
 fi
 TARGET=$(cargo_target_dir "$ROOT")/release
-for b in fake-llm loadgen $(has_server agentd && echo agentd); do [[ -x $TARGET/$b ]] || die "$TARGET/$b not built"; done
+for b in fake-llm loadgen $( (has_server agentd || has_server agentd-openai) && echo agentd); do [[ -x $TARGET/$b ]] || die "$TARGET/$b not built"; done
 RELAY_BIN=$(cargo_target_dir "$RELAY_DIR")/release/relay-ceiling
 if has_server relay-ceiling; then [[ -x $RELAY_BIN ]] || die "$RELAY_BIN not built"; fi
 
@@ -204,7 +214,7 @@ RAW=$OUT/raw.jsonl
 : > "$RAW"
 # Measure copies of the binaries, so that a rebuild during the run changes nothing.
 cp "$TARGET/fake-llm" "$TARGET/loadgen" "$OUT/bin/"
-has_server agentd && cp "$TARGET/agentd" "$OUT/bin/"
+{ has_server agentd || has_server agentd-openai; } && cp "$TARGET/agentd" "$OUT/bin/"
 has_server relay-ceiling && cp "$RELAY_BIN" "$OUT/bin/"
 BIN=$OUT/bin
 
@@ -230,7 +240,8 @@ FAKE_PORT=$PORT_BASE
 # LiteLLM refuses to start without a master key; clients then send it as a bearer token.
 LITELLM_KEY=sk-bench-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
 declare -A PORT=([relay-ceiling]=$(( PORT_BASE + 1 )) [agentd]=$(( PORT_BASE + 2 ))
-                 [litellm]=$(( PORT_BASE + 3 )) [portkey]=$(( PORT_BASE + 4 )))
+                 [litellm]=$(( PORT_BASE + 3 )) [portkey]=$(( PORT_BASE + 4 ))
+                 [agentd-openai]=$(( PORT_BASE + 5 )))
 FAKE_PID=''
 SERVER_PID=''
 descendants() {
@@ -281,7 +292,7 @@ start_server() { # name scenario
       health=/health/live
       PORT=$port HOST=127.0.0.1 WORKERS=1 UPSTREAM_URL=http://127.0.0.1:$FAKE_PORT/v1/chat/completions \
         "${SERVER_PIN[@]}" "$BIN/relay-ceiling" >> "$log" 2>&1 & ;;
-    agentd)
+    agentd|agentd-openai)
       health=/health/live
       local cap=()
       [[ $2 == llm-10k ]] && cap=(LLM_CONCURRENT_REQUESTS=10000)
@@ -315,6 +326,7 @@ target_args() { # name
   case $1 in
     upstream) echo "--url http://127.0.0.1:$FAKE_PORT/v1/chat/completions --body $OPENAI_BODY --format openai" ;;
     relay-ceiling|agentd) echo "--url http://127.0.0.1:${PORT[$1]}/agent --body $AGENT_BODY --format sentient" ;;
+    agentd-openai) echo "--url http://127.0.0.1:${PORT[$1]}/v1/chat/completions --body $OPENAI_BODY --format openai" ;;
     litellm) echo "--url http://127.0.0.1:${PORT[$1]}/v1/chat/completions --body $OPENAI_BODY --format openai" ;;
     portkey) echo "--url http://127.0.0.1:${PORT[$1]}/v1/chat/completions --body $OPENAI_BODY --format openai" ;;
   esac
@@ -354,10 +366,10 @@ measure() { # scenario server rep rate loadgen-args...
   # agentd must answer every request where nothing is overloaded (llm-relay), and survive
   # everywhere; beyond what the machine holds it sheds (503 `saturated`, `under_pressure`),
   # which the tables report.
-  if [[ $server == agentd ]] && ! python3 -c '
+  if [[ $server == agentd* ]] && ! python3 -c '
 import json, sys
 r = json.loads(open(sys.argv[1]).read() or "{}")
-ok = r and r.get("server_alive", True) and (sys.argv[2] != "llm-relay" or not r.get("errors"))
+ok = r and r.get("server_alive", True) and (sys.argv[2] not in ("llm-relay", "openai-relay") or not r.get("errors"))
 sys.exit(0 if ok else 1)' "$OUT/last.json" "$scen"; then
     FAILED=1; log "agentd had errors or died in this run (exit $rc)"
   fi
@@ -381,11 +393,19 @@ for rep in $(seq "$REPS"); do
       llm-relay) fake=(--tokens 20); rates=(0) ;;
       llm-latency) fake=(--tokens 20 --ttft-ms 20 --token-delay-ms 5); read -r -a rates <<< "$RATES" ;;
       llm-10k) fake=(--tokens "$STREAM_TOKENS" --token-delay-ms "$STREAM_DELAY_MS"); rates=(0) ;;
+      openai-relay) fake=(--tokens 20); rates=(0) ;;
     esac
     declare -A GAVE_UP=()
     for rate in "${rates[@]}"; do
       for server in "${SERVER_LIST[@]}"; do
         if [[ $QUICK == 1 && $scen != llm-relay && ( $server == litellm || $server == portkey ) ]]; then
+          continue
+        fi
+        # agentd-openai is measured in openai-relay only; openai-relay asks the servers
+        # that have an OpenAI-compatible route, and agentd's /agent beside them.
+        if [[ $scen == openai-relay ]]; then
+          [[ $server == agentd || $server == agentd-openai || $server == litellm || $server == portkey ]] || continue
+        elif [[ $server == agentd-openai ]]; then
           continue
         fi
         if [[ -n ${GAVE_UP[$server]:-} ]]; then
@@ -396,7 +416,8 @@ for rep in $(seq "$REPS"); do
         start_fake "${fake[@]}"
         start_server "$server" "$scen"
         case $scen in
-          llm-relay) measure "$scen" "$server" "$rep" 0 --tokens 20 --connections 50 --duration "$DURATION" --timeout 30 ;;
+          llm-relay|openai-relay)
+            measure "$scen" "$server" "$rep" 0 --tokens 20 --connections 50 --duration "$DURATION" --timeout 30 ;;
           llm-latency)
             measure "$scen" "$server" "$rep" "$rate" --tokens 20 --rate "$rate" --duration "$DURATION" \
               --timeout "$(( QUICK == 1 ? 5 : 10 ))"

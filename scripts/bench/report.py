@@ -18,7 +18,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import plot  # noqa: E402
 
-SCENARIO_ORDER = ["health-50", "health-256", "agent-50", "agent-256", "agent-close", "sse-10k", "llm"]
+SCENARIO_ORDER = ["health-50", "health-256", "agent-50", "agent-256", "agent-close", "openai-50", "sse-10k", "llm"]
 SERVER_ORDER = ["agentd", "hyper-ceiling", "fastify", "fastify-full", "fastify-cluster"]
 SUBJECT = "agentd"
 LIKE_FOR_LIKE = plot.LIKE_FOR_LIKE

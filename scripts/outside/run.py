@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """The outside-client suite: agentd spoken to by clients nobody on this project wrote.
 
-Usage: run.py AGENTD_BIN OUT_DIR [--only chromium,node-eventsource,node-ws,httpx-sse,pyjwt,promtool,aiohttp,openai-python,node-ai-sdk,openapi,playground,mcp-python,a2a-python]
+Usage: run.py AGENTD_BIN OUT_DIR [--only chromium,node-eventsource,node-ws,httpx-sse,pyjwt,promtool,aiohttp,openai-python,node-ai-sdk,openapi,playground,mcp-python,a2a-python,a2a-js,mcp-fastmcp]
 
-The OpenAI-client and MCP groups also need the in-repo fake LLM upstream: FAKE_LLM_BIN in the
-environment, the `fake-llm` binary (scripts/outside.sh builds it).
+The OpenAI-client, MCP and A2A groups also need the in-repo fake LLM upstream:
+FAKE_LLM_BIN in the environment, the `fake-llm` binary (scripts/outside.sh builds it).
+The mcp-fastmcp group runs fastmcp in a venv of its own: FASTMCP_PY, its python
+(scripts/outside.sh makes it).
 
 Each group starts its own agentd processes (free 127.0.0.1 ports, the environment it
 needs, nothing inherited) and stops them by PID. Every check prints one PASS or FAIL
@@ -47,7 +49,7 @@ NODE_DIR = os.path.join(HERE, "node")
 TIMEOUT = httpx.Timeout(15.0)
 GROUPS = ["chromium", "node-eventsource", "node-ws", "httpx-sse", "pyjwt", "promtool", "aiohttp",
           "openai-python", "node-ai-sdk", "openapi", "playground", "mcp-python",
-          "a2a-python", "resume-python"]
+          "a2a-python", "resume-python", "a2a-js", "mcp-fastmcp"]
 
 
 def ulid() -> str:
@@ -928,6 +930,192 @@ def group_a2a_python(res: Results, binary: str, out: str) -> None:
             ctx.note(f"a wrong key: {type(bad).__name__}")
         res.check("a2a-python: the API key as the bearer token is accepted, a wrong one refused; the card names it", auth)
 
+def group_a2a_js(res: Results, binary: str, out: str) -> None:
+    """The official A2A JavaScript SDK (@a2a-js/sdk, node/a2a_check.mjs) on the A2A front
+    door, against the echo, llm and proxy agents."""
+    slow = "[[tokens=5000,token_delay_ms=5]] cancel me from js"
+    with openai_agents(binary, out, "a2a-js") as agents:
+        llm = agents[1]
+        for ag in agents:
+            prompt = f"Hello from @a2a-js/sdk to {ag.kind}"
+            can_cancel = ag.kind != "echo"  # the echo agent answers at once: nothing to cancel
+            seen = node("a2a_check.mjs", ag.agentd.base, prompt, ag.fail_prompt or "-", slow if can_cancel else "-",
+                        "-", timeout=60)
+            want = ag.answer(prompt)
+
+            def need(ctx: Ctx, key: str, seen=seen) -> dict:
+                ctx.require("crash" not in seen, f"the client threw during discovery: {seen.get('crash')}")
+                part = seen[key]
+                ctx.require(isinstance(part, dict) and "crash" not in part,
+                            f"{key}: the client threw: {short(part.get('crash') if isinstance(part, dict) else part)}")
+                return part
+
+            def discovery_stream(ctx: Ctx, ag=ag, seen=seen, want=want) -> None:
+                card = need(ctx, "card")
+                ctx.expect(card["streaming"] is True, f"expected capabilities.streaming true; got {card}")
+                ctx.expect({"url": ag.agentd.base + "/a2a", "binding": "JSONRPC", "version": "1.0"} in card["interfaces"],
+                           f"expected the JSONRPC 1.0 interface at {ag.agentd.base}/a2a; got {card['interfaces']}")
+                ctx.expect(card["protocolVersion"] == "1.0", f"expected the client on protocol 1.0; got {card}")
+                s = need(ctx, "stream")
+                ctx.expect(s["kinds"][:1] == ["task"], f"expected the task first; got {s['kinds']}")
+                ctx.expect(s["text"] == want, f"expected the streamed text {short(want)}; got {short(s['text'])}")
+                ctx.expect(s["lastChunk"], "expected the answer artifact's last chunk marked lastChunk")
+                ctx.expect(s["kinds"][-1:] == ["statusUpdate"] and s["state"] == "TASK_STATE_COMPLETED",
+                           f"expected a final completed status update; got {s['kinds'][-1:]} {s['state']}")
+                ctx.note(f"{len(s['kinds'])} stream responses ({s['artifactUpdates']} text chunks), "
+                         f"{len(s['text'])} characters")
+            res.check(f"a2a-js ({ag.kind}): createFromUrl (agent card), sendMessageStream: task, text chunks that "
+                      f"concatenate to the answer, completed", discovery_stream)
+
+            def send_get(ctx: Ctx, ag=ag, seen=seen, want=want) -> None:
+                s, g = need(ctx, "send"), need(ctx, "get")
+                ctx.expect(s["kind"] == "task" and s["state"] == "TASK_STATE_COMPLETED" and s["text"] == want,
+                           f"expected sendMessage to return the completed task with {short(want)}; got {short(s)}")
+                ctx.expect(g["id"] == s["id"] and g["contextId"] == s["contextId"]
+                           and g["state"] == "TASK_STATE_COMPLETED" and g["text"] == want,
+                           f"expected getTask to find the same completed task; got {short(g)}")
+            res.check(f"a2a-js ({ag.kind}): sendMessage returns the completed task; getTask finds it", send_get)
+
+            def refusals(ctx: Ctx, seen=seen) -> None:
+                r, n = need(ctx, "resubscribe"), need(ctx, "notFound")
+                ctx.expect("UnsupportedOperation" in (r.get("error") or ""),
+                           f"expected resubscribeTask refused with the SDK's UnsupportedOperationError; got {short(r)}")
+                ctx.expect("TaskNotFound" in (n.get("error") or ""),
+                           f"expected getTask of an unknown id to throw TaskNotFoundError; got {short(n)}")
+                ctx.note(f"resubscribe: {r.get('error')}; unknown task: {n.get('error')}")
+            res.check(f"a2a-js ({ag.kind}): resubscribeTask is UnsupportedOperationError (no replay kept), "
+                      f"an unknown task TaskNotFoundError", refusals)
+
+            if can_cancel:
+                def cancels(ctx: Ctx, ag=ag, seen=seen) -> None:
+                    c = need(ctx, "cancel")
+                    ctx.expect(c["canceled"] == "TASK_STATE_CANCELED",
+                               f"expected cancelTask to return the canceled task; got {c['canceled']}")
+                    ctx.expect(c["state"] == "TASK_STATE_CANCELED",
+                               f"expected the stream to end with a canceled status; got {c['state']} after {c['kinds'][-3:]}")
+                    ctx.expect(c["get"] == "TASK_STATE_CANCELED", f"expected getTask to say canceled; got {c['get']}")
+                    ctx.expect(len(c["text"]) < len(FakeLlmProcess.answer(5000)),
+                               f"expected the answer cut short; got {len(c['text'])} characters")
+                    ctx.expect("TaskNotCancelable" in str((c["cancelAgain"] or {}).get("error")),
+                               f"expected a second cancelTask to throw TaskNotCancelableError; got {c['cancelAgain']}")
+                    ctx.expect(wait_until(lambda: llm.agentd.metric("agentd_llm_slots_in_use") == 0, 5),
+                               "expected the LLM request released (agentd_llm_slots_in_use 0) after the cancel")
+                    ctx.note(f"canceled after {len(c['text'])} characters")
+                res.check(f"a2a-js ({ag.kind}): cancelTask mid-stream on a slow answer: canceled task, the stream "
+                          f"ends canceled, the LLM request released", cancels)
+
+            if ag.fail_prompt:
+                def fails(ctx: Ctx, ag=ag, seen=seen) -> None:
+                    e = need(ctx, "error")
+                    st = e["streamed"]
+                    ctx.expect(st["state"] == "TASK_STATE_FAILED",
+                               f"expected a failed task (never a silently short completed one); got {st['state']}")
+                    ctx.expect(st["text"] == ag.fail_partial,
+                               f"expected the text before the failure {ag.fail_partial!r}; got {short(st['text'])}")
+                    ctx.expect(bool(st["statusMessage"]), "expected the failure's message on the failed status")
+                    ctx.expect(e["sendState"] == "TASK_STATE_FAILED" and e["sendMessage"],
+                               f"sendMessage: expected a failed task with a message; got {e['sendState']} {e['sendMessage']!r}")
+                    ctx.note(f"failed with {st['statusMessage']!r} after {st['text']!r}")
+                res.check(f"a2a-js ({ag.kind}): an error mid-stream (atomic.error) is a failed task with its message",
+                          fails)
+
+    with Agentd(binary, out, "a2a-js-auth", {"API_KEY_SECRET": "outside-a2a-js-key"}) as a:
+        def auth(ctx: Ctx) -> None:
+            ok = node("a2a_check.mjs", a.base, "with a key", "-", "-", "outside-a2a-js-key", timeout=60)
+            ctx.require("crash" not in ok, f"with the key: the client threw during discovery: {ok.get('crash')}")
+            ctx.expect(ok["stream"].get("state") == "TASK_STATE_COMPLETED" and ok["stream"].get("text") == ECHO_PREFIX + "with a key",
+                       f"with the key: expected the completed answer; got {short(ok['stream'])}")
+            bad = node("a2a_check.mjs", a.base, "with a wrong key", "-", "-", "wrong", timeout=60)
+            ctx.expect("crash" in bad.get("stream", {}) and "crash" in bad.get("send", {}),
+                       f"with a wrong key: expected the client to throw; got {short(bad.get('stream'))}")
+            ctx.note(f"wrong key: {short(bad.get('stream', {}).get('crash'), 120)}")
+        res.check("a2a-js: the API key as the bearer token is accepted, a wrong one refused", auth)
+
+
+def fastmcp(url: str, prompt: str, error_prompt: str = "-", key: str = "-") -> dict:
+    """fastmcp_check.py in its own venv (FASTMCP_PY, set by scripts/outside.sh)."""
+    py = os.environ.get("FASTMCP_PY", "")
+    if not os.access(py, os.X_OK):
+        raise RuntimeError(f"FASTMCP_PY must name the fastmcp venv's python; got {py!r}")
+    p = subprocess.run([py, os.path.join(HERE, "fastmcp_check.py"), url, prompt, error_prompt, key],
+                       capture_output=True, text=True, timeout=60, cwd=HERE)
+    if p.returncode != 0 or not p.stdout.strip():
+        raise RuntimeError(f"fastmcp_check.py exited {p.returncode}: {short(p.stderr, 600)}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def group_mcp_fastmcp(res: Results, binary: str, out: str) -> None:
+    """fastmcp's Client (streamable HTTP) on POST /mcp, against the echo, llm and proxy agents."""
+    with openai_agents(binary, out, "mcp-fastmcp") as agents:
+        for ag in agents:
+            url = ag.agentd.base + "/mcp"
+            prompt = f"héllo from fastmcp to {ag.kind}"
+            seen = fastmcp(url, prompt, ag.fail_prompt or "-")
+            want = ag.answer(prompt)
+
+            def need(ctx: Ctx, key: str, seen=seen) -> Any:
+                ctx.require("crash" not in seen, f"the client failed: {short(seen.get('crash'), 400)}")
+                part = seen[key]
+                ctx.require(not (isinstance(part, dict) and "crash" in part),
+                            f"{key}: the client threw: {short(part.get('crash') if isinstance(part, dict) else '')}")
+                return part
+
+            def handshake(ctx: Ctx, seen=seen) -> None:
+                init, tools = need(ctx, "init"), need(ctx, "tools")
+                ctx.expect(init["protocolVersion"] in ("2025-06-18", "2025-03-26"),
+                           f"expected a negotiated protocol version; got {init['protocolVersion']!r}")
+                ctx.expect(init["server"] == "agentd" and init["tools"] and init["ping"] is True,
+                           f"expected serverInfo agentd, the tools capability and a ping; got {init}")
+                ctx.expect(tools == [{"name": MCP_TOOL, "required": ["prompt"]}],
+                           f"expected one tool {MCP_TOOL} requiring prompt; got {tools}")
+                ctx.note(f"fastmcp {seen['version']}, protocol {init['protocolVersion']}")
+            res.check(f"mcp-fastmcp ({ag.kind}): Client(url): initialize, ping, list_tools: one tool", handshake)
+
+            def progress(ctx: Ctx, seen=seen, want=want) -> None:
+                p, w = need(ctx, "progress"), need(ctx, "whole")
+                ctx.expect(not p["isError"] and p["text"] == want,
+                           f"expected the answer {short(want)}; got isError={p['isError']} {short(p['text'])}")
+                ctx.expect(not w["isError"] and w["text"] == want,
+                           f"without a progress handler: expected {short(want)}; got {short(w['text'])}")
+                ups = p["updates"]
+                ctx.expect(len(ups) >= 1, "expected at least one progress notification")
+                ctx.expect(all(b[0] > a[0] for a, b in zip(ups, ups[1:])),
+                           f"expected progress to increase; got {[u[0] for u in ups]}")
+                ctx.expect(all(want.startswith(m or "") for _, m in ups),
+                           f"expected each progress message to be the text so far; got {short([m for _, m in ups])}")
+                ctx.note(f"{len(ups)} progress notification(s), then {short(want, 60)}")
+            res.check(f"mcp-fastmcp ({ag.kind}): call_tool with progress_handler: text so far, then the result; "
+                      f"and without", progress)
+
+            if ag.fail_prompt:
+                def fails(ctx: Ctx, ag=ag, seen=seen) -> None:
+                    e = need(ctx, "error")
+                    s, r = e["streamed"], e["raised"]
+                    ctx.expect(s["isError"] and s["text"] and s["text"] != ag.fail_partial,
+                               f"raise_on_error=False: expected isError with the error's message (never a silently "
+                               f"short answer); got {short(s)}")
+                    ctx.expect(r.get("error") == "ToolError" and r.get("message"),
+                               f"raise_on_error=True (the default): expected ToolError; got {short(r)}")
+                    ctx.note(f"isError after {s['progress']} progress notification(s): {short(s['text'], 100)}")
+                res.check(f"mcp-fastmcp ({ag.kind}): an error mid-stream is isError (ToolError by default)", fails)
+
+            def invalid(ctx: Ctx, seen=seen) -> None:
+                i = need(ctx, "invalid")
+                ctx.expect(i.get("error") == "MCPError" and "prompt" in (i.get("message") or ""),
+                           f"expected an empty prompt refused with a JSON-RPC error naming it; got {short(i)}")
+            res.check(f"mcp-fastmcp ({ag.kind}): an empty prompt is a JSON-RPC error naming the argument", invalid)
+
+    with Agentd(binary, out, "mcp-fastmcp-auth", {"API_KEY_SECRET": "outside-fastmcp-key"}) as a:
+        def auth(ctx: Ctx) -> None:
+            ok = fastmcp(a.base + "/mcp", "x", key="outside-fastmcp-key")
+            ctx.expect("crash" not in ok and ok["whole"].get("text") == ECHO_PREFIX + "x",
+                       f"with the key (Client(url, auth=key)): got {short(ok.get('crash') or ok.get('whole'))}")
+            bad = fastmcp(a.base + "/mcp", "x", key="wrong")
+            ctx.expect("crash" in bad, f"with a wrong key: expected the connection to fail; got {short(bad)}")
+            ctx.note(f"wrong key: {short(bad.get('crash'), 120)}")
+        res.check("mcp-fastmcp: the API key as the bearer token (auth=) is accepted, a wrong one refused", auth)
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -1125,6 +1313,8 @@ def main() -> int:
         "mcp-python": group_mcp_python,
         "a2a-python": group_a2a_python,
         "resume-python": resume_check.group_resume_python,
+        "a2a-js": group_a2a_js,
+        "mcp-fastmcp": group_mcp_fastmcp,
     }
     res = Results()
     t0 = time.monotonic()

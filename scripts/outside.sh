@@ -14,7 +14,7 @@
 # with `@ai-sdk/openai-compatible` on /v1/chat/completions, against the echo, llm (the
 # in-repo fake-llm upstream) and proxy agents; the official `mcp` Python SDK and
 # fastmcp's Client on /mcp; the official `a2a-sdk` Python client and `@a2a-js/sdk` on
-# the A2A front door.
+# the A2A front door; resumable streams across two replicas sharing a redis-server.
 # Each check starts its own agentd on free 127.0.0.1 ports and stops it by PID.
 #
 # Installs what it needs: the pinned scripts/outside/requirements.txt into

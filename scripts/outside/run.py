@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The outside-client suite: agentd spoken to by clients nobody on this project wrote.
 
-Usage: run.py AGENTD_BIN OUT_DIR [--only chromium,node-eventsource,node-ws,httpx-sse,pyjwt,promtool,aiohttp,openai-python,node-ai-sdk,openapi,playground,mcp-python,a2a-python,a2a-js,mcp-fastmcp]
+Usage: run.py AGENTD_BIN OUT_DIR [--only chromium,node-eventsource,node-ws,httpx-sse,pyjwt,promtool,aiohttp,openai-python,node-ai-sdk,openapi,playground,mcp-python,a2a-python,resume-python,a2a-js,mcp-fastmcp]
 
 The OpenAI-client, MCP and A2A groups also need the in-repo fake LLM upstream:
 FAKE_LLM_BIN in the environment, the `fake-llm` binary (scripts/outside.sh builds it).

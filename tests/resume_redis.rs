@@ -350,19 +350,58 @@ async fn a_position_the_copy_has_not_reached_yet_is_waited_for() {
         "01ARZ3NDEKTSV4RRFFQ69G5FA2",
     );
     redis.cli(&["hset", &key("m"), "p", "", "f", "named", "s", "agent-1"]);
-    redis.cli(&["xadd", &key("e"), "*", "n", "0", "i", first, "b", "event: a\ndata: {}\n\n"]);
+    redis.cli(&[
+        "xadd",
+        &key("e"),
+        "*",
+        "n",
+        "0",
+        "i",
+        first,
+        "b",
+        "event: a\ndata: {}\n\n",
+    ]);
     redis.cli(&["set", &key("o"), "1", "px", "10000"]);
-    let res = get(&b, &format!("/agent/streams/{id}"), &[("last-event-id", second)]).await;
+    let res = get(
+        &b,
+        &format!("/agent/streams/{id}"),
+        &[("last-event-id", second)],
+    )
+    .await;
     assert_eq!(res.status(), 200);
     let reading = tokio::spawn(async move { res.bytes().await.unwrap() });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    redis.cli(&["xadd", &key("e"), "*", "n", "1", "i", second, "b", "event: b\ndata: {}\n\n"]);
     redis.cli(&[
-        "xadd", &key("e"), "*", "n", "2", "i", third, "b", "event: done\ndata: {}\n\n", "end", "1",
+        "xadd",
+        &key("e"),
+        "*",
+        "n",
+        "1",
+        "i",
+        second,
+        "b",
+        "event: b\ndata: {}\n\n",
+    ]);
+    redis.cli(&[
+        "xadd",
+        &key("e"),
+        "*",
+        "n",
+        "2",
+        "i",
+        third,
+        "b",
+        "event: done\ndata: {}\n\n",
+        "end",
+        "1",
     ]);
     let body = tokio::time::timeout(Duration::from_secs(10), reading)
         .await
         .expect("ends")
         .unwrap();
-    assert_eq!(&body[..], b"event: done\ndata: {}\n\n", "only what came after it");
+    assert_eq!(
+        &body[..],
+        b"event: done\ndata: {}\n\n",
+        "only what came after it"
+    );
 }

@@ -151,13 +151,15 @@ impl<S: Service> Conn<S> {
         let io = TokioIo::new(io);
         if h2 {
             let conn = shared.builders.h2.serve_connection(io, svc);
-            run(
+            // Boxed: every HTTP/1 connection would otherwise carry the size of HTTP/2's
+            // state in its task, idle or not.
+            Box::pin(run(
                 conn,
                 http2::Connection::graceful_shutdown,
                 phase,
                 &activity,
                 timeouts,
-            )
+            ))
             .await
         } else {
             let conn = shared.builders.h1.serve_connection(io, svc).with_upgrades();

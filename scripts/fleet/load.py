@@ -20,18 +20,22 @@ GET /agent/streams/{id} with Last-Event-ID naming the last event seen, read to t
 result is judged in `judge`: the events seen plus the events resumed must be the
 answer's events exactly once each, in order, byte for byte as the stream fetched whole
 from the start (GET /agent/streams/{id} without Last-Event-ID, once it ended), with
-exactly one `done`, last, and the text of their chunked.text events must be the fake
-upstream's deterministic answer (--tokens N: "tok 0tok 1…tok N-1"). A resume whose
+exactly one `done`, last, one closing chunk (is_complete), and the text of their other
+chunked.text events must be the fake upstream's deterministic answer (--tokens N:
+"tok 0tok 1…tok N-1"). A resume whose
 answer's replica died ends with `atomic.error` 503, details reason agent_lost, then
-`done`: recorded as such (the report allows it only for the killed replica's streams).
+`done`: recorded as such (the report allows it only for the killed replica's streams,
+as it allows 404 stream_not_found for a stream whose replica died before its first
+events reached Redis).
 
 Usage: load.py --port PORT --stop-file FILE --out REPORT.json
               [--short N] [--long N] [--short-think-ms MS] [--timeout S] [--max-seconds S]
-              [--cut-share F] [--tokens N] [--seed N]
+              [--cut-share F] [--tokens N] [--seed N] [--no-resume]
 Workers start requests until FILE exists (or --max-seconds pass), then the requests in
 flight finish (each bounded by --timeout, and its resume by another --timeout) and the
 report is written. Exit 0 always once the report is written; the judge is
-scripts/fleet/report.py.
+scripts/fleet/report.py. --no-resume (agentd without a resume store): cut streams are
+only counted.
 """
 import argparse
 import asyncio
@@ -97,12 +101,17 @@ def parse_event(block):
             payload = ln[5:].strip()
     if name is None and payload is None:
         return None
-    ev = {"name": name, "id": None, "raw": block, "text": None, "code": None, "reason": None}
+    ev = {"name": name, "id": None, "raw": block, "text": None, "closing": False,
+          "code": None, "reason": None}
     try:
         data = json.loads(payload)
         ev["id"] = data.get("id")
         if data.get("content_type") == "chunked.text":
-            ev["text"] = data.get("content")
+            # The closing chunk (is_complete) carries a placeholder, not answer text.
+            if data.get("is_complete"):
+                ev["closing"] = True
+            else:
+                ev["text"] = data.get("content")
         elif name == "error":
             ev["code"] = data["content"]["error_code"]
             details = data["content"].get("details")
@@ -207,7 +216,7 @@ async def one(a, kind):
     rec["served_by"] = hdrs.get("x-served-by")
     rec["stream_id"] = hdrs.get("x-stream-id")
     rec["seconds"] = round(time.time() - rec["start"], 3)
-    if rec["status"] == 200 and not rec["done"] and not end.startswith("timeout"):
+    if rec["status"] == 200 and not rec["done"] and not end.startswith("timeout") and a.resume:
         await on_cut(a, rec, seen)
     return rec
 
@@ -238,7 +247,11 @@ async def on_cut(a, rec, seen):
                 res["ends"].append(end)
                 res["served_by"].append(hdrs.get("x-served-by"))
                 if status != 200:
-                    res["outcome"] = f"error: resume answered {status} {hdrs.get('body', '')}"
+                    try:
+                        code = json.loads(hdrs.get("body", ""))["code"]
+                    except (ValueError, KeyError, TypeError):
+                        code = hdrs.get("body", "")[:80]
+                    res["outcome"] = f"resume answered {status} {code}"
                     return
                 if end in ("complete", "eof_without_done") or any(
                         e["name"] == "done" for e in resumed):
@@ -291,6 +304,9 @@ def judge(seen, resumed, whole, tokens):
     errors = [e["code"] for e in events if e["name"] == "error"]
     if errors:
         return "error: atomic.error " + ",".join(str(c) for c in errors)
+    closing = sum(e["closing"] for e in events)
+    if closing != 1:
+        return f"unequal: {closing} closing chunks (is_complete)"
     if [e["raw"] for e in events] != [e["raw"] for e in whole]:
         missing = len(set(e["id"] for e in whole) - set(ids))
         return (f"unequal: not the stream fetched whole ({len(events)} events, whole "
@@ -321,6 +337,8 @@ async def main():
     ap.add_argument("--tokens", type=int, default=40,
                     help="tokens of the fake upstream's long answer")
     ap.add_argument("--seed", type=int)
+    ap.add_argument("--no-resume", dest="resume", action="store_false",
+                    help="cut streams are not resumed (no resume store)")
     a = ap.parse_args()
     if a.seed is not None:
         random.seed(a.seed)

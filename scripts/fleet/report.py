@@ -10,8 +10,10 @@ without `done`: they are judged by their resume. Every resumed stream (cut by th
 client, or by the server) must come back complete and equal (load.py's judge: the
 events seen plus the events resumed are the answer's events exactly once, byte for
 byte as the stream fetched whole, one `done`, the upstream's text), except that a
-stream whose replica was SIGKILLed may end with `atomic.error` 503 agent_lost; a
-resume answered with an error status, cut past load.py's attempts, or hung fails.
+stream whose replica was SIGKILLed may end with `atomic.error` 503 agent_lost (or 404
+stream_not_found, when the replica died before its first events reached Redis): these
+are counted by code. A resume answered with another error status, cut past load.py's
+attempts, or hung fails.
 
 Rolling restarts and the resume phase pass with 0 requests without a 2xx status, 0
 streams without `done`, 0 streams carrying `atomic.error`, none hung, and every resume
@@ -26,6 +28,12 @@ import argparse
 import collections
 import json
 import sys
+
+
+# How a resume of a stream whose replica was SIGKILLed may end: the reader is told the
+# answer is lost (atomic.error 503 agent_lost, then done), or, when the replica died
+# before its first events reached Redis, the stream is unknown.
+LOST_WITH_ITS_REPLICA = ("agent_lost", "resume answered 404 stream_not_found")
 
 
 def summary(path):
@@ -73,7 +81,7 @@ def main():
     ok = True
     lines = ["| phase | requests (short/long) | non-2xx | streams without `done` | `atomic.error` by code "
              "| hung | resumed (client cut / answered by another replica) | complete and equal "
-             "| `agent_lost` (killed replica's) | longest s |",
+             "| lost with the killed replica, by code | longest s |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     phases = [("rolling restarts", a.rolling), ("SIGKILL", a.kill)]
     if a.resume:
@@ -81,7 +89,7 @@ def main():
     for name, path in phases:
         s, reqs = summary(path)
         resumed = [r for r in reqs if "resume" in r]
-        lost_ok = [r for r in resumed if r["resume"]["outcome"] == "agent_lost"
+        lost_ok = [r for r in resumed if r["resume"]["outcome"] in LOST_WITH_ITS_REPLICA
                    and name == "SIGKILL" and r["served_by"] == a.killed]
         bad_resumes = [r for r in resumed if r["resume"]["outcome"] != "complete_equal"
                        and r not in lost_ok]
@@ -91,7 +99,8 @@ def main():
         lines.append(f"| {name} | {s['requests']} ({s['short']}/{s['long']}) | {fmt(s['non_2xx'])} | "
                      f"{fmt(s['without_done'])} | {fmt(s['atomic_error'])} | {s['hung']} | "
                      f"{s['resumed']} ({s['client_cut']} / {s['remote']}) | {equal} of {judged} ({pct}) | "
-                     f"{len(lost_ok)} | {s['longest_s']} |")
+                     f"{fmt(collections.Counter(r['resume']['outcome'] for r in lost_ok))} | "
+                     f"{s['longest_s']} |")
         problems = []
         if s["hung"]:
             problems.append(f"{s['hung']} hung")

@@ -135,7 +135,7 @@ def main():
     print(text)
     if a.md:
         open(a.md, "w").write(text + "\n")
-    print("fleet drill: " + ("passed" if ok else "FAILED"), file=sys.stderr)
+    print("fleet drill, load and resume targets: " + ("passed" if ok else "FAILED"), file=sys.stderr)
     return 0 if ok else 1
 
 

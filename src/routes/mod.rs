@@ -344,18 +344,25 @@ async fn dispatch(
             Box::pin(agent::assist(req, headers, app, request_id, caller)).await
         }
         Route::Stream => agent::stream(req, headers, app, request_id, caller),
+        // Boxed, as every route whose future is large: hyper keeps room for the
+        // request's future in every connection, idle or not.
         Route::StreamResume => {
-            resume::resume(
+            Box::pin(resume::resume(
                 app,
                 req.uri().path(),
                 req.uri().query(),
                 headers,
                 caller.principal.as_deref(),
-            )
+            ))
             .await
         }
         Route::StreamCancel => {
-            resume::cancel(app, req.uri().path(), caller.principal.as_deref()).await
+            Box::pin(resume::cancel(
+                app,
+                req.uri().path(),
+                caller.principal.as_deref(),
+            ))
+            .await
         }
         Route::Ws => ws::upgrade(req, headers, app, request_id),
         Route::OpenAiModels => Ok(openai::models(app)),
@@ -369,7 +376,7 @@ async fn dispatch(
         Route::A2a => Box::pin(a2a::rpc(req, headers, app, request_id)).await,
         Route::Health => Ok(health::health(app)),
         Route::HealthLive => Ok(health::live()),
-        Route::HealthReady => Ok(health::ready(app).await),
+        Route::HealthReady => Ok(Box::pin(health::ready(app)).await),
         Route::HealthDetailed => Ok(Box::pin(health::detailed(app)).await),
         Route::Stats => Ok(Reply::json(
             StatusCode::OK,

@@ -242,16 +242,17 @@ for round in $(seq "$ROUNDS"); do
       kill -0 "${REPLICA[$i]}" 2>/dev/null || break
       sleep 0.1
     done
-    status=0
+    status=0 ended=exited
     if kill -0 "${REPLICA[$i]}" 2>/dev/null; then
       SLOW_DRAINS+=("round $round r$((i + 1))")
-      log "round $round: r$((i + 1)) still draining ${DRAIN_BOUND} s after SIGTERM: SIGKILL"
       kill -KILL "${REPLICA[$i]}"
       { wait "${REPLICA[$i]}"; } 2>/dev/null || true
+      ended="still draining, SIGKILLed"
     else
       wait "${REPLICA[$i]}" || status=$?
+      ended="exited $status"
     fi
-    log "round $round: r$((i + 1)) SIGTERM with $n requests in flight; exited $status after $(python3 -c "print(f'{$(date +%s.%N) - $t0:.2f}')") s"
+    log "round $round: r$((i + 1)) SIGTERM with $n requests in flight; $ended after $(python3 -c "print(f'{$(date +%s.%N) - $t0:.2f}')") s"
     [[ $status == 0 ]] || die "r$((i + 1)) exited $status on SIGTERM"
     start_replica "$i"
     [[ $PRE_STOP == 0 ]] || haproxy_api "set server agentd/r$((i + 1)) state ready" >/dev/null

@@ -41,7 +41,7 @@
 # bench-out/fleet-latest points at it.
 #
 # Usage: scripts/fleet.sh [--quick] [--no-build] [--no-resume] [--pre-stop S]
-#   --quick      for CI (about 40 s): shorter answers (1.5 s), fewer clients, a shorter
+#   --quick      for CI (under a minute): shorter answers (1.5 s), fewer clients, a shorter
 #                phase (c)
 #   --no-build   use the release binaries already built
 #   --no-resume  RESUME_STORE=off, no client cuts, no phase (c): the drill as it was

@@ -111,10 +111,23 @@ release_run fleet "$BUILD"
 
 PIDS=()
 cleanup() {
-  local p
+  local p left _
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${REPLICA[@]:-}"; do
     if [[ -n $p ]]; then kill "$p" 2>/dev/null || true; fi
+  done
+  # Nothing is left behind: what has not exited 3 s after SIGTERM is SIGKILLed (a
+  # replica draining until SHUTDOWN_TIMEOUT would otherwise outlive the drill).
+  for _ in $(seq 30); do
+    left=0
+    for p in "${PIDS[@]}" "${REPLICA[@]:-}"; do
+      if [[ -n $p ]] && kill -0 "$p" 2>/dev/null; then left=1; fi
+    done
+    [[ $left == 0 ]] && return 0
+    sleep 0.1
+  done
+  for p in "${PIDS[@]}" "${REPLICA[@]:-}"; do
+    if [[ -n $p ]]; then kill -KILL "$p" 2>/dev/null || true; fi
   done
 }
 trap cleanup EXIT

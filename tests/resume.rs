@@ -293,3 +293,33 @@ async fn an_eventsource_reconnect_to_stream_resumes_the_same_answer() {
     let end = get(&server, "/stream?prompt=hello", &[("last-event-id", &done)]).await;
     assert_eq!(end.status(), 204);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_answers_hold_no_connection_slot_and_do_not_delay_a_drain() {
+    let mut c = resumable();
+    c.max_connections = 3;
+    c.workers = Some(1);
+    c.shutdown_timeout = 20_000;
+    let server = start_echo_with(c);
+    // More finished (and kept) answers than MAX_CONNECTIONS, each on its own
+    // connection: every one is served.
+    for i in 0..6 {
+        let res = tokio::time::timeout(
+            Duration::from_secs(5),
+            client()
+                .post(server.url("/agent"))
+                .header("content-type", "application/json")
+                .header("connection", "close")
+                .body(body(&format!("hi {i}")))
+                .send(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("request {i} was served"))
+        .unwrap();
+        assert_eq!(res.status(), 200);
+        assert_well_formed(&events(res).await);
+    }
+    // The kept answers do not keep the drain waiting for their connections.
+    let took = server.stop().await;
+    assert!(took < Duration::from_secs(10), "drained in {took:?}");
+}

@@ -236,7 +236,14 @@ impl Resumable {
             st.buf = replay;
             st.detached = false;
             st.reader += 1;
-            let wakers = (st.consumer.take(), st.producer.take(), st.watcher.take());
+            // The reader before, if any, is replaced: its transport's hook goes too.
+            let old_hook = st.on_slow_reader.take();
+            let wakers = (
+                st.consumer.take(),
+                st.producer.take(),
+                st.watcher.take(),
+                old_hook,
+            );
             (
                 EventSource {
                     shared: self.shared.clone(),
@@ -245,6 +252,7 @@ impl Resumable {
                 wakers,
             )
         };
+        drop(wakers.3);
         for w in [wakers.0, wakers.1, wakers.2].into_iter().flatten() {
             w.wake();
         }
@@ -539,6 +547,9 @@ impl Drop for EventSource {
             if st.reader != self.reader {
                 return;
             }
+            // The hook belongs to this reader's transport (it holds its connection's
+            // slot): a kept queue outlives the connection and must not keep it.
+            let hook = st.on_slow_reader.take();
             if st.journal.is_some() && st.closed.is_none() {
                 // Resumable: the producer goes on, into the journal only.
                 st.detached = true;
@@ -546,9 +557,12 @@ impl Drop for EventSource {
             } else {
                 st.closed.get_or_insert(Closed::Disconnected);
             }
-            (st.producer.take(), st.watcher.take())
+            (st.producer.take(), st.watcher.take(), hook)
         };
-        for w in [wakers.0, wakers.1].into_iter().flatten() {
+        let (producer, watcher, hook) = wakers;
+        // Dropped outside the lock: the hook's last reference may end a connection.
+        drop(hook);
+        for w in [producer, watcher].into_iter().flatten() {
             w.wake();
         }
     }

@@ -323,3 +323,22 @@ async fn kept_answers_hold_no_connection_slot_and_do_not_delay_a_drain() {
     let took = server.stop().await;
     assert!(took < Duration::from_secs(10), "drained in {took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_waits_for_an_answer_whose_client_left() {
+    let mut c = resumable();
+    c.shutdown_timeout = 20_000;
+    let agent = Arc::new(SlowStreamAgent::new(10, Duration::from_millis(80)));
+    let server = start(c, agent.clone());
+    let res = post_json(&server, "/agent", body("hi")).await;
+    let _ = first_events(res, 2).await;
+    // The client is gone; its answer runs on for a resume. SIGTERM now: the drain lets
+    // it finish instead of dropping it with the process.
+    let took = server.stop().await;
+    assert_eq!(
+        agent.finished.load(Ordering::SeqCst),
+        1,
+        "the answer ran to its end"
+    );
+    assert!(took < Duration::from_secs(10), "drained in {took:?}");
+}

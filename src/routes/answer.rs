@@ -91,6 +91,7 @@ pub(crate) fn begin_resumable(
         queue: resumable,
         cancel: kept.cancel,
         grace,
+        _hold: caller.hold,
     };
     let run = run_answer(
         app.clone(),
@@ -112,6 +113,9 @@ struct Resume {
     queue: Resumable,
     cancel: Arc<tokio::sync::Notify>,
     grace: std::time::Duration,
+    /// The slot of the connection that started it, held while the answer runs (a
+    /// drain waits for it), let go when it ends.
+    _hold: Option<crate::http::activity::ConnHold>,
 }
 
 /// Polls an answer's run once, inline: an agent that finishes without waiting (the

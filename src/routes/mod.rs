@@ -153,6 +153,10 @@ fn log_shed(pressure: crate::edge::shed::Pressure, request_id: &HeaderValue) {
 pub struct Caller {
     pub worker: usize,
     pub principal: Option<Box<str>>,
+    /// The connection's slot (its `MAX_CONNECTIONS` permit and drain token), when
+    /// answers are resumable: an answer that outlives its connection holds it while it
+    /// runs, so that a drain waits for it as for a connection.
+    pub hold: Option<crate::http::activity::ConnHold>,
 }
 
 /// Handles one request.
@@ -217,6 +221,10 @@ pub async fn handle(
     let mut caller = Caller {
         worker,
         principal: None,
+        hold: match &app.streams {
+            Some(_) if done.agent => done.activity().hold.clone(),
+            _ => None,
+        },
     };
     let result = match routed {
         RouteMatch::Found(r) => match pressure {

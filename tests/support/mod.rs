@@ -438,6 +438,8 @@ pub struct SlowStreamAgent {
     pub delay: Duration,
     pub started: Arc<AtomicU64>,
     pub dropped: Arc<AtomicU64>,
+    /// Answers that ran to their end.
+    pub finished: Arc<AtomicU64>,
 }
 
 impl SlowStreamAgent {
@@ -447,6 +449,7 @@ impl SlowStreamAgent {
             delay,
             started: Arc::default(),
             dropped: Arc::default(),
+            finished: Arc::default(),
         }
     }
 
@@ -494,6 +497,7 @@ impl Agent for SlowStreamAgent {
         }
         h.complete_stream(s).await?;
         h.complete().await?;
+        self.finished.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 }

@@ -85,6 +85,7 @@ pub(crate) fn begin_resumable(
         principal,
         framing,
         session.processor_id.clone(),
+        caller.hold.clone(),
     );
     let handler = ResponseHandler::new(sink, framing, session.processor_id.clone());
     let resume = Resume {

@@ -121,6 +121,7 @@ impl StreamStore {
         principal: Option<Box<str>>,
         framing: crate::protocol::events::Framing,
         source: Arc<str>,
+        hold: Option<crate::http::activity::ConnHold>,
     ) {
         let Some(shared) = &self.shared else {
             return;
@@ -132,6 +133,7 @@ impl StreamStore {
             framing,
             source,
             cancel: kept.cancel.clone(),
+            hold,
         };
         tokio::spawn(shared.clone().copy(copy));
     }

@@ -164,6 +164,9 @@ pub struct Copy {
     pub framing: Framing,
     pub source: Arc<str>,
     pub cancel: Arc<Notify>,
+    /// The slot of the connection that started the answer, held until the copy ends,
+    /// so that a drain waits for the answer's last events to reach Redis.
+    pub hold: Option<crate::http::activity::ConnHold>,
 }
 
 impl RedisStreams {

@@ -123,4 +123,19 @@ async fn a_redis_cluster_shares_limits_and_streams_and_survives_a_failover() {
     for _ in 0..3 {
         resumes_across(&a, &b).await;
     }
+
+    // DELETE on one replica cancels the answer another runs, through the cluster.
+    let slow = Arc::new(SlowStreamAgent::new(400, Duration::from_millis(20)));
+    let owner = start(replica(&url), slow.clone());
+    let res = post_json(&owner, "/agent", body("cancel me")).await;
+    let id = res.headers()["x-stream-id"].to_str().unwrap().to_owned();
+    let _ = first_events(res, 2).await;
+    let del = client()
+        .delete(b.url(&format!("/agent/streams/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 202);
+    assert!(slow.has_dropped(1).await, "the owner cancelled the agent");
+    assert_eq!(slow.finished.load(std::sync::atomic::Ordering::SeqCst), 0);
 }

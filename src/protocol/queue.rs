@@ -140,6 +140,8 @@ pub struct QueueLimits {
 pub struct EventSink {
     shared: Arc<Mutex<State>>,
     limits: QueueLimits,
+    /// A resumable queue's sink tells its copier when it is dropped; others need not.
+    resumable: bool,
 }
 
 /// The consumer's end.
@@ -188,6 +190,7 @@ pub fn event_queue(limits: QueueLimits, initial_capacity: usize) -> (EventSink, 
         EventSink {
             shared: shared.clone(),
             limits,
+            resumable: false,
         },
         EventSource { shared, reader: 0 },
     )
@@ -200,7 +203,8 @@ pub fn resumable_event_queue(
     initial_capacity: usize,
     journal_limit: usize,
 ) -> (EventSink, EventSource, Resumable) {
-    let (sink, source) = event_queue(limits, initial_capacity);
+    let (mut sink, source) = event_queue(limits, initial_capacity);
+    sink.resumable = true;
     lock(&source.shared).journal = Some(Journal::new(journal_limit));
     let resumable = Resumable {
         shared: source.shared.clone(),
@@ -464,6 +468,9 @@ impl EventSink {
 
 impl Drop for EventSink {
     fn drop(&mut self) {
+        if !self.resumable {
+            return;
+        }
         let copier = {
             let mut st = lock(&self.shared);
             st.sink_dropped = true;

@@ -2,7 +2,7 @@
 # The project's test command: formatting, lints, unit and integration tests, the interop
 # check with the official Python client library, the outside-client suite (Chromium,
 # Node, Python clients, PyJWT, promtool), and the benchmark harness end to end.
-# the fleet drill's quick run (HAProxy, 3 replicas, rolling restarts and a SIGKILL), the
+# the fleet drill's quick run (HAProxy, 3 replicas, rolling restarts, a SIGKILL, resumes), the
 # image built and served, and the Kubernetes manifests rendered, validated and checked.
 # SKIP_INTEROP=1, SKIP_OUTSIDE=1, SKIP_HOSTILE=1, SKIP_FUZZ=1, SKIP_SOAK=1, SKIP_BENCH=1,
 # SKIP_FLEET=1 or SKIP_IMAGE=1 leave those parts out.
@@ -49,7 +49,7 @@ if [[ ${SKIP_SOAK:-0} != 1 ]]; then
   scripts/soak.sh --quick
 fi
 if [[ ${SKIP_FLEET:-0} != 1 ]]; then
-  step "fleet drill, quick run: HAProxy, 3 replicas, rolling restarts and a SIGKILL"
+  step "fleet drill, quick run: HAProxy, 3 replicas, rolling restarts, a SIGKILL, resumes through Redis"
   scripts/fleet.sh --quick
 fi
 if [[ ${SKIP_IMAGE:-0} != 1 ]]; then

@@ -2,7 +2,9 @@
 # scripts/flamegraph.sh: a CPU flame graph of agentd under load.
 #
 # Usage: scripts/flamegraph.sh [options] SCENARIO
-#   SCENARIO             health (GET /health) or agent (POST /agent, the echo agent's SSE)
+#   SCENARIO             health (GET /health), agent (POST /agent, the echo agent's SSE) or
+#                        llm (POST /agent, the LLM agent relaying 20-token answers from the
+#                        in-repo fake-llm upstream, which runs beside wrk on CPU 1)
 #   --server NAME        agentd (default) or hyper-ceiling (the bench peer, for comparison)
 #   --duration S         seconds profiled under load (default 10)
 #   --connections N      wrk connections (default 50)
@@ -52,8 +54,11 @@ done
 case $SCENARIO in
   health) METHOD=GET; URL_PATH=/health ;;
   agent) METHOD=POST; URL_PATH=/agent ;;
-  *) usage >&2; die "SCENARIO must be health or agent" ;;
+  llm) METHOD=POST; URL_PATH=/agent ;;
+  *) usage >&2; die "SCENARIO must be health, agent or llm" ;;
 esac
+[[ $SCENARIO != llm || $SERVER == agentd ]] || die "the llm scenario profiles agentd only"
+LLM_TOKENS=20
 case $SERVER in agentd|hyper-ceiling) ;; *) die "--server must be agentd or hyper-ceiling" ;; esac
 [[ $DURATION =~ ^[0-9]+$ && $DURATION -ge 1 ]] || die "--duration wants whole seconds >= 1"
 
@@ -94,6 +99,12 @@ if [[ $BUILD == 1 ]]; then
     cargo build --release --target-dir "$PROFILE_DIR_REL") || die "build failed"
 fi
 [[ -x $BIN ]] || die "$BIN not built"
+FAKE_LLM=$ROOT/$PROFILE_DIR_REL/release/fake-llm
+if [[ $SCENARIO == llm && ( $BUILD == 1 || ! -x $FAKE_LLM ) ]]; then
+  log "building fake-llm (release)"
+  (cd "$ROOT" && cargo build --release -p fake-llm --bin fake-llm --target-dir "$PROFILE_DIR_REL") ||
+    die "fake-llm build failed"
+fi
 
 # ------------------------------------------------------------------------- pinning
 NCPU=$(nproc)
@@ -107,9 +118,11 @@ fi
 WORK=$(mktemp -d)
 SERVER_PID=''
 PERF_PID=''
+FAKE_PID=''
 cleanup() {
   local rc=$?
   [[ -n $PERF_PID ]] && kill -INT "$PERF_PID" 2>/dev/null && wait "$PERF_PID" 2>/dev/null
+  [[ -n $FAKE_PID ]] && kill -TERM "$FAKE_PID" 2>/dev/null && wait "$FAKE_PID" 2>/dev/null
   if [[ -n $SERVER_PID ]]; then
     kill -TERM "$SERVER_PID" 2>/dev/null || true
     for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
@@ -126,7 +139,21 @@ trap 'exit 143' TERM
 if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$PORT/"; then
   die "port $PORT is in use (set FLAMEGRAPH_PORT)"
 fi
-NODE_ENV=production PORT=$PORT HOST=127.0.0.1 WORKERS=$WORKERS \
+AGENT_ENV=()
+if [[ $SCENARIO == llm ]]; then
+  "${CLIENT_PIN[@]}" "$FAKE_LLM" --port 0 --threads 1 --tokens "$LLM_TOKENS" > "$WORK/fake.out" 2> "$WORK/fake.log" &
+  FAKE_PID=$!
+  line=''
+  for _ in $(seq 100); do
+    line=$(head -n1 "$WORK/fake.out" 2>/dev/null || true)
+    [[ -n $line ]] && break
+    sleep 0.1
+  done
+  [[ $line == "listening on http://"* ]] || die "fake-llm did not start: $line"
+  AGENT_ENV=(AGENT=llm OPENAI_API_KEY=sk-profile OPENAI_BASE_URL="${line#listening on }/v1"
+    OPENAI_MODEL=fake-model HEALTH_CHECK_INTERVAL=60000 MAX_EVENT_LOOP_DELAY=0)
+fi
+env NODE_ENV=production PORT=$PORT HOST=127.0.0.1 WORKERS=$WORKERS "${AGENT_ENV[@]}" \
   "${SERVER_PIN[@]}" "$BIN" > "$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 300); do
@@ -179,7 +206,8 @@ if [[ ! -f $README ]]; then
 # Flame graphs
 
 CPU flame graphs of agentd under load, made by `scripts/flamegraph.sh SCENARIO`
-(`health`: `GET /health`; `agent`: `POST /agent`, the echo agent's SSE response). Each
+(`health`: `GET /health`; `agent`: `POST /agent`, the echo agent's SSE response; `llm`:
+`POST /agent`, the LLM agent relaying 20-token answers from the in-repo fake upstream). Each
 run overwrites `<scenario>.svg` and adds a line below. Open an SVG in a browser to zoom
 and search.
 

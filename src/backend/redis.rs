@@ -149,17 +149,7 @@ impl RedisTarget {
                     .map(RedisConn::Single)
                     .map_err(|e| e.to_string())
             }
-            RedisTarget::Cluster(client) => {
-                let config = redis::cluster::ClusterConfig::new()
-                    .set_connection_timeout(timeout)
-                    .set_response_timeout(timeout);
-                let connect = client.get_async_connection_with_config(config);
-                match tokio::time::timeout(timeout, connect).await {
-                    Ok(Ok(c)) => Ok(RedisConn::Cluster(c)),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err("no answer within the Redis timeout".to_owned()),
-                }
-            }
+            RedisTarget::Cluster(client) => connect_cluster(client, timeout, timeout).await,
         }
     }
 
@@ -181,18 +171,27 @@ impl RedisTarget {
                     .map(RedisConn::Dedicated)
                     .map_err(|e| e.to_string())
             }
-            RedisTarget::Cluster(client) => {
-                let config = redis::cluster::ClusterConfig::new()
-                    .set_connection_timeout(timeout)
-                    .set_response_timeout(response);
-                let connect = client.get_async_connection_with_config(config);
-                match tokio::time::timeout(timeout, connect).await {
-                    Ok(Ok(c)) => Ok(RedisConn::Cluster(c)),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err("no answer within the Redis timeout".to_owned()),
-                }
-            }
+            // A cluster connection of its own is already nobody else's.
+            RedisTarget::Cluster(client) => connect_cluster(client, timeout, response).await,
         }
+    }
+}
+
+/// A new connection to the cluster (its slot map fetched), within `timeout`; `response`
+/// bounds each reply.
+async fn connect_cluster(
+    client: &ClusterClient,
+    timeout: Duration,
+    response: Duration,
+) -> Result<RedisConn, String> {
+    let config = redis::cluster::ClusterConfig::new()
+        .set_connection_timeout(timeout)
+        .set_response_timeout(response);
+    let connect = client.get_async_connection_with_config(config);
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(c)) => Ok(RedisConn::Cluster(c)),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within the Redis timeout".to_owned()),
     }
 }
 
@@ -228,7 +227,7 @@ pub struct WorkerConnections {
 }
 
 /// What [`WorkerConnections::get`] found.
-pub enum Got {
+enum Got {
     Conn(RedisConn, u64),
     /// In the cool-down after a failure: do not try Redis.
     CoolingDown,
@@ -244,14 +243,6 @@ impl WorkerConnections {
             target,
             timeout,
         }
-    }
-
-    pub fn target(&self) -> &RedisTarget {
-        &self.target
-    }
-
-    pub fn timeout(&self) -> Duration {
-        self.timeout
     }
 
     /// This thread's connection cell, made if needed; `None` during a cool-down.
@@ -295,7 +286,7 @@ impl WorkerConnections {
     }
 
     /// This worker's connection (connecting within the timeout if needed).
-    pub async fn get(&self) -> Got {
+    async fn get(&self) -> Got {
         let Some((cell, generation)) = self.cell(Instant::now()) else {
             return Got::CoolingDown;
         };

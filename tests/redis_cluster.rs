@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentd::edge::rate::{FailurePolicy, RateLimitConfig, RateLimiter};
-use support::redis::RedisCluster;
+use support::redis::{redis_replica, RedisCluster};
 use support::*;
 
 fn limiter(url: &str, max: u64) -> RateLimiter {
@@ -20,37 +20,6 @@ fn limiter(url: &str, max: u64) -> RateLimiter {
     cfg.redis_failure = FailurePolicy::Open;
     cfg.redis_timeout = Duration::from_millis(500);
     RateLimiter::new(cfg).unwrap()
-}
-
-fn replica(url: &str) -> agentd::Config {
-    let mut c = config();
-    c.resume_store = agentd::config::ResumeStore::Redis;
-    c.redis_url = Some(url.to_owned());
-    c
-}
-
-/// An answer started on `a`, left after two events and resumed on `b`: equal to the
-/// whole answer as `a` keeps it.
-async fn resumes_across(a: &TestServer, b: &TestServer) {
-    let res = post_json(a, "/agent", body("hello")).await;
-    assert_eq!(res.status(), 200);
-    let id = res.headers()["x-stream-id"].to_str().unwrap().to_owned();
-    let (seen, last) = first_events(res, 2).await;
-    let res = get(
-        b,
-        &format!("/agent/streams/{id}"),
-        &[("last-event-id", &last)],
-    )
-    .await;
-    assert_eq!(res.status(), 200);
-    let rest = tokio::time::timeout(Duration::from_secs(20), res.bytes())
-        .await
-        .expect("the remote resume ends")
-        .unwrap();
-    let whole = get(a, &format!("/agent/streams/{id}"), &[]).await;
-    let mut joined = seen;
-    joined.extend_from_slice(&rest);
-    assert_eq!(joined, whole.bytes().await.unwrap().to_vec());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,9 +54,9 @@ async fn a_redis_cluster_shares_limits_and_streams_and_survives_a_failover() {
 
     // Streams across two replicas through the cluster.
     let agent = Arc::new(SlowStreamAgent::new(8, Duration::from_millis(40)));
-    let a = start(replica(&url), agent.clone());
-    let b = start_echo_with(replica(&seed));
-    resumes_across(&a, &b).await;
+    let a = start(redis_replica(&url), agent.clone());
+    let b = start_echo_with(redis_replica(&seed));
+    resumes_whole_across(&a, &b, 2).await;
 
     // SIGKILL the master holding one client's key; its replica takes over.
     let victim = clients[0];
@@ -121,20 +90,14 @@ async fn a_redis_cluster_shares_limits_and_streams_and_survives_a_failover() {
 
     // And streams still resume across replicas, whichever master their slot is on.
     for _ in 0..3 {
-        resumes_across(&a, &b).await;
+        resumes_whole_across(&a, &b, 2).await;
     }
 
     // DELETE on one replica cancels the answer another runs, through the cluster.
     let slow = Arc::new(SlowStreamAgent::new(400, Duration::from_millis(20)));
-    let owner = start(replica(&url), slow.clone());
-    let res = post_json(&owner, "/agent", body("cancel me")).await;
-    let id = res.headers()["x-stream-id"].to_str().unwrap().to_owned();
-    let _ = first_events(res, 2).await;
-    let del = client()
-        .delete(b.url(&format!("/agent/streams/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let owner = start(redis_replica(&url), slow.clone());
+    let (id, _, _) = start_and_leave(&owner, 2).await;
+    let del = delete(&b, &format!("/agent/streams/{id}"), &[]).await;
     assert_eq!(del.status(), 202);
     assert!(slow.has_dropped(1).await, "the owner cancelled the agent");
     assert_eq!(slow.finished.load(std::sync::atomic::Ordering::SeqCst), 0);

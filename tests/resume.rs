@@ -193,14 +193,7 @@ async fn only_the_key_that_started_a_stream_may_resume_or_cancel_it() {
     let mut c = resumable();
     c.api_key_secret = Some("key-one,key-two".into());
     let server = start_echo_with(c);
-    let res = client()
-        .post(server.url("/agent-api"))
-        .header("x-api-key", "key-one")
-        .header("content-type", "application/json")
-        .body(body("hi"))
-        .send()
-        .await
-        .unwrap();
+    let res = post_agent_api(&server, "key-one", body("hi")).await;
     assert_eq!(res.status(), 200);
     let id = res.headers()["x-stream-id"].to_str().unwrap().to_owned();
     let first = res.bytes().await.unwrap();

@@ -12,41 +12,15 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::redis::Redis;
+use support::redis::{redis_replica, Redis};
 use support::*;
-
-fn replica(url: &str) -> agentd::Config {
-    let mut c = config();
-    c.resume_store = agentd::config::ResumeStore::Redis;
-    c.redis_url = Some(url.to_owned());
-    c.enable_metrics = true;
-    c
-}
-
-async fn delete(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut req = client().delete(server.url(path));
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    req.send().await.unwrap()
-}
-
-/// Starts a slow answer on `a`, reads its first `n` events and leaves; returns the
-/// stream id, the bytes seen and the last event id.
-async fn start_and_leave(a: &TestServer, n: usize) -> (String, Vec<u8>, String) {
-    let res = post_json(a, "/agent", body("hello")).await;
-    assert_eq!(res.status(), 200);
-    let id = res.headers()["x-stream-id"].to_str().unwrap().to_owned();
-    let (seen, last) = first_events(res, n).await;
-    (id, seen, last)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_started_on_one_replica_resumes_on_another_byte_for_byte() {
     let redis = Redis::start();
     let agent = Arc::new(SlowStreamAgent::new(15, Duration::from_millis(60)));
-    let a = start(replica(&redis.url()), agent.clone());
-    let b = start_echo_with(replica(&redis.url()));
+    let a = start(redis_replica(&redis.url()), agent.clone());
+    let b = start_echo_with(redis_replica(&redis.url()));
     let (id, seen, last) = start_and_leave(&a, 3).await;
 
     // On the other replica, mid-answer: what was copied so far, then live events.
@@ -96,34 +70,6 @@ async fn an_answer_started_on_one_replica_resumes_on_another_byte_for_byte() {
     assert!(m.contains("agentd_resume_remote_total 3"), "{m}");
 }
 
-/// Starts an answer on `a`, leaves after `n` events, resumes on `b` (live), and
-/// checks seen + resumed equals the whole answer on both replicas, well formed and
-/// without an error.
-async fn resumes_whole_across(a: &TestServer, b: &TestServer, n: usize) -> Vec<Event> {
-    let (id, seen, last) = start_and_leave(a, n).await;
-    let res = get(
-        b,
-        &format!("/agent/streams/{id}"),
-        &[("last-event-id", &last)],
-    )
-    .await;
-    assert_eq!(res.status(), 200);
-    let rest = tokio::time::timeout(Duration::from_secs(20), res.bytes())
-        .await
-        .expect("the remote resume ends")
-        .unwrap();
-    let mut joined = seen;
-    joined.extend_from_slice(&rest);
-    let whole = get(a, &format!("/agent/streams/{id}"), &[]).await;
-    assert_eq!(joined, whole.bytes().await.unwrap().to_vec());
-    let remote = get(b, &format!("/agent/streams/{id}"), &[]).await;
-    assert_eq!(joined, remote.bytes().await.unwrap().to_vec());
-    let evs = events(get(b, &format!("/agent/streams/{id}"), &[]).await).await;
-    assert_well_formed(&evs);
-    assert!(evs.iter().all(|e| e.event != "error"), "{evs:?}");
-    evs
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn llm_and_proxy_answers_resume_across_replicas() {
     let redis = Redis::start();
@@ -138,13 +84,13 @@ async fn llm_and_proxy_answers_resume_across_replicas() {
     })
     .await
     .unwrap();
-    let mut c = replica(&redis.url());
+    let mut c = redis_replica(&redis.url());
     c.openai_api_key = Some("sk-test-key".into());
     c.openai_base_url = fake.openai_base_url();
     c.openai_model = "fake-gpt".into();
     c.health_check_interval = 60_000;
     let llm = start(c.clone(), agentd::configured_agent(&c).expect("llm agent"));
-    let b = start_echo_with(replica(&redis.url()));
+    let b = start_echo_with(redis_replica(&redis.url()));
     let evs = resumes_whole_across(&llm, &b, 3).await;
     let text: String = evs
         .iter()
@@ -160,7 +106,7 @@ async fn llm_and_proxy_answers_resume_across_replicas() {
             delay: Duration::from_millis(40),
         })
         .await;
-    let mut c = replica(&redis.url());
+    let mut c = redis_replica(&redis.url());
     c.agent = Some(agentd::config::AgentKind::Proxy);
     c.agent_upstreams = Some(upstream.url());
     c.health_check_interval = 60_000;
@@ -175,8 +121,8 @@ async fn llm_and_proxy_answers_resume_across_replicas() {
 async fn delete_on_another_replica_cancels_the_running_answer() {
     let redis = Redis::start();
     let agent = Arc::new(SlowStreamAgent::new(400, Duration::from_millis(20)));
-    let a = start(replica(&redis.url()), agent.clone());
-    let b = start_echo_with(replica(&redis.url()));
+    let a = start(redis_replica(&redis.url()), agent.clone());
+    let b = start_echo_with(redis_replica(&redis.url()));
     let (id, _, last) = start_and_leave(&a, 2).await;
     let path = format!("/agent/streams/{id}");
     let follower = get(&b, &path, &[("last-event-id", &last)]).await;
@@ -199,7 +145,7 @@ async fn delete_on_another_replica_cancels_the_running_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_owner_that_died_ends_remote_readers_with_agent_lost() {
     let redis = Redis::start();
-    let b = start_echo_with(replica(&redis.url()));
+    let b = start_echo_with(redis_replica(&redis.url()));
     // What a replica SIGKILLed mid-answer leaves in Redis: its events so far and a
     // lease that nobody renews.
     let id = "cd".repeat(17);
@@ -260,20 +206,13 @@ async fn an_owner_that_died_ends_remote_readers_with_agent_lost() {
 async fn only_the_key_that_started_a_stream_may_resume_it_on_any_replica() {
     let redis = Redis::start();
     let keyed = || {
-        let mut c = replica(&redis.url());
+        let mut c = redis_replica(&redis.url());
         c.api_key_secret = Some("key-one,key-two".into());
         c
     };
     let a = start_echo_with(keyed());
     let b = start_echo_with(keyed());
-    let res = client()
-        .post(a.url("/agent-api"))
-        .header("x-api-key", "key-one")
-        .header("content-type", "application/json")
-        .body(body("hi"))
-        .send()
-        .await
-        .unwrap();
+    let res = post_agent_api(&a, "key-one", body("hi")).await;
     let id = res.headers()["x-stream-id"].to_str().unwrap().to_owned();
     let first = res.bytes().await.unwrap();
     let path = format!("/agent/streams/{id}");
@@ -306,8 +245,8 @@ async fn redis_unreachable_leaves_answers_whole_and_resumable_on_their_replica()
     let port = free_port();
     let url = format!("redis://127.0.0.1:{port}/");
     let agent = Arc::new(SlowStreamAgent::new(6, Duration::from_millis(20)));
-    let a = start(replica(&url), agent);
-    let b = start_echo_with(replica(&url));
+    let a = start(redis_replica(&url), agent);
+    let b = start_echo_with(redis_replica(&url));
     let res = post_json(&a, "/agent", body("hello")).await;
     assert_eq!(res.status(), 200);
     let id = res.headers()["x-stream-id"].to_str().unwrap().to_owned();
@@ -340,7 +279,7 @@ fn resume_store_redis_needs_redis_url() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_position_the_copy_has_not_reached_yet_is_waited_for() {
     let redis = Redis::start();
-    let b = start_echo_with(replica(&redis.url()));
+    let b = start_echo_with(redis_replica(&redis.url()));
     // A running answer whose copy holds one event; the client saw a second one already.
     let id = "ef".repeat(17);
     let key = |k: &str| format!("agentd:stream:{{{id}}}:{k}");

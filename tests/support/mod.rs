@@ -635,3 +635,66 @@ pub async fn get(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> r
     }
     req.send().await.unwrap()
 }
+
+/// `DELETE path` with these headers.
+pub async fn delete(
+    server: &TestServer,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut req = client().delete(server.url(path));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
+}
+
+/// `POST /agent-api` with the API key `key`.
+pub async fn post_agent_api(server: &TestServer, key: &str, body: String) -> reqwest::Response {
+    client()
+        .post(server.url("/agent-api"))
+        .header("x-api-key", key)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Starts a slow answer on `a`, reads its first `n` events and leaves; returns the
+/// stream id, the bytes seen and the last event id.
+pub async fn start_and_leave(a: &TestServer, n: usize) -> (String, Vec<u8>, String) {
+    let res = post_json(a, "/agent", body("hello")).await;
+    assert_eq!(res.status(), 200);
+    let id = res.headers()["x-stream-id"].to_str().unwrap().to_owned();
+    let (seen, last) = first_events(res, n).await;
+    (id, seen, last)
+}
+
+/// Starts an answer on `a`, leaves after `n` events, resumes on `b` (live), and
+/// checks seen + resumed equals the whole answer on both replicas, well formed and
+/// without an error.
+pub async fn resumes_whole_across(a: &TestServer, b: &TestServer, n: usize) -> Vec<Event> {
+    let (id, seen, last) = start_and_leave(a, n).await;
+    let res = get(
+        b,
+        &format!("/agent/streams/{id}"),
+        &[("last-event-id", &last)],
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let rest = tokio::time::timeout(Duration::from_secs(20), res.bytes())
+        .await
+        .expect("the remote resume ends")
+        .unwrap();
+    let mut joined = seen;
+    joined.extend_from_slice(&rest);
+    let whole = get(a, &format!("/agent/streams/{id}"), &[]).await;
+    assert_eq!(joined, whole.bytes().await.unwrap().to_vec());
+    let remote = get(b, &format!("/agent/streams/{id}"), &[]).await;
+    assert_eq!(joined, remote.bytes().await.unwrap().to_vec());
+    let evs = events(get(b, &format!("/agent/streams/{id}"), &[]).await).await;
+    assert_well_formed(&evs);
+    assert!(evs.iter().all(|e| e.event != "error"), "{evs:?}");
+    evs
+}

@@ -281,3 +281,12 @@ fn owns(n: &Redis, slot: u16) -> bool {
 fn pause(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
 }
+
+/// A config for a replica sharing the Redis at `url` (`RESUME_STORE=redis`, metrics on).
+pub fn redis_replica(url: &str) -> agentd::Config {
+    let mut c = super::config();
+    c.resume_store = agentd::config::ResumeStore::Redis;
+    c.redis_url = Some(url.to_owned());
+    c.enable_metrics = true;
+    c
+}

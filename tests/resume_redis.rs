@@ -344,3 +344,90 @@ async fn a_position_the_copy_has_not_reached_yet_is_waited_for() {
         "only what came after it"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_remote_readers_bounds_the_streams_followed_from_redis() {
+    let redis = Redis::start();
+    let agent = Arc::new(SlowStreamAgent::new(100, Duration::from_millis(30)));
+    let a = start(redis_replica(&redis.url()), agent);
+    let mut c = redis_replica(&redis.url());
+    c.resume_remote_readers = 1;
+    let b = start_echo_with(c);
+    let (id, _, last) = start_and_leave(&a, 2).await;
+    let path = format!("/agent/streams/{id}");
+    let first = get(&b, &path, &[("last-event-id", &last)]).await;
+    assert_eq!(first.status(), 200);
+    let second = get(&b, &path, &[("last-event-id", &last)]).await;
+    assert_eq!(second.status(), 503);
+    let v: serde_json::Value = second.json().await.unwrap();
+    assert_eq!(v["code"], "resume_unavailable");
+    let m = client().get(b.url("/metrics")).send().await.unwrap();
+    assert!(m
+        .text()
+        .await
+        .unwrap()
+        .contains("agentd_resume_readers_busy_total 1"));
+    drop(first);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_stream_events_caps_what_redis_keeps_of_a_stream() {
+    let redis = Redis::start();
+    let mut c = redis_replica(&redis.url());
+    c.resume_stream_events = 16;
+    let agent = Arc::new(SlowStreamAgent::new(400, Duration::ZERO));
+    let a = start(c, agent);
+    let b = start_echo_with(redis_replica(&redis.url()));
+    let res = post_json(&a, "/agent", body("many")).await;
+    let id = res.headers()["x-stream-id"].to_str().unwrap().to_owned();
+    let all = events(res).await;
+    assert_well_formed(&all);
+    let path = format!("/agent/streams/{id}");
+    // Redis trims whole nodes of its stream (`MAXLEN ~`): far fewer than 400 are kept.
+    let mut status = 0;
+    for _ in 0..100 {
+        status = get(&b, &path, &[]).await.status().as_u16();
+        if status != 404 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 410, "the start was trimmed from Redis");
+    let kept = redis.cli(&["xlen", &format!("agentd:stream:{{{id}}}:e")]);
+    assert!(
+        kept.parse::<usize>().unwrap() < all.len(),
+        "{kept} of {}",
+        all.len()
+    );
+    // The tail is still there, and the owner's memory still has the whole answer.
+    let near_end = all[all.len() - 3].data["id"].as_str().unwrap().to_owned();
+    let tail = get(&b, &path, &[("last-event-id", &near_end)]).await;
+    assert_eq!(tail.status(), 200);
+    assert_eq!(events(tail).await.len(), 2);
+    assert_eq!(get(&a, &path, &[]).await.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_redis_timeout_bounds_a_silent_redis() {
+    // Accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://{}/", silent.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        let mut conns = Vec::new();
+        for s in silent.incoming().flatten().take(8) {
+            conns.push(s);
+        }
+    });
+    let mut c = redis_replica(&url);
+    c.resume_redis_timeout = 200;
+    let b = start_echo_with(c);
+    let started = std::time::Instant::now();
+    let res = get(&b, &format!("/agent/streams/{}", "ab".repeat(17)), &[]).await;
+    assert_eq!(res.status(), 503);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(held);
+}

@@ -196,30 +196,30 @@ pub fn render(app: &App) -> String {
     }
     if let Some(shared) = app.streams.as_ref().and_then(|s| s.shared()) {
         let r = &shared.stats;
-        counter(
-            &mut out,
-            "agentd_resume_redis_errors_total",
-            "Redis round trips of the resume store that failed.",
-            r.errors.load(Relaxed),
-        );
-        counter(
-            &mut out,
-            "agentd_resume_remote_total",
-            "Resumes served from Redis (the answer ran on another replica).",
-            r.remote_resumes.load(Relaxed),
-        );
-        counter(
-            &mut out,
-            "agentd_resume_agent_lost_total",
-            "Remote resumes ended with agent_lost (the owning replica died).",
-            r.agent_lost.load(Relaxed),
-        );
-        counter(
-            &mut out,
-            "agentd_resume_readers_busy_total",
-            "Remote resumes refused: RESUME_REMOTE_READERS were busy.",
-            r.readers_busy.load(Relaxed),
-        );
+        for (name, help, value) in [
+            (
+                "agentd_resume_redis_errors_total",
+                "Redis round trips of the resume store that failed.",
+                &r.errors,
+            ),
+            (
+                "agentd_resume_remote_total",
+                "Resumes served from Redis (the answer ran on another replica).",
+                &r.remote_resumes,
+            ),
+            (
+                "agentd_resume_agent_lost_total",
+                "Remote resumes ended with agent_lost (the owning replica died).",
+                &r.agent_lost,
+            ),
+            (
+                "agentd_resume_readers_busy_total",
+                "Remote resumes refused: RESUME_REMOTE_READERS were busy.",
+                &r.readers_busy,
+            ),
+        ] {
+            counter(&mut out, name, help, value.load(Relaxed));
+        }
     }
     dependencies::render(&mut out, &app.agent.dependencies());
     out

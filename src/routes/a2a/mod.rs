@@ -329,18 +329,21 @@ fn start(
     Ok((guard, cancel, new.context_id, Box::pin(run), events))
 }
 
+/// The JSON-RPC error for a message that cannot start a task.
+fn invalid_params(id: &Value, why: &str) -> Reply {
+    rpc_error(
+        id,
+        INVALID_PARAMS,
+        &format!("Invalid params: {why}"),
+        "validation_failed",
+    )
+}
+
 /// `SendMessage`: runs the task to its end and returns it.
 async fn send(app: &Arc<App>, id: &Value, params: &Value, request_id: &HeaderValue) -> Reply {
     let (guard, cancel, _context, run, mut events) = match start(app, params, request_id) {
         Ok(t) => t,
-        Err(m) => {
-            return rpc_error(
-                id,
-                INVALID_PARAMS,
-                &format!("Invalid params: {m}"),
-                "validation_failed",
-            )
-        }
+        Err(m) => return invalid_params(id, &m),
     };
     let store = &app.a2a_tasks;
     let limit = app.settings.a2a_task_max_bytes;
@@ -407,14 +410,7 @@ async fn send(app: &Arc<App>, id: &Value, params: &Value, request_id: &HeaderVal
 fn stream(app: &Arc<App>, id: &Value, params: &Value, request_id: &HeaderValue) -> Reply {
     let (guard, cancel, context_id, run, events) = match start(app, params, request_id) {
         Ok(t) => t,
-        Err(m) => {
-            return rpc_error(
-                id,
-                INVALID_PARAMS,
-                &format!("Invalid params: {m}"),
-                "validation_failed",
-            )
-        }
+        Err(m) => return invalid_params(id, &m),
     };
     let s = &app.settings;
     let (sink, source) = event_queue(s.queue, INITIAL_FRAME_BUFFER);

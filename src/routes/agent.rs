@@ -32,6 +32,20 @@ pub(crate) fn is_json_content_type(v: Option<&HeaderValue>) -> bool {
             || (sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case("+json")))
 }
 
+/// A JSON request's body: refused with 415 unless its content type is JSON, then read
+/// under `BODY_LIMIT` and the body read timeout.
+pub(crate) async fn read_json_body(
+    req: Request<Incoming>,
+    headers: &HeaderMap,
+    app: &App,
+) -> Result<crate::http::body::ReadBody, HttpError> {
+    if !is_json_content_type(headers.get(header::CONTENT_TYPE)) {
+        return Err(HttpError::UnsupportedMediaType);
+    }
+    let s = &app.settings;
+    read_body(req.into_body(), headers, s.body_limit, s.body_read_timeout).await
+}
+
 /// `POST /agent`, `POST /assist`.
 pub async fn assist(
     req: Request<Incoming>,
@@ -40,12 +54,8 @@ pub async fn assist(
     request_id: &HeaderValue,
     caller: Caller,
 ) -> Result<Reply, HttpError> {
-    if !is_json_content_type(headers.get(header::CONTENT_TYPE)) {
-        return Err(HttpError::UnsupportedMediaType);
-    }
-    let s = &app.settings;
-    let mut body = read_body(req.into_body(), headers, s.body_limit, s.body_read_timeout).await?;
-    let (session, query) = parse_agent_request(&mut body.buf, body.len, &s.agent_id)?;
+    let mut body = read_json_body(req, headers, app).await?;
+    let (session, query) = parse_agent_request(&mut body.buf, body.len, &app.settings.agent_id)?;
     drop(body);
     Ok(start(
         app,

@@ -36,7 +36,7 @@ use self::tasks::{CancelRefused, TaskRecord, TaskState};
 use super::answer;
 use super::openai::stream::{EventReader, SentientEvent};
 use super::openai::{next_events, AgentRun};
-use crate::http::body::{read_body, SseBody};
+use crate::http::body::SseBody;
 use crate::http::{HttpError, Reply, ResponseBody};
 use crate::protocol::events::Framing;
 use crate::protocol::queue::{event_queue, Closed, Ending, EventSink, EventSource, Next};
@@ -120,11 +120,7 @@ pub(crate) async fn rpc(
     app: &Arc<App>,
     request_id: &HeaderValue,
 ) -> Result<Reply, HttpError> {
-    if !super::agent::is_json_content_type(headers.get(header::CONTENT_TYPE)) {
-        return Err(HttpError::UnsupportedMediaType);
-    }
-    let s = &app.settings;
-    let body = read_body(req.into_body(), headers, s.body_limit, s.body_read_timeout).await?;
+    let body = super::agent::read_json_body(req, headers, app).await?;
     let parsed = serde_json::from_slice::<Value>(&body.buf[..body.len]);
     drop(body);
     let Ok(call) = parsed else {
@@ -574,12 +570,7 @@ fn task_id(params: &Value) -> Option<&str> {
 /// `GetTask`.
 fn get(app: &App, id: &Value, params: &Value) -> Reply {
     let Some(task) = task_id(params) else {
-        return rpc_error(
-            id,
-            INVALID_PARAMS,
-            "Invalid params: params.id must be a string",
-            "validation_failed",
-        );
+        return invalid_params(id, "params.id must be a string");
     };
     match app.a2a_tasks.get(task) {
         Some(t) => result_reply(id, task_json(task, &t, &[])),
@@ -590,12 +581,7 @@ fn get(app: &App, id: &Value, params: &Value) -> Reply {
 /// `CancelTask`: cancels a working task's agent.
 fn cancel(app: &App, id: &Value, params: &Value) -> Reply {
     let Some(task) = task_id(params) else {
-        return rpc_error(
-            id,
-            INVALID_PARAMS,
-            "Invalid params: params.id must be a string",
-            "validation_failed",
-        );
+        return invalid_params(id, "params.id must be a string");
     };
     match app.a2a_tasks.cancel(task) {
         Ok(t) => result_reply(id, task_json(task, &t, &[])),

@@ -24,13 +24,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
-use http::{header, HeaderMap, HeaderValue, Request, StatusCode};
+use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use hyper::body::Incoming;
 
 use self::stream::{ChunkWriter, EventReader, SentientEvent};
 use super::answer;
 use crate::edge::auth::{AuthError, Authenticator};
-use crate::http::body::{read_body, SseBody};
+use crate::http::body::SseBody;
 use crate::http::{HttpError, Reply, ResponseBody};
 use crate::protocol::events::{write_json_str, Framing};
 use crate::protocol::queue::{event_queue, Closed, Ending, EventSink, EventSource, Next};
@@ -92,11 +92,8 @@ pub async fn chat_completions(
     app: &Arc<App>,
     request_id: &HeaderValue,
 ) -> Result<Reply, HttpError> {
-    if !super::agent::is_json_content_type(headers.get(header::CONTENT_TYPE)) {
-        return Err(HttpError::UnsupportedMediaType);
-    }
+    let body = super::agent::read_json_body(req, headers, app).await?;
     let s = &app.settings;
-    let body = read_body(req.into_body(), headers, s.body_limit, s.body_read_timeout).await?;
     let chat = request::parse_chat_request(&body.buf[..body.len], &app.settings.agent_id)?;
     drop(body);
     let id = format!("chatcmpl-{}", chat.query.id);

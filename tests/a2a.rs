@@ -1,8 +1,9 @@
 //! The A2A front door (`/.well-known/agent-card.json`, `POST /a2a`) end to end: the
 //! card, SendMessage and SendStreamingMessage against echo, an error mid-stream as a
 //! failed task, GetTask and CancelTask (which cancels the agent), JSON-RPC errors, the
-//! task limit, an API key as the bearer token, and a client that leaves cancelling the
-//! agent.
+//! task limit, an API key as the bearer token, a client that leaves cancelling the
+//! agent, SubscribeToTask (a snapshot, then every update once; a subscriber that leaves
+//! cancels nothing), and the same methods under their A2A 0.3 names and shapes.
 
 mod support;
 
@@ -76,6 +77,11 @@ async fn the_card_describes_the_agent_and_its_interface() {
         assert_eq!(iface["protocolBinding"], "JSONRPC");
         assert_eq!(iface["protocolVersion"], "1.0");
         assert!(iface["url"].as_str().unwrap().ends_with("/a2a"));
+        assert_eq!(v["supportedInterfaces"][1]["protocolVersion"], "0.3.0");
+        // What a 0.3 client reads.
+        assert_eq!(v["url"], iface["url"]);
+        assert_eq!(v["protocolVersion"], "0.3.0");
+        assert_eq!(v["preferredTransport"], "JSONRPC");
         assert_eq!(v["skills"].as_array().unwrap().len(), 1);
         assert_eq!(v["defaultInputModes"], json!(["text/plain"]));
         assert!(v.get("securitySchemes").is_none(), "no auth, no schemes");
@@ -94,6 +100,12 @@ async fn the_card_describes_the_agent_and_its_interface() {
     assert_eq!(
         v["securitySchemes"]["apiKey"]["httpAuthSecurityScheme"]["scheme"],
         "bearer"
+    );
+    assert_eq!(v["securitySchemes"]["apiKey"]["type"], "http");
+    assert_eq!(v["security"], json!([{"apiKey": []}]));
+    assert_eq!(
+        v["securityRequirements"],
+        json!([{"schemes": {"apiKey": {"list": []}}}])
     );
 }
 
@@ -268,5 +280,173 @@ async fn a_send_message_answer_over_the_limit_fails_and_cancels_the_agent() {
     let server = start(c, agent.clone());
     let v = rpc(&server, &call("SendMessage", message("x"))).await;
     assert_eq!(v["result"]["task"]["status"]["state"], "TASK_STATE_FAILED");
+    assert!(agent.has_dropped(1).await, "the agent is cancelled");
+}
+
+/// Posts a streaming call, reads its first frame (the task) and returns the task's id
+/// and the whole stream's JSON-RPC results, read in the background.
+async fn start_stream(
+    server: &TestServer,
+    body: &Value,
+) -> (String, tokio::task::JoinHandle<Vec<Value>>) {
+    use futures_util::StreamExt;
+    let res = post(server, &body.to_string(), None).await;
+    assert_eq!(res.status(), 200);
+    let mut stream = res.bytes_stream();
+    let mut seen = Vec::new();
+    while !seen.windows(2).any(|w| w == b"\n\n") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("the first frame in time")
+            .expect("a first frame")
+            .unwrap();
+        seen.extend_from_slice(&chunk);
+    }
+    let results = |bytes: &[u8]| -> Vec<Value> {
+        std::str::from_utf8(bytes)
+            .unwrap()
+            .split("\n\n")
+            .filter_map(|f| f.strip_prefix("data: "))
+            .map(|f| serde_json::from_str::<Value>(f).unwrap()["result"].clone())
+            .collect()
+    };
+    let first = &results(&seen)[0];
+    let task = if first["task"].is_object() { &first["task"] } else { first };
+    let id = task["id"].as_str().expect("the task's id").to_owned();
+    let rest = tokio::spawn(async move {
+        while let Ok(Some(Ok(chunk))) =
+            tokio::time::timeout(Duration::from_secs(20), stream.next()).await
+        {
+            seen.extend_from_slice(&chunk);
+        }
+        results(&seen)
+    });
+    (id, rest)
+}
+
+/// Waits until GetTask shows some of the task's text.
+async fn has_text(server: &TestServer, id: &str) {
+    for _ in 0..250 {
+        let v = rpc(server, &call("GetTask", json!({"id": id}))).await;
+        if v["result"]["artifacts"][0]["parts"][0]["text"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the task never had text");
+}
+
+#[tokio::test]
+async fn a_subscriber_gets_the_task_so_far_then_every_update_once() {
+    let agent = Arc::new(SlowStreamAgent::new(40, Duration::from_millis(20)));
+    let server = start(config(), agent.clone());
+    let (id, original) = start_stream(&server, &call("SendStreamingMessage", message("x"))).await;
+    has_text(&server, &id).await;
+    let res = post(&server, &call("SubscribeToTask", json!({"id": id})).to_string(), None).await;
+    let sub = stream_results(res).await;
+    let snapshot = &sub[0]["task"];
+    assert_eq!(snapshot["id"], id.as_str());
+    assert_eq!(snapshot["status"]["state"], "TASK_STATE_WORKING");
+    let so_far = snapshot["artifacts"][0]["parts"][0]["text"].as_str().unwrap();
+    assert!(!so_far.is_empty());
+    let original = original.await.unwrap();
+    assert_eq!(
+        format!("{so_far}{}", answer_text(&sub[1..])),
+        answer_text(&original),
+        "the snapshot and the updates after it are the whole answer, nothing twice"
+    );
+    assert!(sub[1..].iter().all(|r| r["artifactUpdate"]["append"] != false
+        || r["artifactUpdate"].is_null()));
+    for results in [&sub, &original] {
+        assert_eq!(
+            results.last().unwrap()["statusUpdate"]["status"]["state"],
+            "TASK_STATE_COMPLETED"
+        );
+    }
+    let v = rpc(&server, &call("SubscribeToTask", json!({"id": id}))).await;
+    assert_eq!(v["error"]["code"], -32004, "an ended task: {v}");
+    let v = rpc(&server, &call("SubscribeToTask", json!({"id": "nope"}))).await;
+    assert_eq!(v["error"]["code"], -32001);
+    let v = rpc(&server, &call("SubscribeToTask", json!({}))).await;
+    assert_eq!(v["error"]["code"], -32602);
+}
+
+#[tokio::test]
+async fn a_subscriber_that_leaves_cancels_nothing() {
+    let agent = Arc::new(SlowStreamAgent::new(30, Duration::from_millis(20)));
+    let server = start(config(), agent.clone());
+    let (id, original) = start_stream(&server, &call("SendStreamingMessage", message("x"))).await;
+    let (sub_id, sub) = start_stream(&server, &call("SubscribeToTask", json!({"id": id}))).await;
+    assert_eq!(sub_id, id);
+    sub.abort();
+    let original = original.await.unwrap();
+    assert_eq!(
+        original.last().unwrap()["statusUpdate"]["status"]["state"],
+        "TASK_STATE_COMPLETED"
+    );
+    assert_eq!(answer_text(&original).matches("chunk").count(), 30);
+}
+
+fn message_v03(text: &str) -> Value {
+    json!({"message": {"kind": "message", "messageId": "m1", "role": "user",
+        "parts": [{"kind": "text", "text": text}]}})
+}
+
+#[tokio::test]
+async fn the_a2a_0_3_names_answer_in_0_3_shapes() {
+    let server = start_echo();
+    let text = format!("{}abc", agentd::agent::echo::ECHO_PREFIX);
+    let v = rpc(&server, &call("message/send", message_v03("abc"))).await;
+    let task = &v["result"];
+    assert_eq!(task["kind"], "task");
+    assert_eq!(task["status"]["state"], "completed");
+    assert_eq!(
+        task["artifacts"][0]["parts"][0],
+        json!({"kind": "text", "text": text})
+    );
+    let id = task["id"].as_str().unwrap();
+    let got = rpc(&server, &call("tasks/get", json!({"id": id}))).await;
+    assert_eq!(got["result"]["kind"], "task");
+    assert_eq!(got["result"]["status"]["state"], "completed");
+    let e = rpc(&server, &call("tasks/cancel", json!({"id": id}))).await;
+    assert_eq!(e["error"]["code"], -32002);
+    let e = rpc(&server, &call("tasks/resubscribe", json!({"id": id}))).await;
+    assert_eq!(e["error"]["code"], -32004);
+    let body = call("message/stream", message_v03("abc")).to_string();
+    let results = stream_results(post(&server, &body, None).await).await;
+    assert_eq!(results[0]["kind"], "task");
+    assert_eq!(results[0]["status"]["state"], "working");
+    let streamed: String = results
+        .iter()
+        .filter(|r| r["kind"] == "artifact-update")
+        .filter_map(|r| r["artifact"]["parts"][0]["text"].as_str())
+        .collect();
+    assert_eq!(streamed, text);
+    let last = results.last().unwrap();
+    assert_eq!(last["kind"], "status-update");
+    assert_eq!(last["status"]["state"], "completed");
+    assert_eq!(last["final"], true);
+    assert!(results[..results.len() - 1]
+        .iter()
+        .all(|r| r.get("final").is_none()));
+}
+
+#[tokio::test]
+async fn a_0_3_subscriber_follows_a_task_to_its_cancel() {
+    let agent = Arc::new(SlowStreamAgent::new(1000, Duration::from_millis(20)));
+    let server = start(config(), agent.clone());
+    let (id, original) = start_stream(&server, &call("message/stream", message_v03("x"))).await;
+    let (_, sub) = start_stream(&server, &call("tasks/resubscribe", json!({"id": id}))).await;
+    let v = rpc(&server, &call("tasks/cancel", json!({"id": id}))).await;
+    assert_eq!(v["result"]["status"]["state"], "canceled");
+    for results in [sub.await.unwrap(), original.await.unwrap()] {
+        let last = results.last().unwrap();
+        assert_eq!(last["kind"], "status-update");
+        assert_eq!(last["status"]["state"], "canceled");
+        assert_eq!(last["final"], true);
+    }
     assert!(agent.has_dropped(1).await, "the agent is cancelled");
 }

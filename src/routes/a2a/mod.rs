@@ -1,6 +1,9 @@
-//! The A2A front door (protocol 1.0, JSON-RPC binding): the agent card at
+//! The A2A front door (protocol 1.0 and 0.3, JSON-RPC binding): the agent card at
 //! `GET /.well-known/agent-card.json` (and the older `/.well-known/agent.json`) and
 //! JSON-RPC 2.0 at `POST /a2a` (README.md, "A2A front door", has the mapping rules).
+//! Each method is served under its 1.0 name and its 0.3 name (`SendMessage` and
+//! `message/send`, …); the name says which version's shapes the answer takes
+//! ([`wire`]).
 //!
 //! `SendMessage` and `SendStreamingMessage` translate the message's text parts into the
 //! same `Session` and `Query` that `/agent` takes (`contextId` is the session's
@@ -9,8 +12,9 @@
 //! [`EventReader`]: the answer's text is the `answer` artifact (appended chunks, the
 //! last one marked), other events are data parts of the `events` artifact,
 //! `atomic.error` fails the task, `done` completes it. Tasks are remembered
-//! ([`tasks`], bounded) for `GetTask` and `CancelTask`; a cancel wakes the task's relay,
-//! which drops (so cancels) the agent, as a client that leaves does. Errors use
+//! ([`tasks`], bounded) for `GetTask`, `CancelTask` and `SubscribeToTask` (a working
+//! task's snapshot, then its updates as its relay publishes them); a cancel wakes the
+//! task's relay, which drops (so cancels) the agent, as a client that leaves does. Errors use
 //! JSON-RPC's shape ([`error`]); authentication is the OpenAI door's rule
 //! ([`super::openai::authorize`]); the card is public.
 //!
@@ -19,6 +23,7 @@
 
 pub(crate) mod error;
 pub(crate) mod tasks;
+pub(crate) mod wire;
 
 use std::sync::Arc;
 
@@ -26,13 +31,18 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderValue, Request, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
+use tokio::sync::broadcast::{
+    self,
+    error::{RecvError, TryRecvError},
+};
 use tokio::sync::Notify;
 
 use self::error::{
-    rpc_error, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR, TASK_NOT_CANCELABLE,
-    TASK_NOT_FOUND, UNSUPPORTED_OPERATION,
+    rpc_error, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR,
+    TASK_NOT_CANCELABLE, TASK_NOT_FOUND, UNSUPPORTED_OPERATION,
 };
-use self::tasks::{CancelRefused, TaskRecord, TaskState};
+use self::tasks::{CancelRefused, SubscribeRefused, TaskState, Update};
+use self::wire::{Dialect, FrameWriter};
 use super::answer;
 use super::openai::stream::{EventReader, SentientEvent};
 use super::openai::{next_events, AgentRun};
@@ -46,35 +56,38 @@ use crate::routes::App;
 
 /// Initial size of the stream queue's buffer; it grows up to `SSE_QUEUE_BYTES`.
 const INITIAL_FRAME_BUFFER: usize = 1024;
-/// The protocol version served.
-const PROTOCOL_VERSION: &str = "1.0";
-/// The artifact that holds the answer's text.
-const ANSWER_ARTIFACT: &str = "answer";
-/// The artifact that holds the answer's other events, as data parts.
-const EVENTS_ARTIFACT: &str = "events";
+/// The protocol versions served, newest first.
+const PROTOCOL_VERSIONS: [&str; 2] = ["1.0", "0.3.0"];
 
 /// True for `/a2a`: its errors, routed or not, take JSON-RPC's shape.
 pub(crate) fn is_a2a_path(path: &str) -> bool {
     path.split('/').find(|s| !s.is_empty()) == Some("a2a")
 }
 
-/// `GET /.well-known/agent-card.json`: the agent card. Its URL is built from the
-/// request's `Host`.
+/// `GET /.well-known/agent-card.json`: the agent card, readable by 1.0 and 0.3
+/// clients alike: `supportedInterfaces` lists `/a2a` for both versions (a 1.0 client
+/// picks 1.0), and the 0.3 fields (`url`, `protocolVersion`, `preferredTransport`,
+/// `security`, each scheme's `type`) sit beside their 1.0 forms. Its URL is built
+/// from the request's `Host`.
 pub(crate) fn card(app: &App, headers: &HeaderMap) -> Reply {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("localhost");
     let agent_id = &*app.settings.agent_id;
+    let url = format!("http://{host}/a2a");
+    let interfaces: Vec<Value> = PROTOCOL_VERSIONS
+        .iter()
+        .map(|v| json!({"url": url, "protocolBinding": "JSONRPC", "protocolVersion": v}))
+        .collect();
     let mut card = json!({
         "name": agent_id,
         "description": format!("The agentd agent `{}` ({}), served over A2A", agent_id, app.agent.name()),
         "version": env!("CARGO_PKG_VERSION"),
-        "supportedInterfaces": [{
-            "url": format!("http://{host}/a2a"),
-            "protocolBinding": "JSONRPC",
-            "protocolVersion": PROTOCOL_VERSION,
-        }],
+        "supportedInterfaces": interfaces,
+        "url": url,
+        "protocolVersion": PROTOCOL_VERSIONS[1],
+        "preferredTransport": "JSONRPC",
         "capabilities": {"streaming": true, "pushNotifications": false},
         "defaultInputModes": ["text/plain"],
         "defaultOutputModes": ["text/plain", "application/json"],
@@ -89,14 +102,16 @@ pub(crate) fn card(app: &App, headers: &HeaderMap) -> Reply {
     if app.auth.is_jwt_configured() {
         schemes.insert(
             "bearer".into(),
-            json!({"httpAuthSecurityScheme": {"scheme": "bearer", "bearerFormat": "JWT"}}),
+            json!({"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                "httpAuthSecurityScheme": {"scheme": "bearer", "bearerFormat": "JWT"}}),
         );
     }
     if app.auth.has_api_keys() {
+        let description = "an API key sent as the bearer token";
         schemes.insert(
             "apiKey".into(),
-            json!({"httpAuthSecurityScheme": {"scheme": "bearer",
-                "description": "an API key sent as the bearer token"}}),
+            json!({"type": "http", "scheme": "bearer", "description": description,
+                "httpAuthSecurityScheme": {"scheme": "bearer", "description": description}}),
         );
     }
     if !schemes.is_empty() {
@@ -104,7 +119,9 @@ pub(crate) fn card(app: &App, headers: &HeaderMap) -> Reply {
             .keys()
             .map(|k| json!({"schemes": {k.as_str(): {"list": []}}}))
             .collect();
+        let legacy: Vec<Value> = schemes.keys().map(|k| json!({k.as_str(): []})).collect();
         card["securityRequirements"] = Value::Array(requirements);
+        card["security"] = Value::Array(legacy);
         card["securitySchemes"] = Value::Object(schemes);
     }
     Reply::json(
@@ -113,7 +130,7 @@ pub(crate) fn card(app: &App, headers: &HeaderMap) -> Reply {
     )
 }
 
-/// `POST /a2a`: one JSON-RPC request.
+/// `POST /a2a`: one JSON-RPC request, in A2A 1.0's method names or 0.3's.
 pub(crate) async fn rpc(
     req: Request<Incoming>,
     headers: &HeaderMap,
@@ -144,24 +161,30 @@ pub(crate) async fn rpc(
         }
     };
     let params = &call["params"];
-    match method {
-        "SendMessage" => Ok(send(app, &id, params, request_id).await),
-        "SendStreamingMessage" => Ok(stream(app, &id, params, request_id)),
-        "GetTask" => Ok(get(app, &id, params)),
-        "CancelTask" => Ok(cancel(app, &id, params)),
-        "SubscribeToTask" => Ok(rpc_error(
-            &id,
-            UNSUPPORTED_OPERATION,
-            "Resubscribing to a task is not supported",
-            "unsupported_operation",
-        )),
-        _ => Ok(rpc_error(
-            &id,
-            METHOD_NOT_FOUND,
-            &format!("Method not found: {method}"),
-            "method_not_found",
-        )),
-    }
+    let (method, dialect) = match method {
+        "SendMessage" | "SendStreamingMessage" | "GetTask" | "CancelTask"
+        | "SubscribeToTask" => (method, Dialect::V1),
+        "message/send" => ("SendMessage", Dialect::V03),
+        "message/stream" => ("SendStreamingMessage", Dialect::V03),
+        "tasks/get" => ("GetTask", Dialect::V03),
+        "tasks/cancel" => ("CancelTask", Dialect::V03),
+        "tasks/resubscribe" => ("SubscribeToTask", Dialect::V03),
+        _ => {
+            return Ok(rpc_error(
+                &id,
+                METHOD_NOT_FOUND,
+                &format!("Method not found: {method}"),
+                "method_not_found",
+            ))
+        }
+    };
+    Ok(match method {
+        "SendMessage" => send(app, dialect, &id, params, request_id).await,
+        "SendStreamingMessage" => stream(app, dialect, &id, params, request_id),
+        "GetTask" => get(app, dialect, &id, params),
+        "CancelTask" => cancel(app, dialect, &id, params),
+        _ => subscribe(app, dialect, &id, params),
+    })
 }
 
 /// A JSON-RPC success response.
@@ -180,8 +203,9 @@ struct NewTask {
     context_id: String,
 }
 
-/// `params.message`: its text parts, joined by newlines, are the prompt (the same 1 to
-/// 10,000-character rule as `/agent`); other parts are refused.
+/// `params.message`: its text parts (`{text}` in 1.0, `{kind: "text", text}` in 0.3),
+/// joined by newlines, are the prompt (the same 1 to 10,000-character rule as
+/// `/agent`); other parts are refused.
 fn parse_message(params: &Value, agent_id: &Arc<str>) -> Result<NewTask, String> {
     let message = &params["message"];
     let Some(parts) = message["parts"].as_array() else {
@@ -223,55 +247,6 @@ fn parse_message(params: &Value, agent_id: &Arc<str>) -> Result<NewTask, String>
         },
         context_id,
     })
-}
-
-/// An agent message with one text part.
-fn agent_message(task_id: &str, context_id: &str, text: &str) -> Value {
-    json!({
-        "messageId": ids::next_ulid().to_string(),
-        "taskId": task_id,
-        "contextId": context_id,
-        "role": "ROLE_AGENT",
-        "parts": [{"text": text}],
-    })
-}
-
-/// A task's status object.
-fn status_json(id: &str, context_id: &str, state: TaskState, error: Option<&str>) -> Value {
-    let mut status = json!({"state": state.as_str()});
-    if let Some(e) = error {
-        status["message"] = agent_message(id, context_id, e);
-    }
-    status
-}
-
-/// A task, as `GetTask` and `SendMessage` return it.
-fn task_json(id: &str, t: &TaskRecord, events: &[Value]) -> Value {
-    let mut artifacts = Vec::new();
-    if !t.text.is_empty() {
-        artifacts.push(
-            json!({"artifactId": ANSWER_ARTIFACT, "name": ANSWER_ARTIFACT,
-            "parts": [{"text": t.text}]}),
-        );
-    }
-    if !events.is_empty() {
-        let parts: Vec<Value> = events
-            .iter()
-            .map(|e| json!({"data": e, "mediaType": "application/json"}))
-            .collect();
-        artifacts
-            .push(json!({"artifactId": EVENTS_ARTIFACT, "name": EVENTS_ARTIFACT, "parts": parts}));
-    }
-    let mut task = json!({
-        "id": id,
-        "contextId": t.context_id,
-        "status": status_json(id, &t.context_id, t.state, t.error.as_deref()),
-        "artifacts": artifacts,
-    });
-    if t.text_dropped {
-        task["metadata"] = json!({"textDropped": true});
-    }
-    task
 }
 
 /// Marks its task canceled when dropped before the task ended (the client left, so
@@ -335,8 +310,19 @@ fn invalid_params(id: &Value, why: &str) -> Reply {
     )
 }
 
+/// The JSON-RPC error for a task this process does not know.
+fn task_not_found(id: &Value) -> Reply {
+    rpc_error(id, TASK_NOT_FOUND, "Task not found", "task_not_found")
+}
+
 /// `SendMessage`: runs the task to its end and returns it.
-async fn send(app: &Arc<App>, id: &Value, params: &Value, request_id: &HeaderValue) -> Reply {
+async fn send(
+    app: &Arc<App>,
+    dialect: Dialect,
+    id: &Value,
+    params: &Value,
+    request_id: &HeaderValue,
+) -> Reply {
     let (guard, cancel, _context, run, mut events) = match start(app, params, request_id) {
         Ok(t) => t,
         Err(m) => return invalid_params(id, &m),
@@ -367,8 +353,10 @@ async fn send(app: &Arc<App>, id: &Value, params: &Value, request_id: &HeaderVal
                 SentientEvent::Text(t) => store.append_text(&guard.id, &t),
                 SentientEvent::Extension(ev) => {
                     extension_bytes += ev.len();
+                    let data = serde_json::from_slice(ev).unwrap_or(Value::Null);
+                    store.publish_data(&guard.id, &data);
                     if extension_bytes <= limit {
-                        extensions.push(serde_json::from_slice(ev).unwrap_or(Value::Null));
+                        extensions.push(data);
                     }
                 }
                 SentientEvent::Error { message, .. } => failure = Some(message),
@@ -396,95 +384,33 @@ async fn send(app: &Arc<App>, id: &Value, params: &Value, request_id: &HeaderVal
     }
     drop(agent);
     match store.get(&guard.id) {
-        Some(t) => result_reply(id, json!({"task": task_json(&guard.id, &t, &extensions)})),
-        None => rpc_error(id, TASK_NOT_FOUND, "Task not found", "task_not_found"),
+        Some(t) => result_reply(
+            id,
+            dialect.send_result(dialect.task(&guard.id, &t, &extensions)),
+        ),
+        None => task_not_found(id),
     }
 }
 
 /// `SendStreamingMessage`: an SSE stream of JSON-RPC responses: the task, artifact
 /// updates, then its final status update.
-fn stream(app: &Arc<App>, id: &Value, params: &Value, request_id: &HeaderValue) -> Reply {
+fn stream(
+    app: &Arc<App>,
+    dialect: Dialect,
+    id: &Value,
+    params: &Value,
+    request_id: &HeaderValue,
+) -> Reply {
     let (guard, cancel, context_id, run, events) = match start(app, params, request_id) {
         Ok(t) => t,
         Err(m) => return invalid_params(id, &m),
     };
     let s = &app.settings;
     let (sink, source) = event_queue(s.queue, INITIAL_FRAME_BUFFER);
-    let frames = FrameWriter {
-        rpc_id: id.clone(),
-        task_id: guard.id.clone(),
-        context_id,
-        answer_started: false,
-        events_started: false,
-    };
+    let frames = FrameWriter::new(dialect, id.clone(), guard.id.clone(), context_id);
     let relay =
         answer::run_inline_then_spawn(Box::pin(relay(guard, cancel, run, events, sink, frames)));
     Reply::sse(ResponseBody::sse(SseBody::new(source, relay, s.heartbeat)))
-}
-
-/// Writes one task's SSE frames (each a JSON-RPC response whose result is a
-/// `StreamResponse`).
-struct FrameWriter {
-    rpc_id: Value,
-    task_id: String,
-    context_id: String,
-    answer_started: bool,
-    events_started: bool,
-}
-
-impl FrameWriter {
-    fn frame(&self, out: &mut BytesMut, result: Value) {
-        let body = json!({"jsonrpc": "2.0", "id": self.rpc_id, "result": result});
-        out.put_slice(b"data: ");
-        out.put_slice(&serde_json::to_vec(&body).unwrap_or_default());
-        out.put_slice(b"\n\n");
-    }
-
-    fn task(&self, out: &mut BytesMut) {
-        let task = json!({"id": self.task_id, "contextId": self.context_id,
-            "status": {"state": TaskState::Working.as_str()}});
-        self.frame(out, json!({"task": task}));
-    }
-
-    fn artifact(&self, out: &mut BytesMut, artifact: &str, part: Value, append: bool, last: bool) {
-        self.frame(
-            out,
-            json!({"artifactUpdate": {
-                "taskId": self.task_id, "contextId": self.context_id,
-                "artifact": {"artifactId": artifact, "name": artifact, "parts": [part]},
-                "append": append, "lastChunk": last,
-            }}),
-        );
-    }
-
-    fn text(&mut self, out: &mut BytesMut, text: &str) {
-        let append = std::mem::replace(&mut self.answer_started, true);
-        self.artifact(out, ANSWER_ARTIFACT, json!({"text": text}), append, false);
-    }
-
-    fn extension(&mut self, out: &mut BytesMut, ev: &[u8]) {
-        let append = std::mem::replace(&mut self.events_started, true);
-        let data = serde_json::from_slice(ev).unwrap_or(Value::Null);
-        self.artifact(
-            out,
-            EVENTS_ARTIFACT,
-            json!({"data": data, "mediaType": "application/json"}),
-            append,
-            false,
-        );
-    }
-
-    fn status(&mut self, out: &mut BytesMut, state: TaskState, error: Option<&str>) {
-        if self.answer_started && state == TaskState::Completed {
-            self.artifact(out, ANSWER_ARTIFACT, json!({"text": ""}), true, true);
-        }
-        let status = status_json(&self.task_id, &self.context_id, state, error);
-        self.frame(
-            out,
-            json!({"statusUpdate": {"taskId": self.task_id, "contextId": self.context_id,
-                "status": status}}),
-        );
-    }
 }
 
 /// Streams one task into `sink`, until it ends, is canceled, or the client is gone
@@ -504,7 +430,7 @@ async fn relay(
     let mut out = BytesMut::new();
     let mut ending = Ending::Done;
     let mut failure: Option<String> = None;
-    frames.task(&mut out);
+    frames.working(&mut out);
     loop {
         let mut finished = false;
         match next_step(&mut agent, &mut events, &cancel).await {
@@ -515,7 +441,11 @@ async fn relay(
                             store.append_text(&guard.id, &t);
                             frames.text(&mut out, &t);
                         }
-                        SentientEvent::Extension(ev) => frames.extension(&mut out, ev),
+                        SentientEvent::Extension(ev) => {
+                            let data = serde_json::from_slice(ev).unwrap_or(Value::Null);
+                            store.publish_data(&guard.id, &data);
+                            frames.data(&mut out, data);
+                        }
                         SentientEvent::Error { message, code } => {
                             failure = Some(message);
                             ending = Ending::Error(code);
@@ -568,32 +498,126 @@ fn task_id(params: &Value) -> Option<&str> {
 }
 
 /// `GetTask`.
-fn get(app: &App, id: &Value, params: &Value) -> Reply {
+fn get(app: &App, dialect: Dialect, id: &Value, params: &Value) -> Reply {
     let Some(task) = task_id(params) else {
         return invalid_params(id, "params.id must be a string");
     };
     match app.a2a_tasks.get(task) {
-        Some(t) => result_reply(id, task_json(task, &t, &[])),
-        None => rpc_error(id, TASK_NOT_FOUND, "Task not found", "task_not_found"),
+        Some(t) => result_reply(id, dialect.task(task, &t, &[])),
+        None => task_not_found(id),
     }
 }
 
 /// `CancelTask`: cancels a working task's agent.
-fn cancel(app: &App, id: &Value, params: &Value) -> Reply {
+fn cancel(app: &App, dialect: Dialect, id: &Value, params: &Value) -> Reply {
     let Some(task) = task_id(params) else {
         return invalid_params(id, "params.id must be a string");
     };
     match app.a2a_tasks.cancel(task) {
-        Ok(t) => result_reply(id, task_json(task, &t, &[])),
-        Err(CancelRefused::NotFound) => {
-            rpc_error(id, TASK_NOT_FOUND, "Task not found", "task_not_found")
-        }
+        Ok(t) => result_reply(id, dialect.task(task, &t, &[])),
+        Err(CancelRefused::NotFound) => task_not_found(id),
         Err(CancelRefused::NotCancelable) => rpc_error(
             id,
             TASK_NOT_CANCELABLE,
             "Task cannot be canceled: it has ended",
             "task_not_cancelable",
         ),
+    }
+}
+
+/// `SubscribeToTask` (0.3: `tasks/resubscribe`): for a working task, an SSE stream of
+/// the task as it is now (the answer's text so far), then its updates from there on
+/// until its final status. Following a task never cancels it; a task that has ended
+/// is refused (`UnsupportedOperation`), as A2A says.
+fn subscribe(app: &Arc<App>, dialect: Dialect, id: &Value, params: &Value) -> Reply {
+    let Some(task) = task_id(params) else {
+        return invalid_params(id, "params.id must be a string");
+    };
+    let (snapshot, updates) = match app.a2a_tasks.subscribe(task) {
+        Ok(s) => s,
+        Err(SubscribeRefused::NotFound) => return task_not_found(id),
+        Err(SubscribeRefused::Ended(state)) => {
+            return rpc_error(
+                id,
+                UNSUPPORTED_OPERATION,
+                &format!(
+                    "Task {task} has ended ({}): there is nothing to subscribe to; GetTask returns it",
+                    dialect.state(state)
+                ),
+                "task_ended",
+            )
+        }
+    };
+    let s = &app.settings;
+    let (sink, source) = event_queue(s.queue, INITIAL_FRAME_BUFFER);
+    let mut frames = FrameWriter::new(
+        dialect,
+        id.clone(),
+        task.to_owned(),
+        snapshot.context_id.clone(),
+    );
+    frames.answer_started = !snapshot.text.is_empty() || snapshot.text_dropped;
+    let mut first = BytesMut::new();
+    frames.task(&mut first, dialect.task(task, &snapshot, &[]));
+    let follow = answer::run_inline_then_spawn(Box::pin(follow(updates, sink, frames, first)));
+    Reply::sse(ResponseBody::sse(SseBody::new(source, follow, s.heartbeat)))
+}
+
+/// Writes a subscriber's frames into `sink` (`out` holds what goes first) until the
+/// task ends, the subscriber falls too far behind, or it leaves.
+async fn follow(
+    mut updates: broadcast::Receiver<Update>,
+    sink: EventSink,
+    mut frames: FrameWriter,
+    mut out: BytesMut,
+) {
+    loop {
+        let mut finished = false;
+        let mut next = Some(updates.recv().await);
+        while let Some(got) = next.take() {
+            match got {
+                Ok(Update::Text(t)) => frames.text(&mut out, &t),
+                Ok(Update::Data(d)) => frames.data(&mut out, (*d).clone()),
+                Ok(Update::Ended(state, error)) => {
+                    frames.status(&mut out, state, error.as_deref());
+                    finished = true;
+                }
+                Err(RecvError::Lagged(_)) => {
+                    frames.error(
+                        &mut out,
+                        INTERNAL_ERROR,
+                        "This subscriber fell behind the task; subscribe again to get it as it is now",
+                        "subscriber_behind",
+                    );
+                    finished = true;
+                }
+                Err(RecvError::Closed) => {
+                    frames.error(
+                        &mut out,
+                        TASK_NOT_FOUND,
+                        "The task is no longer remembered (A2A_TASKS_MAX)",
+                        "task_not_found",
+                    );
+                    finished = true;
+                }
+            }
+            if !finished {
+                // Everything already published goes in the same write.
+                next = match updates.try_recv() {
+                    Err(TryRecvError::Empty) => None,
+                    Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
+                    Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
+                    Ok(u) => Some(Ok(u)),
+                };
+            }
+        }
+        if sink.ready().await.is_err() {
+            return;
+        }
+        if sink.push(finished, |b| b.put_slice(&out)).is_err() || finished {
+            return;
+        }
+        out.clear();
     }
 }
 

@@ -4,12 +4,33 @@
 //! Bounded twice: at most `A2A_TASKS_MAX` tasks (the oldest is forgotten first), and a
 //! task's remembered text at most `A2A_TASK_MAX_BYTES` (beyond it the artifact is
 //! dropped from the record and `text_dropped` says so; the stream itself is not cut).
+//! A task's changes are also published to whoever subscribed to it (`SubscribeToTask`,
+//! `tasks/resubscribe`): the channel is made by the first subscriber, so a task nobody
+//! follows costs nothing more, and a snapshot and its subscription are taken in one
+//! lock section, so a subscriber misses nothing and sees nothing twice. A subscriber
+//! more than [`SUBSCRIBER_BACKLOG`] updates behind is told it fell behind.
 //! It must never hold an agent's run nor block: one short mutex section per call.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Notify;
+use serde_json::Value;
+use tokio::sync::{broadcast, Notify};
+
+/// Updates a subscriber may fall behind a task before its stream ends with an error
+/// (it may subscribe again: the snapshot then holds the text so far).
+pub(crate) const SUBSCRIBER_BACKLOG: usize = 1024;
+
+/// One change of a task, as its subscribers receive it.
+#[derive(Clone, Debug)]
+pub(crate) enum Update {
+    /// More of the answer's text.
+    Text(Arc<str>),
+    /// One of the answer's other events.
+    Data(Arc<Value>),
+    /// The task ended in this state (with the failure's message).
+    Ended(TaskState, Option<Arc<str>>),
+}
 
 /// A task's state, as A2A 1.0 names it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +71,18 @@ pub(crate) struct TaskRecord {
     pub(crate) error: Option<String>,
     /// Wakes the task's relay to cancel its agent.
     pub(crate) cancel: Arc<Notify>,
+    /// The task's subscribers (made by the first one).
+    updates: Option<broadcast::Sender<Update>>,
+}
+
+impl TaskRecord {
+    fn publish(&self, update: impl FnOnce() -> Update) {
+        if let Some(tx) = &self.updates {
+            if tx.receiver_count() > 0 {
+                let _ = tx.send(update());
+            }
+        }
+    }
 }
 
 /// The remembered tasks (see the module's documentation for its bounds).
@@ -70,6 +103,14 @@ struct Inner {
 pub(crate) enum CancelRefused {
     NotFound,
     NotCancelable,
+}
+
+/// Why a subscription was refused.
+#[derive(Debug)]
+pub(crate) enum SubscribeRefused {
+    NotFound,
+    /// The task has ended: there is nothing more to follow.
+    Ended(TaskState),
 }
 
 impl TaskStore {
@@ -105,6 +146,7 @@ impl TaskStore {
                 text_dropped: false,
                 error: None,
                 cancel: cancel.clone(),
+                updates: None,
             },
         );
         cancel
@@ -117,6 +159,7 @@ impl TaskStore {
             if t.text_dropped {
                 return;
             }
+            t.publish(|| Update::Text(text.into()));
             if t.text.len() + text.len() > self.max_text_bytes {
                 t.text = String::new();
                 t.text_dropped = true;
@@ -126,11 +169,41 @@ impl TaskStore {
         }
     }
 
+    /// Publishes one of a working task's other events to its subscribers.
+    pub(crate) fn publish_data(&self, id: &str, data: &Value) {
+        let inner = self.lock();
+        if let Some(t) = inner.tasks.get(id) {
+            t.publish(|| Update::Data(Arc::new(data.clone())));
+        }
+    }
+
+    /// A working task's record as it is now, and every change after it.
+    pub(crate) fn subscribe(
+        &self,
+        id: &str,
+    ) -> Result<(TaskRecord, broadcast::Receiver<Update>), SubscribeRefused> {
+        let mut inner = self.lock();
+        let t = inner.tasks.get_mut(id).ok_or(SubscribeRefused::NotFound)?;
+        if t.state.is_terminal() {
+            return Err(SubscribeRefused::Ended(t.state));
+        }
+        let rx = match &t.updates {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let (tx, rx) = broadcast::channel(SUBSCRIBER_BACKLOG);
+                t.updates = Some(tx);
+                rx
+            }
+        };
+        Ok((t.clone(), rx))
+    }
+
     /// Ends a working task (a task already canceled stays canceled).
     pub(crate) fn finish(&self, id: &str, state: TaskState, error: Option<String>) {
         let mut inner = self.lock();
         if let Some(t) = inner.tasks.get_mut(id) {
             if !t.state.is_terminal() {
+                t.publish(|| Update::Ended(state, error.as_deref().map(Arc::from)));
                 t.state = state;
                 t.error = error;
             }
@@ -150,6 +223,7 @@ impl TaskStore {
             return Err(CancelRefused::NotCancelable);
         }
         t.state = TaskState::Canceled;
+        t.publish(|| Update::Ended(TaskState::Canceled, None));
         t.cancel.notify_one();
         Ok(t.clone())
     }
@@ -196,5 +270,59 @@ mod tests {
         assert_eq!(s.get("a").unwrap().state, TaskState::Canceled);
         assert_eq!(s.cancel("a").unwrap_err(), CancelRefused::NotCancelable);
         assert_eq!(s.cancel("x").unwrap_err(), CancelRefused::NotFound);
+    }
+
+    #[test]
+    fn a_subscriber_gets_the_snapshot_then_every_change_once() {
+        let s = TaskStore::new(2, 100);
+        s.insert("a", "c");
+        s.append_text("a", "one ");
+        let (snap, mut rx) = s.subscribe("a").unwrap();
+        assert_eq!(snap.text, "one ");
+        s.append_text("a", "two");
+        s.publish_data("a", &serde_json::json!({"k": 1}));
+        s.finish("a", TaskState::Completed, None);
+        assert!(matches!(rx.try_recv(), Ok(Update::Text(t)) if &*t == "two"));
+        assert!(matches!(rx.try_recv(), Ok(Update::Data(d)) if d["k"] == 1));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Update::Ended(TaskState::Completed, None))
+        ));
+        assert!(matches!(
+            s.subscribe("a"),
+            Err(SubscribeRefused::Ended(TaskState::Completed))
+        ));
+        assert!(matches!(s.subscribe("x"), Err(SubscribeRefused::NotFound)));
+    }
+
+    #[test]
+    fn a_subscriber_more_than_the_backlog_behind_is_told() {
+        let s = TaskStore::new(2, usize::MAX);
+        s.insert("a", "c");
+        let (_, mut rx) = s.subscribe("a").unwrap();
+        for _ in 0..SUBSCRIBER_BACKLOG {
+            s.append_text("a", "x");
+        }
+        assert!(matches!(rx.try_recv(), Ok(Update::Text(_))));
+        let (_, mut late) = s.subscribe("a").unwrap();
+        for _ in 0..=SUBSCRIBER_BACKLOG {
+            s.append_text("a", "x");
+        }
+        assert!(matches!(
+            late.try_recv(),
+            Err(broadcast::error::TryRecvError::Lagged(1))
+        ));
+    }
+
+    #[test]
+    fn a_canceled_task_tells_its_subscribers() {
+        let s = TaskStore::new(2, 100);
+        s.insert("a", "c");
+        let (_, mut rx) = s.subscribe("a").unwrap();
+        s.cancel("a").unwrap();
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Update::Ended(TaskState::Canceled, None))
+        ));
     }
 }

@@ -311,7 +311,11 @@ async fn start_stream(
             .collect()
     };
     let first = &results(&seen)[0];
-    let task = if first["task"].is_object() { &first["task"] } else { first };
+    let task = if first["task"].is_object() {
+        &first["task"]
+    } else {
+        first
+    };
     let id = task["id"].as_str().expect("the task's id").to_owned();
     let rest = tokio::spawn(async move {
         while let Ok(Some(Ok(chunk))) =
@@ -345,12 +349,19 @@ async fn a_subscriber_gets_the_task_so_far_then_every_update_once() {
     let server = start(config(), agent.clone());
     let (id, original) = start_stream(&server, &call("SendStreamingMessage", message("x"))).await;
     has_text(&server, &id).await;
-    let res = post(&server, &call("SubscribeToTask", json!({"id": id})).to_string(), None).await;
+    let res = post(
+        &server,
+        &call("SubscribeToTask", json!({"id": id})).to_string(),
+        None,
+    )
+    .await;
     let sub = stream_results(res).await;
     let snapshot = &sub[0]["task"];
     assert_eq!(snapshot["id"], id.as_str());
     assert_eq!(snapshot["status"]["state"], "TASK_STATE_WORKING");
-    let so_far = snapshot["artifacts"][0]["parts"][0]["text"].as_str().unwrap();
+    let so_far = snapshot["artifacts"][0]["parts"][0]["text"]
+        .as_str()
+        .unwrap();
     assert!(!so_far.is_empty());
     let original = original.await.unwrap();
     assert_eq!(
@@ -358,8 +369,9 @@ async fn a_subscriber_gets_the_task_so_far_then_every_update_once() {
         answer_text(&original),
         "the snapshot and the updates after it are the whole answer, nothing twice"
     );
-    assert!(sub[1..].iter().all(|r| r["artifactUpdate"]["append"] != false
-        || r["artifactUpdate"].is_null()));
+    assert!(sub[1..]
+        .iter()
+        .all(|r| r["artifactUpdate"]["append"] != false || r["artifactUpdate"].is_null()));
     for results in [&sub, &original] {
         assert_eq!(
             results.last().unwrap()["statusUpdate"]["status"]["state"],
@@ -449,4 +461,69 @@ async fn a_0_3_subscriber_follows_a_task_to_its_cancel() {
         assert_eq!(last["final"], true);
     }
     assert!(agent.has_dropped(1).await, "the agent is cancelled");
+}
+
+#[tokio::test]
+async fn a_send_that_returns_immediately_runs_on_and_can_be_followed() {
+    let agent = Arc::new(SlowStreamAgent::new(20, Duration::from_millis(20)));
+    let server = start(config(), agent.clone());
+    let mut params = message("x");
+    params["configuration"] = json!({"returnImmediately": true});
+    let v = rpc(&server, &call("SendMessage", params)).await;
+    let task = &v["result"]["task"];
+    assert_eq!(task["status"]["state"], "TASK_STATE_WORKING");
+    let id = task["id"].as_str().unwrap().to_owned();
+    let (_, sub) = start_stream(&server, &call("SubscribeToTask", json!({"id": id}))).await;
+    let sub = sub.await.unwrap();
+    assert_eq!(
+        sub.last().unwrap()["statusUpdate"]["status"]["state"],
+        "TASK_STATE_COMPLETED"
+    );
+    let got = rpc(&server, &call("GetTask", json!({"id": id}))).await;
+    assert_eq!(got["result"]["status"]["state"], "TASK_STATE_COMPLETED");
+    let text = got["result"]["artifacts"][0]["parts"][0]["text"]
+        .as_str()
+        .unwrap();
+    assert_eq!(text.matches("chunk").count(), 20);
+    // 0.3: `blocking: false`, then canceled while it runs.
+    let mut params = message_v03("x");
+    params["configuration"] = json!({"blocking": false});
+    let v = rpc(&server, &call("message/send", params)).await;
+    assert_eq!(v["result"]["status"]["state"], "working");
+    let id = v["result"]["id"].as_str().unwrap();
+    let c = rpc(&server, &call("tasks/cancel", json!({"id": id}))).await;
+    assert_eq!(c["result"]["status"]["state"], "canceled");
+    assert!(
+        agent.has_dropped(2).await,
+        "the detached agent is cancelled"
+    );
+}
+
+#[tokio::test]
+async fn detached_tasks_are_bounded_by_a2a_tasks_max() {
+    let agent = Arc::new(SlowStreamAgent::new(1000, Duration::from_millis(20)));
+    let mut c = config();
+    c.a2a_tasks_max = 1;
+    let server = start(c, agent.clone());
+    let mut params = message("x");
+    params["configuration"] = json!({"returnImmediately": true});
+    let v = rpc(&server, &call("SendMessage", params.clone())).await;
+    let id = v["result"]["task"]["id"].as_str().unwrap().to_owned();
+    let refused = rpc(&server, &call("SendMessage", params.clone())).await;
+    assert_eq!(refused["error"]["code"], -32603, "{refused}");
+    assert_eq!(refused["error"]["data"]["code"], "saturated");
+    rpc(&server, &call("CancelTask", json!({"id": id}))).await;
+    assert!(agent.has_dropped(1).await);
+    let mut accepted = Value::Null;
+    for _ in 0..100 {
+        accepted = rpc(&server, &call("SendMessage", params.clone())).await;
+        if accepted.get("result").is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        accepted["result"]["task"]["status"]["state"],
+        "TASK_STATE_WORKING"
+    );
 }

@@ -162,8 +162,9 @@ pub(crate) async fn rpc(
     };
     let params = &call["params"];
     let (method, dialect) = match method {
-        "SendMessage" | "SendStreamingMessage" | "GetTask" | "CancelTask"
-        | "SubscribeToTask" => (method, Dialect::V1),
+        "SendMessage" | "SendStreamingMessage" | "GetTask" | "CancelTask" | "SubscribeToTask" => {
+            (method, Dialect::V1)
+        }
         "message/send" => ("SendMessage", Dialect::V03),
         "message/stream" => ("SendStreamingMessage", Dialect::V03),
         "tasks/get" => ("GetTask", Dialect::V03),
@@ -315,7 +316,16 @@ fn task_not_found(id: &Value) -> Reply {
     rpc_error(id, TASK_NOT_FOUND, "Task not found", "task_not_found")
 }
 
-/// `SendMessage`: runs the task to its end and returns it.
+/// True when the caller asked not to wait for the task's end (1.0:
+/// `configuration.returnImmediately`, 0.3: `configuration.blocking: false`).
+fn returns_immediately(params: &Value) -> bool {
+    let c = &params["configuration"];
+    c["returnImmediately"] == Value::Bool(true) || c["blocking"] == Value::Bool(false)
+}
+
+/// `SendMessage`: runs the task to its end and returns it; or, when asked to return
+/// at once, returns the working task and runs it on, detached, until it ends or is
+/// canceled (`GetTask` and `SubscribeToTask` follow it).
 async fn send(
     app: &Arc<App>,
     dialect: Dialect,
@@ -323,12 +333,60 @@ async fn send(
     params: &Value,
     request_id: &HeaderValue,
 ) -> Reply {
-    let (guard, cancel, _context, run, mut events) = match start(app, params, request_id) {
+    let store = &app.a2a_tasks;
+    let slot =
+        match returns_immediately(params) {
+            false => None,
+            true => match store.detach() {
+                Some(slot) => Some(slot),
+                None => return rpc_error(
+                    id,
+                    INTERNAL_ERROR,
+                    "Too many tasks run detached (A2A_TASKS_MAX); retry, or wait for the answer",
+                    "saturated",
+                ),
+            },
+        };
+    let (guard, cancel, _context, run, events) = match start(app, params, request_id) {
         Ok(t) => t,
         Err(m) => return invalid_params(id, &m),
     };
-    let store = &app.a2a_tasks;
-    let limit = app.settings.a2a_task_max_bytes;
+    if let Some(slot) = slot {
+        let task = store
+            .get(&guard.id)
+            .map(|t| dialect.task(&guard.id, &t, &[]));
+        let detached = Box::pin(async move {
+            collect(guard, cancel, run, events).await;
+            drop(slot);
+        });
+        let _ = answer::run_inline_then_spawn(detached);
+        return match task {
+            Some(t) => result_reply(id, dialect.send_result(t)),
+            None => task_not_found(id),
+        };
+    }
+    let task_id = guard.id.clone();
+    let extensions = collect(guard, cancel, run, events).await;
+    match store.get(&task_id) {
+        Some(t) => result_reply(
+            id,
+            dialect.send_result(dialect.task(&task_id, &t, &extensions)),
+        ),
+        None => task_not_found(id),
+    }
+}
+
+/// Runs a non-streamed task to its end (or cancel) into its record; returns its other
+/// events (within `A2A_TASK_MAX_BYTES`: beyond it the task fails and the agent is
+/// cancelled).
+async fn collect(
+    guard: TaskGuard,
+    cancel: Arc<Notify>,
+    run: AgentRun,
+    mut events: EventSource,
+) -> Vec<Value> {
+    let store = &guard.app.a2a_tasks;
+    let limit = guard.app.settings.a2a_task_max_bytes;
     let mut agent = Some(run);
     let mut reader = EventReader::default();
     let mut extensions: Vec<Value> = Vec::new();
@@ -382,14 +440,7 @@ async fn send(
             break;
         }
     }
-    drop(agent);
-    match store.get(&guard.id) {
-        Some(t) => result_reply(
-            id,
-            dialect.send_result(dialect.task(&guard.id, &t, &extensions)),
-        ),
-        None => task_not_found(id),
-    }
+    extensions
 }
 
 /// `SendStreamingMessage`: an SSE stream of JSON-RPC responses: the task, artifact
@@ -536,17 +587,15 @@ fn subscribe(app: &Arc<App>, dialect: Dialect, id: &Value, params: &Value) -> Re
     let (snapshot, updates) = match app.a2a_tasks.subscribe(task) {
         Ok(s) => s,
         Err(SubscribeRefused::NotFound) => return task_not_found(id),
-        Err(SubscribeRefused::Ended(state)) => {
-            return rpc_error(
-                id,
-                UNSUPPORTED_OPERATION,
-                &format!(
-                    "Task {task} has ended ({}): there is nothing to subscribe to; GetTask returns it",
-                    dialect.state(state)
-                ),
-                "task_ended",
-            )
-        }
+        Err(SubscribeRefused::Ended(state)) => return rpc_error(
+            id,
+            UNSUPPORTED_OPERATION,
+            &format!(
+                "Task {task} has ended ({}): there is nothing to subscribe to; GetTask returns it",
+                dialect.state(state)
+            ),
+            "task_ended",
+        ),
     };
     let s = &app.settings;
     let (sink, source) = event_queue(s.queue, INITIAL_FRAME_BUFFER);

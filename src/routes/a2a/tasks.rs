@@ -12,6 +12,7 @@
 //! It must never hold an agent's run nor block: one short mutex section per call.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
@@ -90,6 +91,17 @@ pub(crate) struct TaskStore {
     max_tasks: usize,
     max_text_bytes: usize,
     inner: Mutex<Inner>,
+    /// Tasks running with no client waiting (`returnImmediately`), at most `max_tasks`.
+    detached: Arc<AtomicUsize>,
+}
+
+/// A detached task's place, given back when it ends.
+pub(crate) struct DetachedSlot(Arc<AtomicUsize>);
+
+impl Drop for DetachedSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Default)]
@@ -120,7 +132,16 @@ impl TaskStore {
             max_tasks: max_tasks.max(1),
             max_text_bytes,
             inner: Mutex::new(Inner::default()),
+            detached: Arc::default(),
         }
+    }
+
+    /// A place for a task that runs with no client waiting; `None` when `A2A_TASKS_MAX`
+    /// such tasks run already (more could not all be remembered).
+    pub(crate) fn detach(&self) -> Option<DetachedSlot> {
+        let taken = self.detached.fetch_add(1, Ordering::Relaxed);
+        let slot = DetachedSlot(self.detached.clone());
+        (taken < self.max_tasks).then_some(slot)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -312,6 +333,16 @@ mod tests {
             late.try_recv(),
             Err(broadcast::error::TryRecvError::Lagged(1))
         ));
+    }
+
+    #[test]
+    fn detached_tasks_are_bounded_by_the_task_limit() {
+        let s = TaskStore::new(2, 100);
+        let a = s.detach().unwrap();
+        let _b = s.detach().unwrap();
+        assert!(s.detach().is_none());
+        drop(a);
+        assert!(s.detach().is_some());
     }
 
     #[test]

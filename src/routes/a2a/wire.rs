@@ -90,8 +90,10 @@ impl Dialect {
     pub(crate) fn task(self, id: &str, t: &TaskRecord, events: &[Value]) -> Value {
         let mut artifacts = Vec::new();
         if !t.text.is_empty() {
-            artifacts.push(json!({"artifactId": ANSWER_ARTIFACT, "name": ANSWER_ARTIFACT,
-                "parts": [self.text_part(&t.text)]}));
+            artifacts.push(
+                json!({"artifactId": ANSWER_ARTIFACT, "name": ANSWER_ARTIFACT,
+                "parts": [self.text_part(&t.text)]}),
+            );
         }
         if !events.is_empty() {
             let parts: Vec<Value> = events.iter().map(|e| self.data_part(e.clone())).collect();
@@ -138,7 +140,12 @@ pub(crate) struct FrameWriter {
 
 impl FrameWriter {
     /// A writer for a task's stream, nothing sent yet.
-    pub(crate) fn new(dialect: Dialect, rpc_id: Value, task_id: String, context_id: String) -> Self {
+    pub(crate) fn new(
+        dialect: Dialect,
+        rpc_id: Value,
+        task_id: String,
+        context_id: String,
+    ) -> Self {
         FrameWriter {
             dialect,
             rpc_id,

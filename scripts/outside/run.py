@@ -448,6 +448,9 @@ def group_aiohttp(res: Results, binary: str, out: str) -> None:
 ECHO_PREFIX = "⚡ High-speed response to: "
 FAIL_PROMPT = "[[fault:mid_stream_error,after=2]] fail after two tokens"
 LONG_TOKENS = 400
+#: A slow answer that completes (~0.6 s): the A2A groups join it mid-stream with
+#: SubscribeToTask. Under the llm agent's max_tokens for a short prompt (72).
+LIVE_TOKENS = 40
 
 
 @dataclass
@@ -934,13 +937,14 @@ def group_a2a_js(res: Results, binary: str, out: str) -> None:
     """The official A2A JavaScript SDK (@a2a-js/sdk, node/a2a_check.mjs) on the A2A front
     door, against the echo, llm and proxy agents."""
     slow = "[[tokens=5000,token_delay_ms=5]] cancel me from js"
+    live = f"[[tokens={LIVE_TOKENS},token_delay_ms=15]] subscribe to me from js"
     with openai_agents(binary, out, "a2a-js") as agents:
         llm = agents[1]
         for ag in agents:
             prompt = f"Hello from @a2a-js/sdk to {ag.kind}"
-            can_cancel = ag.kind != "echo"  # the echo agent answers at once: nothing to cancel
+            can_cancel = ag.kind != "echo"  # the echo agent answers at once: nothing to cancel or join
             seen = node("a2a_check.mjs", ag.agentd.base, prompt, ag.fail_prompt or "-", slow if can_cancel else "-",
-                        "-", timeout=60)
+                        "-", live if can_cancel else "-", timeout=60)
             want = ag.answer(prompt)
 
             def need(ctx: Ctx, key: str, seen=seen) -> dict:
@@ -979,14 +983,45 @@ def group_a2a_js(res: Results, binary: str, out: str) -> None:
             def refusals(ctx: Ctx, seen=seen) -> None:
                 r, n = need(ctx, "resubscribe"), need(ctx, "notFound")
                 ctx.expect("UnsupportedOperation" in (r.get("error") or ""),
-                           f"expected resubscribeTask refused with the SDK's UnsupportedOperationError; got {short(r)}")
+                           f"expected resubscribeTask on a completed task refused with the SDK's "
+                           f"UnsupportedOperationError; got {short(r)}")
                 ctx.expect("TaskNotFound" in (n.get("error") or ""),
                            f"expected getTask of an unknown id to throw TaskNotFoundError; got {short(n)}")
                 ctx.note(f"resubscribe: {r.get('error')}; unknown task: {n.get('error')}")
-            res.check(f"a2a-js ({ag.kind}): resubscribeTask is UnsupportedOperationError (no replay kept), "
+            res.check(f"a2a-js ({ag.kind}): resubscribeTask on a finished task is UnsupportedOperationError, "
                       f"an unknown task TaskNotFoundError", refusals)
 
             if can_cancel:
+                def joins(ctx: Ctx, seen=seen) -> None:
+                    r = need(ctx, "resubscribeLive")
+                    o, s = r["original"], r["subscribed"]
+                    ctx.require(isinstance(s, dict), f"expected resubscribeTask to have been called after three "
+                                                     f"chunks; got {short(s)} (the original saw {o['artifactUpdates']})")
+                    ctx.require("error" not in s, f"expected resubscribeTask mid-stream to stream; it threw {short(s)}")
+                    want = FakeLlmProcess.answer(LIVE_TOKENS)
+                    ctx.expect(o["text"] == want and o["state"] == "TASK_STATE_COMPLETED",
+                               f"the original stream: expected {short(want)} then completed; got {o['state']} "
+                               f"{short(o['text'])}")
+                    ctx.expect(s["kinds"][:1] == ["task"] and s["snapshotState"] == "TASK_STATE_WORKING",
+                               f"expected the working task first; got {s['kinds'][:1]} {s['snapshotState']}")
+                    ctx.expect(bool(s["snapshotText"]) and want.startswith(s["snapshotText"]),
+                               f"expected the snapshot to hold the text so far (three chunks had come); "
+                               f"got {s['snapshotText']!r}")
+                    middle = s["kinds"][1:-1]
+                    ctx.expect(s["artifactUpdates"] >= 1 and set(middle) == {"artifactUpdate"},
+                               f"expected artifact updates between the task and the final status; got {middle[:8]}")
+                    ctx.expect(s["kinds"][-1:] == ["statusUpdate"] and s["state"] == "TASK_STATE_COMPLETED"
+                               and s["lastChunk"],
+                               f"expected the last chunk then a final completed status update; got {s['kinds'][-2:]} "
+                               f"{s['state']}, lastChunk {s['lastChunk']}")
+                    joined = s["snapshotText"] + s["text"]
+                    ctx.expect(joined == o["text"],
+                               f"expected snapshot + chunks to equal the original stream's text "
+                               f"({len(o['text'])} characters); got {len(joined)}: {short(joined)}")
+                    ctx.note(f"snapshot {len(s['snapshotText'])} characters, then {s['artifactUpdates']} chunks")
+                res.check(f"a2a-js ({ag.kind}): resubscribeTask mid-stream: the working task with the text so far, "
+                          f"then the rest as artifact updates, then completed; snapshot + chunks = the answer", joins)
+
                 def cancels(ctx: Ctx, ag=ag, seen=seen) -> None:
                     c = need(ctx, "cancel")
                     ctx.expect(c["canceled"] == "TASK_STATE_CANCELED",

@@ -1,18 +1,21 @@
 // The official A2A JavaScript SDK (`@a2a-js/sdk`, A2A 1.0, JSON-RPC binding) against
 // agentd's A2A front door: discovery through the agent card, SendStreamingMessage,
-// SendMessage, GetTask, CancelTask mid-stream, SubscribeToTask, a task that fails
-// mid-stream and an unknown task.
+// SendMessage, GetTask, CancelTask mid-stream, SubscribeToTask (refused on a finished
+// task, and mid-stream on a slow one), a task that fails mid-stream and an unknown task.
 //
-// usage: node a2a_check.mjs BASE_URL PROMPT ERROR_PROMPT|- SLOW_PROMPT|- API_KEY|-
-// Prints one JSON line: {card, stream, send, get, resubscribe, notFound, cancel, error};
-// cancel is null when SLOW_PROMPT is "-", error when ERROR_PROMPT is "-". Each says
-// what the client saw (texts, states as TaskState names, error class names and
-// messages), or {crash} when the client threw where it should not have.
+// usage: node a2a_check.mjs BASE_URL PROMPT ERROR_PROMPT|- SLOW_PROMPT|- API_KEY|- [LIVE_PROMPT|-]
+// Prints one JSON line: {card, stream, send, get, resubscribe, resubscribeLive, notFound,
+// cancel, error}; cancel is null when SLOW_PROMPT is "-", error when ERROR_PROMPT is
+// "-", resubscribeLive when LIVE_PROMPT is "-" or absent. LIVE_PROMPT must stream a few
+// chunks and then complete: resubscribeTask is called on its task once three chunks
+// have come, while the original stream goes on. Each says what the client saw (texts,
+// states as TaskState names, error class names and messages), or {crash} when the
+// client threw where it should not have.
 import { ClientFactory, ClientFactoryOptions, JsonRpcTransportFactory } from "@a2a-js/sdk/client";
 import { Role, TaskState } from "@a2a-js/sdk";
 import { randomUUID } from "node:crypto";
 
-const [base, prompt, errorPrompt, slowPrompt, apiKey] = process.argv.slice(2);
+const [base, prompt, errorPrompt, slowPrompt, apiKey, livePrompt] = process.argv.slice(2);
 const given = (v) => v && v !== "-";
 
 // With a key, every request carries it as the bearer token (how the card's
@@ -42,9 +45,15 @@ const partsText = (parts) =>
   (parts || []).map((p) => (p.content && p.content.$case === "text" ? p.content.value : "")).join("");
 const failure = (e) => ({ error: e && e.constructor ? e.constructor.name : typeof e, message: e && e.message ? e.message : String(e) });
 
-// Reads a stream of StreamResponses; `onTask` runs once, on the first task.
-async function readStream(gen, onTask) {
-  const seen = { kinds: [], text: "", artifactUpdates: 0, lastChunk: false, taskId: null, state: null, statusMessage: "" };
+// Reads a stream of StreamResponses; `onTask` runs once, on the first task; `onChunk`
+// after each chunk of the answer artifact (not awaited: the stream is read on).
+// `snapshotText` and `snapshotState` are the first task's: its answer artifact's text
+// and its state (a resubscription's snapshot).
+async function readStream(gen, onTask, onChunk) {
+  const seen = {
+    kinds: [], text: "", artifactUpdates: 0, lastChunk: false, taskId: null, state: null, statusMessage: "",
+    snapshotText: null, snapshotState: null,
+  };
   for await (const r of gen) {
     const p = r.payload;
     if (!p) continue;
@@ -52,12 +61,18 @@ async function readStream(gen, onTask) {
     if (p.$case === "task") {
       seen.taskId = seen.taskId || p.value.id;
       seen.state = stateName(p.value.status?.state);
-      if (onTask && seen.kinds.length === 1) await onTask(p.value);
+      if (seen.kinds.length === 1) {
+        const answer = (p.value.artifacts || []).find((a) => a.artifactId === "answer");
+        seen.snapshotText = partsText(answer?.parts);
+        seen.snapshotState = seen.state;
+        if (onTask) await onTask(p.value);
+      }
     } else if (p.$case === "artifactUpdate") {
       if (p.value.artifact?.artifactId === "answer") {
         seen.text += partsText(p.value.artifact.parts);
         seen.artifactUpdates += 1;
         if (p.value.lastChunk) seen.lastChunk = true;
+        if (onChunk) onChunk(seen);
       }
     } else if (p.$case === "statusUpdate") {
       seen.state = stateName(p.value.status?.state);
@@ -106,8 +121,8 @@ out.get = await guarded(async () => {
   return { id: t.id, contextId: t.contextId, state: stateName(t.status?.state), text: partsText(answer?.parts) };
 });
 
-// agentd keeps no per-task event log to replay: SubscribeToTask is refused with
-// UnsupportedOperation (-32004). The client must surface that as its typed error.
+// A task that has ended has nothing to subscribe to: SubscribeToTask is refused with
+// UnsupportedOperation (-32004), which the client must surface as its typed error.
 out.resubscribe = await guarded(async () => {
   try {
     const got = [];
@@ -117,6 +132,22 @@ out.resubscribe = await guarded(async () => {
     return failure(e);
   }
 });
+
+// Mid-stream: once the original stream has had three chunks, resubscribeTask on its
+// task, read to its end while the original stream is read on. The subscription must
+// give the task as it is (working, the text so far), then the updates from there on,
+// then the final status: snapshot + chunks = what the original stream got.
+out.resubscribeLive = !given(livePrompt)
+  ? null
+  : await guarded(async () => {
+      let subscribed = null;
+      const original = await readStream(client.sendMessageStream(message(livePrompt)), null, (seen) => {
+        if (subscribed === null && seen.artifactUpdates === 3) {
+          subscribed = readStream(client.resubscribeTask({ id: seen.taskId })).catch((e) => failure(e));
+        }
+      });
+      return { original, subscribed: subscribed === null ? null : await subscribed };
+    });
 
 out.notFound = await guarded(async () => {
   try {

@@ -768,8 +768,9 @@ def group_a2a_python(res: Results, binary: str, out: str) -> None:
     """The official a2a-sdk client (A2A 1.0, JSON-RPC) on /.well-known/agent-card.json and /a2a."""
     from a2a.client import ClientConfig, create_client
     from a2a.helpers.proto_helpers import new_text_message
-    from a2a.types import CancelTaskRequest, GetTaskRequest, Role, SendMessageRequest, TaskState
-    from a2a.utils.errors import TaskNotFoundError
+    from a2a.types import (CancelTaskRequest, GetTaskRequest, Role, SendMessageRequest, SubscribeToTaskRequest,
+                           TaskState)
+    from a2a.utils.errors import TaskNotFoundError, UnsupportedOperationError
 
     def ask(prompt: str):
         return SendMessageRequest(message=new_text_message(prompt, role=Role.ROLE_USER))
@@ -816,6 +817,83 @@ def group_a2a_python(res: Results, binary: str, out: str) -> None:
                            f"expected GetTask to find the completed task; got {got.status}")
             res.check(f"a2a-python ({ag.kind}): SendMessage without streaming returns the completed task; GetTask finds it",
                       whole)
+
+            def ended(ctx: Ctx, base=base, prompt=prompt) -> None:
+                async def run():
+                    client = await create_client(base, ClientConfig(streaming=True))
+                    try:
+                        events = [e async for e in client.send_message(ask(prompt))]
+                        task_id = events[0].task.id
+                        try:
+                            return task_id, [e async for e in client.subscribe(SubscribeToTaskRequest(id=task_id))]
+                        except UnsupportedOperationError as e:
+                            return task_id, e
+                    finally:
+                        await client.close()
+                task_id, got = asyncio.run(run())
+                ctx.expect(isinstance(got, UnsupportedOperationError),
+                           f"expected subscribe() to a completed task to raise UnsupportedOperationError; "
+                           f"got {short(str(got))}")
+                ctx.note(f"{type(got).__name__}: {short(str(got), 100)}")
+            res.check(f"a2a-python ({ag.kind}): subscribe() to a finished task raises UnsupportedOperationError", ended)
+
+            if ag.kind != "echo":  # the echo agent answers at once: nothing to join
+                def joins(ctx: Ctx, base=base) -> None:
+                    async def run():
+                        client = await create_client(base, ClientConfig(streaming=True))
+                        try:
+                            async def follow(task_id: str) -> list:
+                                return [e async for e in client.subscribe(SubscribeToTaskRequest(id=task_id))]
+
+                            async def leave(task_id: str):
+                                sub = client.subscribe(SubscribeToTaskRequest(id=task_id))
+                                first = await anext(sub)
+                                await sub.aclose()
+                                return first
+
+                            original, chunks, joined, left = [], 0, None, None
+                            async for e in client.send_message(ask(f"[[tokens={LIVE_TOKENS},token_delay_ms=15]] join me")):
+                                original.append(e)
+                                if e.HasField("artifact_update") and e.artifact_update.artifact.artifact_id == "answer":
+                                    chunks += 1
+                                    if chunks == 3:
+                                        task_id = e.artifact_update.task_id
+                                        joined = asyncio.create_task(follow(task_id))
+                                        left = asyncio.create_task(leave(task_id))
+                            return original, (await joined if joined else None), (await left if left else None)
+                        finally:
+                            await client.close()
+                    original, sub, left = asyncio.run(run())
+                    want = FakeLlmProcess.answer(LIVE_TOKENS)
+                    st = a2a_final_state(original)
+                    ctx.expect(a2a_text(original) == want and st is not None
+                               and st.state == TaskState.TASK_STATE_COMPLETED,
+                               f"the original stream (a second subscriber left early): expected {short(want)} then "
+                               f"completed; got {st} {short(a2a_text(original))}")
+                    ctx.require(sub, "expected subscribe() to stream; got nothing")
+                    first = sub[0]
+                    ctx.expect(first.HasField("task") and first.task.status.state == TaskState.TASK_STATE_WORKING,
+                               f"expected the working task first; got {short(str(first))}")
+                    snapshot = a2a_text(sub[:1])
+                    ctx.expect(bool(snapshot) and want.startswith(snapshot),
+                               f"expected the snapshot to hold the text so far (three chunks had come); got {snapshot!r}")
+                    middle = [e.WhichOneof("payload") for e in sub[1:-1]]
+                    ctx.expect(bool(middle) and set(middle) == {"artifact_update"},
+                               f"expected artifact updates between the task and the final status; got {middle[:8]}")
+                    last = sub[-1]
+                    ctx.expect(last.HasField("status_update")
+                               and last.status_update.status.state == TaskState.TASK_STATE_COMPLETED,
+                               f"expected a final completed status update; got {short(str(last))}")
+                    whole = a2a_text(sub)
+                    ctx.expect(whole == a2a_text(original),
+                               f"expected snapshot + chunks to equal the original stream's text "
+                               f"({len(a2a_text(original))} characters); got {len(whole)}: {short(whole)}")
+                    ctx.expect(left is not None and left.HasField("task"),
+                               f"the subscriber that left: expected the task first; got {short(str(left))}")
+                    ctx.note(f"snapshot {len(snapshot)} characters, then {len(middle)} artifact updates")
+                res.check(f"a2a-python ({ag.kind}): subscribe() mid-stream: the working task with the text so far, "
+                          f"artifact updates, completed; snapshot + chunks = the answer; a subscriber that leaves "
+                          f"cancels nothing", joins)
 
             if ag.fail_prompt:
                 def fails(ctx: Ctx, ag=ag, base=base) -> None:

@@ -4,7 +4,13 @@
 #   scripts/outside.sh                            # build (cargo build --release) and check
 #   AGENTD_BIN=path/to/agentd scripts/outside.sh  # check an existing binary, no build
 #                                                 # (FAKE_LLM_BIN likewise for fake-llm)
-#   scripts/outside.sh --only node-ws,pyjwt       # some groups only (GROUPS in run.py)
+#   scripts/outside.sh --only node-ws,pyjwt       # some groups only (GROUPS in run.py:
+#                                                 # chromium, node-eventsource, node-ws,
+#                                                 # httpx-sse, pyjwt, promtool, aiohttp,
+#                                                 # openai-python, node-ai-sdk, openapi,
+#                                                 # playground, mcp-python, a2a-python,
+#                                                 # resume-python, a2a-js, mcp-fastmcp,
+#                                                 # a2a-python-v03)
 #
 # Clients: headless Chromium (Debian `chromium`) on a page of another origin using
 # EventSource on /stream, WebSocket on /ws and fetch; the npm `eventsource` and `ws`
@@ -13,14 +19,17 @@
 # the official `openai` Python SDK (sync, async, non-streaming) and the `ai` npm package
 # with `@ai-sdk/openai-compatible` on /v1/chat/completions, against the echo, llm (the
 # in-repo fake-llm upstream) and proxy agents; the official `mcp` Python SDK and
-# fastmcp's Client on /mcp; the official `a2a-sdk` Python client and `@a2a-js/sdk` on
-# the A2A front door; resumable streams across two replicas sharing a redis-server.
+# fastmcp's Client on /mcp; the official `a2a-sdk` Python client (1.x, and 0.3.x on the
+# A2A 0.3 method names) and `@a2a-js/sdk` on the A2A front door; resumable streams across
+# two replicas sharing a redis-server.
 # Each check starts its own agentd on free 127.0.0.1 ports and stops it by PID.
 #
 # Installs what it needs: the pinned scripts/outside/requirements.txt into
 # .venv-outside/ (scripts/lib/venv.sh), scripts/outside/fastmcp-requirements.txt into
-# .venv-outside-fastmcp/ (OUTSIDE_FASTMCP_VENV), the locked npm packages of scripts/outside/node/
-# (npm ci). chromium, promtool and node must be on the machine (.ci/run installs them).
+# .venv-outside-fastmcp/ (OUTSIDE_FASTMCP_VENV), scripts/outside/a2a03-requirements.txt
+# into .venv-outside-a2a03/ (OUTSIDE_A2A03_VENV), the locked npm packages of
+# scripts/outside/node/ (npm ci). chromium, promtool and node must be on the machine
+# (.ci/run installs them).
 # Logs, /metrics text and screenshots go to OUTSIDE_OUT (default: a new temporary
 # folder, printed). Other knobs: PYTHON, OUTSIDE_VENV, OUTSIDE_TIMEOUT (seconds for
 # the whole run, default 480), CHROMIUM (default /usr/bin/chromium).
@@ -49,6 +58,10 @@ OUTSIDE_PY="$VPY"
 # own venv, run by the mcp-fastmcp group as a separate process.
 ensure_venv "${OUTSIDE_FASTMCP_VENV:-$ROOT/.venv-outside-fastmcp}" "$DIR/fastmcp-requirements.txt" 3.11
 export FASTMCP_PY="$VPY"
+# The A2A 0.3 client (a2a-sdk 0.3.x) next to the 1.x one: its own venv, run by the
+# a2a-python-v03 group as a separate process.
+ensure_venv "${OUTSIDE_A2A03_VENV:-$ROOT/.venv-outside-a2a03}" "$DIR/a2a03-requirements.txt" 3.11
+export A2A03_PY="$VPY"
 VPY="$OUTSIDE_PY"
 
 # --- npm packages, from the lock file ------------------------------------------

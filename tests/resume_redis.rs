@@ -431,3 +431,65 @@ async fn resume_redis_timeout_bounds_a_silent_redis() {
     );
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_a2a_task_is_followed_and_its_cancel_seen_from_another_replica() {
+    use serde_json::json;
+    use support::a2a::*;
+    let redis = Redis::start();
+    let agent = Arc::new(SlowStreamAgent::new(30, Duration::from_millis(30)));
+    let a = start(redis_replica(&redis.url()), agent.clone());
+    let b = start(redis_replica(&redis.url()), agent.clone());
+    let (id, original) = start_stream(&a, &call("SendStreamingMessage", message("x"))).await;
+    has_text(&a, &id).await;
+    // Let the owner's copy catch up with what GetTask showed.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let res = post(
+        &b,
+        &call("SubscribeToTask", json!({"id": id})).to_string(),
+        None,
+    )
+    .await;
+    let sub = stream_results(res).await;
+    let snapshot = &sub[0]["task"];
+    assert_eq!(snapshot["id"], id.as_str());
+    assert_eq!(snapshot["status"]["state"], "TASK_STATE_WORKING");
+    // The text copied so far (none when the copy had not reached Redis yet).
+    let so_far = snapshot["artifacts"][0]["parts"][0]["text"]
+        .as_str()
+        .unwrap_or("");
+    let original = original.await.unwrap();
+    assert_eq!(snapshot["contextId"], original[0]["task"]["contextId"]);
+    assert_eq!(
+        format!("{so_far}{}", answer_text(&sub[1..])),
+        answer_text(&original)
+    );
+    for results in [&sub, &original] {
+        assert_eq!(
+            results.last().unwrap()["statusUpdate"]["status"]["state"],
+            "TASK_STATE_COMPLETED"
+        );
+    }
+    for replica in [&a, &b] {
+        let v = rpc(replica, &call("SubscribeToTask", json!({"id": id}))).await;
+        assert_eq!(v["error"]["code"], -32004, "{v}");
+    }
+    let unknown = "ab".repeat(17);
+    let v = rpc(&b, &call("SubscribeToTask", json!({"id": unknown}))).await;
+    assert_eq!(v["error"]["code"], -32001);
+
+    // A cancel on the owner ends the other replica's subscriber canceled (0.3 names).
+    let (id, original) = start_stream(&a, &call("message/stream", message_v03("x"))).await;
+    has_text(&a, &id).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_, sub) = start_stream(&b, &call("tasks/resubscribe", json!({"id": id}))).await;
+    let v = rpc(&a, &call("tasks/cancel", json!({"id": id}))).await;
+    assert_eq!(v["result"]["status"]["state"], "canceled");
+    for results in [sub.await.unwrap(), original.await.unwrap()] {
+        let last = results.last().unwrap();
+        assert_eq!(last["kind"], "status-update", "{last}");
+        assert_eq!(last["status"]["state"], "canceled");
+        assert_eq!(last["final"], true);
+    }
+    assert!(agent.has_dropped(2).await, "both agents ended");
+}

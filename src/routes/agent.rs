@@ -126,7 +126,7 @@ fn start(
     caller: Caller,
 ) -> Reply {
     let (run, events, stream) =
-        answer::begin_resumable(app, session, query, framing, request_id, caller);
+        answer::begin_resumable(app, session, query, framing, request_id, caller, None);
     let agent = answer::run_inline_then_spawn(Box::pin(run));
     let agent = if stream.is_some() { None } else { agent };
     let reply = Reply::sse(ResponseBody::sse(SseBody::new(

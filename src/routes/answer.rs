@@ -64,6 +64,7 @@ pub(crate) fn begin_resumable(
     framing: Framing,
     request_id: &HeaderValue,
     caller: Caller,
+    context: Option<Box<str>>,
 ) -> (
     impl Future<Output = ()> + Send + 'static,
     EventSource,
@@ -79,14 +80,16 @@ pub(crate) fn begin_resumable(
     let grace = s.grace;
     let principal = store.shared().and(caller.principal.clone());
     let kept = store.keep(caller.worker, resumable.clone(), caller.principal);
-    store.copy_to_shared(
-        &kept,
-        resumable.clone(),
+    store.copy_to_shared(|| crate::routes::resume::redis::Copy {
+        id: kept.id.to_str().unwrap_or_default().to_owned(),
+        queue: resumable.clone(),
         principal,
         framing,
-        session.processor_id.clone(),
-        caller.hold.clone(),
-    );
+        source: session.processor_id.clone(),
+        cancel: kept.cancel.clone(),
+        context,
+        hold: caller.hold.clone(),
+    });
     let handler = ResponseHandler::new(sink, framing, session.processor_id.clone());
     let resume = Resume {
         queue: resumable,

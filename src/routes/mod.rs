@@ -381,7 +381,7 @@ async fn dispatch(
         Route::Playground => playground::serve(app.settings.playground, req.uri().path()),
         Route::Mcp => Box::pin(mcp::post(req, headers, app, request_id)).await,
         Route::A2aCard => Ok(a2a::card(app, headers)),
-        Route::A2a => Box::pin(a2a::rpc(req, headers, app, request_id)).await,
+        Route::A2a => Box::pin(a2a::rpc(req, headers, app, request_id, caller)).await,
         Route::Health => Ok(health::health(app)),
         Route::HealthLive => Ok(health::live()),
         Route::HealthReady => Ok(Box::pin(health::ready(app)).await),

@@ -2,6 +2,7 @@
 //! independent SSE parser (eventsource-stream), and agents that misbehave on purpose.
 #![allow(dead_code)]
 
+pub mod a2a;
 pub mod redis;
 pub mod upstream_agent;
 

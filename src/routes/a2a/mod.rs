@@ -41,7 +41,7 @@ use self::error::{
     rpc_error, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR,
     TASK_NOT_CANCELABLE, TASK_NOT_FOUND, UNSUPPORTED_OPERATION,
 };
-use self::tasks::{CancelRefused, SubscribeRefused, TaskState, Update};
+use self::tasks::{CancelRefused, SubscribeRefused, TaskRecord, TaskState, Update};
 use self::wire::{Dialect, FrameWriter};
 use super::answer;
 use super::openai::stream::{EventReader, SentientEvent};
@@ -52,10 +52,13 @@ use crate::protocol::events::Framing;
 use crate::protocol::queue::{event_queue, Closed, Ending, EventSink, EventSource, Next};
 use crate::protocol::request::check_prompt;
 use crate::protocol::{ids, Query, Session};
-use crate::routes::App;
+use crate::routes::resume::StreamStore;
+use crate::routes::{App, Caller};
 
 /// Initial size of the stream queue's buffer; it grows up to `SSE_QUEUE_BYTES`.
 const INITIAL_FRAME_BUFFER: usize = 1024;
+/// The `atomic.error` code of an answer that was cancelled.
+const CANCELED_CODE: i64 = 499;
 /// The protocol versions served, newest first.
 const PROTOCOL_VERSIONS: [&str; 2] = ["1.0", "0.3.0"];
 
@@ -136,6 +139,7 @@ pub(crate) async fn rpc(
     headers: &HeaderMap,
     app: &Arc<App>,
     request_id: &HeaderValue,
+    caller: Caller,
 ) -> Result<Reply, HttpError> {
     let body = super::agent::read_json_body(req, headers, app).await?;
     let parsed = serde_json::from_slice::<Value>(&body.buf[..body.len]);
@@ -180,11 +184,11 @@ pub(crate) async fn rpc(
         }
     };
     Ok(match method {
-        "SendMessage" => send(app, dialect, &id, params, request_id).await,
-        "SendStreamingMessage" => stream(app, dialect, &id, params, request_id),
+        "SendMessage" => send(app, dialect, &id, params, request_id, caller).await,
+        "SendStreamingMessage" => stream(app, dialect, &id, params, request_id, caller),
         "GetTask" => get(app, dialect, &id, params),
         "CancelTask" => cancel(app, dialect, &id, params),
-        _ => subscribe(app, dialect, &id, params),
+        _ => subscribe(app, dialect, &id, params, caller.principal.as_deref()).await,
     })
 }
 
@@ -255,6 +259,9 @@ fn parse_message(params: &Value, agent_id: &Arc<str>) -> Result<NewTask, String>
 struct TaskGuard {
     app: Arc<App>,
     id: String,
+    /// The answer is copied to Redis (`RESUME_STORE=redis`): a cancel goes through its
+    /// stream, so that the copy ends as the task does.
+    shared: bool,
 }
 
 impl Drop for TaskGuard {
@@ -284,21 +291,58 @@ async fn next_step(
     }
 }
 
-/// Starts a task: remembers it and begins the agent's answer.
+/// Starts a task: begins the agent's answer and remembers it. With
+/// `RESUME_STORE=redis` the answer is a resumable stream copied to Redis and the task's
+/// id is the stream's, so that any replica can follow it (`SubscribeToTask`); else the
+/// id is the query's.
 fn start(
     app: &Arc<App>,
     params: &Value,
     request_id: &HeaderValue,
+    caller: Caller,
 ) -> Result<(TaskGuard, Arc<Notify>, String, AgentRun, EventSource), String> {
     let new = parse_message(params, &app.settings.agent_id)?;
-    let id = new.query.id.to_string();
+    let shared = app.streams.as_ref().is_some_and(|s| s.shared().is_some());
+    let (id, run, events): (String, AgentRun, EventSource) = if shared {
+        let context = Some(new.context_id.clone().into_boxed_str());
+        let (run, events, stream) = answer::begin_resumable(
+            app,
+            new.session,
+            new.query,
+            Framing::Lines,
+            request_id,
+            caller,
+            context,
+        );
+        let id = stream
+            .and_then(|s| s.to_str().ok().map(str::to_owned))
+            .unwrap_or_default();
+        (id, Box::pin(run), events)
+    } else {
+        let id = new.query.id.to_string();
+        let (run, events) = answer::begin(app, new.session, new.query, Framing::Lines, request_id);
+        (id, Box::pin(run), events)
+    };
     let cancel = app.a2a_tasks.insert(&id, &new.context_id);
     let guard = TaskGuard {
         app: app.clone(),
         id,
+        shared,
     };
-    let (run, events) = answer::begin(app, new.session, new.query, Framing::Lines, request_id);
-    Ok((guard, cancel, new.context_id, Box::pin(run), events))
+    Ok((guard, cancel, new.context_id, run, events))
+}
+
+/// A task's cancel: through its stream when it is copied to Redis (the answer then
+/// ends with `atomic.error` 499 and `done`, which the caller reads on to, and so do
+/// other replicas' subscribers); true when the caller must instead drop the run.
+fn cancel_run(guard: &TaskGuard) -> bool {
+    let through_stream = guard.shared
+        && guard
+            .app
+            .streams
+            .as_ref()
+            .is_some_and(|s| s.cancel_local(&guard.id));
+    !through_stream
 }
 
 /// The JSON-RPC error for a message that cannot start a task.
@@ -332,6 +376,7 @@ async fn send(
     id: &Value,
     params: &Value,
     request_id: &HeaderValue,
+    caller: Caller,
 ) -> Reply {
     let store = &app.a2a_tasks;
     let slot =
@@ -347,7 +392,7 @@ async fn send(
                 ),
             },
         };
-    let (guard, cancel, _context, run, events) = match start(app, params, request_id) {
+    let (guard, cancel, _context, run, events) = match start(app, params, request_id, caller) {
         Ok(t) => t,
         Err(m) => return invalid_params(id, &m),
     };
@@ -403,6 +448,8 @@ async fn collect(
                 );
                 break;
             }
+            // The record is canceled already; the answer ends on its own.
+            Step::Canceled if !cancel_run(&guard) => continue,
             Step::Canceled => break,
         };
         let mut finished = false;
@@ -451,8 +498,9 @@ fn stream(
     id: &Value,
     params: &Value,
     request_id: &HeaderValue,
+    caller: Caller,
 ) -> Reply {
-    let (guard, cancel, context_id, run, events) = match start(app, params, request_id) {
+    let (guard, cancel, context_id, run, events) = match start(app, params, request_id, caller) {
         Ok(t) => t,
         Err(m) => return invalid_params(id, &m),
     };
@@ -481,6 +529,7 @@ async fn relay(
     let mut out = BytesMut::new();
     let mut ending = Ending::Done;
     let mut failure: Option<String> = None;
+    let mut canceling = false;
     frames.working(&mut out);
     loop {
         let mut finished = false;
@@ -499,16 +548,19 @@ async fn relay(
                         }
                         SentientEvent::Error { message, code } => {
                             failure = Some(message);
-                            ending = Ending::Error(code);
+                            if !canceling {
+                                ending = Ending::Error(code);
+                            }
                         }
                         SentientEvent::Done => {
-                            let state = if failure.is_some() {
-                                TaskState::Failed
-                            } else {
-                                TaskState::Completed
+                            let state = match (canceling, &failure) {
+                                (true, _) => TaskState::Canceled,
+                                (false, Some(_)) => TaskState::Failed,
+                                (false, None) => TaskState::Completed,
                             };
-                            frames.status(&mut out, state, failure.as_deref());
-                            store.finish(&guard.id, state, failure.take());
+                            let error = failure.take().filter(|_| !canceling);
+                            frames.status(&mut out, state, error.as_deref());
+                            store.finish(&guard.id, state, error);
                             finished = true;
                         }
                         SentientEvent::Skip => {}
@@ -518,6 +570,11 @@ async fn relay(
             Step::Events(Next::End | Next::Aborted(_)) => {
                 sink.abort(Closed::Disconnected);
                 return;
+            }
+            Step::Canceled if !cancel_run(&guard) => {
+                // The answer ends through its stream; its `done` ends the task.
+                canceling = true;
+                ending = Ending::Error(CANCELED_CODE);
             }
             Step::Canceled => {
                 // Dropping the run cancels the agent.
@@ -579,23 +636,24 @@ fn cancel(app: &App, dialect: Dialect, id: &Value, params: &Value) -> Reply {
 /// `SubscribeToTask` (0.3: `tasks/resubscribe`): for a working task, an SSE stream of
 /// the task as it is now (the answer's text so far), then its updates from there on
 /// until its final status. Following a task never cancels it; a task that has ended
-/// is refused (`UnsupportedOperation`), as A2A says.
-fn subscribe(app: &Arc<App>, dialect: Dialect, id: &Value, params: &Value) -> Reply {
+/// is refused (`UnsupportedOperation`), as A2A says. A task another replica runs is
+/// followed through its Redis copy (`RESUME_STORE=redis`).
+async fn subscribe(
+    app: &Arc<App>,
+    dialect: Dialect,
+    id: &Value,
+    params: &Value,
+    principal: Option<&str>,
+) -> Reply {
     let Some(task) = task_id(params) else {
         return invalid_params(id, "params.id must be a string");
     };
     let (snapshot, updates) = match app.a2a_tasks.subscribe(task) {
         Ok(s) => s,
-        Err(SubscribeRefused::NotFound) => return task_not_found(id),
-        Err(SubscribeRefused::Ended(state)) => return rpc_error(
-            id,
-            UNSUPPORTED_OPERATION,
-            &format!(
-                "Task {task} has ended ({}): there is nothing to subscribe to; GetTask returns it",
-                dialect.state(state)
-            ),
-            "task_ended",
-        ),
+        Err(SubscribeRefused::NotFound) => {
+            return Box::pin(subscribe_remote(app, dialect, id, task, principal)).await
+        }
+        Err(SubscribeRefused::Ended(state)) => return task_ended(id, dialect, task, state),
     };
     let s = &app.settings;
     let (sink, source) = event_queue(s.queue, INITIAL_FRAME_BUFFER);
@@ -610,6 +668,154 @@ fn subscribe(app: &Arc<App>, dialect: Dialect, id: &Value, params: &Value) -> Re
     frames.task(&mut first, dialect.task(task, &snapshot, &[]));
     let follow = answer::run_inline_then_spawn(Box::pin(follow(updates, sink, frames, first)));
     Reply::sse(ResponseBody::sse(SseBody::new(source, follow, s.heartbeat)))
+}
+
+/// The refusal to subscribe to a task that has ended.
+fn task_ended(id: &Value, dialect: Dialect, task: &str, state: TaskState) -> Reply {
+    rpc_error(
+        id,
+        UNSUPPORTED_OPERATION,
+        &format!(
+            "Task {task} has ended ({}): there is nothing to subscribe to; GetTask returns it",
+            dialect.state(state)
+        ),
+        "task_ended",
+    )
+}
+
+/// What an answer's Sentient events say of its task, read in order.
+#[derive(Default)]
+struct AnswerState {
+    reader: EventReader,
+    failure: Option<(String, i64)>,
+    ended: Option<TaskState>,
+}
+
+impl AnswerState {
+    /// Reads one batch of events, writing each into `frames` (when given) and the
+    /// answer's text into `text`.
+    fn read(
+        &mut self,
+        data: &[u8],
+        text: &mut String,
+        mut frames: Option<(&mut FrameWriter, &mut BytesMut)>,
+    ) {
+        for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            match self.reader.read(line) {
+                SentientEvent::Text(t) => {
+                    text.push_str(&t);
+                    if let Some((f, out)) = frames.as_mut() {
+                        f.text(out, &t);
+                    }
+                }
+                SentientEvent::Extension(ev) => {
+                    if let Some((f, out)) = frames.as_mut() {
+                        f.data(out, serde_json::from_slice(ev).unwrap_or(Value::Null));
+                    }
+                }
+                SentientEvent::Error { message, code } => self.failure = Some((message, code)),
+                SentientEvent::Done => {
+                    let state = match &self.failure {
+                        Some((_, CANCELED_CODE)) => TaskState::Canceled,
+                        Some(_) => TaskState::Failed,
+                        None => TaskState::Completed,
+                    };
+                    self.ended = Some(state);
+                    if let Some((f, out)) = frames.as_mut() {
+                        let error = self.failure.as_ref().map(|(m, _)| m.as_str());
+                        let error = error.filter(|_| state == TaskState::Failed);
+                        f.status(out, state, error);
+                    }
+                }
+                SentientEvent::Skip => {}
+            }
+        }
+    }
+}
+
+/// [`subscribe`] for a task another replica runs: its answer's Redis copy, replayed
+/// into the snapshot, then followed.
+async fn subscribe_remote(
+    app: &Arc<App>,
+    dialect: Dialect,
+    id: &Value,
+    task: &str,
+    principal: Option<&str>,
+) -> Reply {
+    let shared = app.streams.as_ref().and_then(|s| s.shared());
+    let Some(shared) = shared.filter(|_| StreamStore::is_stream_id(task)) else {
+        return task_not_found(id);
+    };
+    let remote = match shared.open(task, None, principal, app.settings.queue).await {
+        Ok(r) => r,
+        Err(HttpError::StreamNotFound) => return task_not_found(id),
+        Err(e) => return rpc_error(id, error::rpc_code(&e), &e.to_string(), e.code()),
+    };
+    // An answer that is no A2A task is not one to subscribe to.
+    let Some(context_id) = remote.context else {
+        return task_not_found(id);
+    };
+    let mut events = remote.source;
+    let mut state = AnswerState::default();
+    let mut text = String::new();
+    // The first batch is everything copied so far.
+    match next_events(&mut None, &mut events).await {
+        Next::Data(data) => state.read(&data, &mut text, None),
+        Next::End | Next::Aborted(_) => return task_not_found(id),
+    }
+    if let Some(ended) = state.ended {
+        return task_ended(id, dialect, task, ended);
+    }
+    let snapshot = TaskRecord::remote(context_id.clone(), TaskState::Working, text);
+    let mut frames = FrameWriter::new(dialect, id.clone(), task.to_owned(), context_id);
+    frames.answer_started = !snapshot.text.is_empty();
+    let mut first = BytesMut::new();
+    frames.task(&mut first, dialect.task(task, &snapshot, &[]));
+    let s = &app.settings;
+    let (sink, source) = event_queue(s.queue, INITIAL_FRAME_BUFFER);
+    let relay = Box::pin(follow_remote(events, state, sink, frames, first));
+    let relay = answer::run_inline_then_spawn(relay);
+    Reply::sse(ResponseBody::sse(SseBody::new(source, relay, s.heartbeat)))
+}
+
+/// Translates a remote answer's events into a subscriber's frames (`out` holds what
+/// goes first) until the answer's `done` or the subscriber leaves.
+async fn follow_remote(
+    mut events: EventSource,
+    mut state: AnswerState,
+    sink: EventSink,
+    mut frames: FrameWriter,
+    mut out: BytesMut,
+) {
+    let mut text = String::new();
+    loop {
+        let finished = match next_events(&mut None, &mut events).await {
+            Next::Data(data) => {
+                state.read(&data, &mut text, Some((&mut frames, &mut out)));
+                text.clear();
+                state.ended.is_some()
+            }
+            Next::End | Next::Aborted(_) => {
+                frames.error(
+                    &mut out,
+                    INTERNAL_ERROR,
+                    "The task's stream ended before the task did",
+                    "stream_broken",
+                );
+                true
+            }
+        };
+        if out.is_empty() && !finished {
+            continue;
+        }
+        if sink.ready().await.is_err() {
+            return;
+        }
+        if sink.push(finished, |b| b.put_slice(&out)).is_err() || finished {
+            return;
+        }
+        out.clear();
+    }
 }
 
 /// Writes a subscriber's frames into `sink` (`out` holds what goes first) until the

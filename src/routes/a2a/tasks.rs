@@ -77,6 +77,19 @@ pub(crate) struct TaskRecord {
 }
 
 impl TaskRecord {
+    /// A task this process does not run, as another replica's copy shows it.
+    pub(crate) fn remote(context_id: String, state: TaskState, text: String) -> TaskRecord {
+        TaskRecord {
+            context_id,
+            state,
+            text,
+            text_dropped: false,
+            error: None,
+            cancel: Arc::default(),
+            updates: None,
+        }
+    }
+
     fn publish(&self, update: impl FnOnce() -> Update) {
         if let Some(tx) = &self.updates {
             if tx.receiver_count() > 0 {

@@ -112,30 +112,12 @@ impl StreamStore {
         self.shared.as_ref()
     }
 
-    /// With `RESUME_STORE=redis`, copies the answer kept as `kept` to Redis, in a task
-    /// of its own on this worker, until its end.
-    pub fn copy_to_shared(
-        &self,
-        kept: &KeptStream,
-        queue: Resumable,
-        principal: Option<Box<str>>,
-        framing: crate::protocol::events::Framing,
-        source: Arc<str>,
-        hold: Option<crate::http::activity::ConnHold>,
-    ) {
-        let Some(shared) = &self.shared else {
-            return;
-        };
-        let copy = redis::Copy {
-            id: kept.id.to_str().unwrap_or_default().to_owned(),
-            queue,
-            principal,
-            framing,
-            source,
-            cancel: kept.cancel.clone(),
-            hold,
-        };
-        tokio::spawn(shared.clone().copy(copy));
+    /// With `RESUME_STORE=redis`, copies an answer to Redis (what `copy` describes,
+    /// made only then), in a task of its own on this worker, until its end.
+    pub fn copy_to_shared(&self, copy: impl FnOnce() -> redis::Copy) {
+        if let Some(shared) = &self.shared {
+            tokio::spawn(shared.clone().copy(copy()));
+        }
     }
 
     /// Keeps an answer started on `worker`.
@@ -158,6 +140,23 @@ impl StreamStore {
         shard.streams.insert(key, kept);
         shard.order.push_back(key);
         KeptStream { id, cancel }
+    }
+
+    /// Cancels a running answer this process keeps (as `DELETE` does); false when it
+    /// keeps no such answer.
+    pub fn cancel_local(&self, id: &str) -> bool {
+        match self.find(id) {
+            Some(kept) => {
+                kept.cancel.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// True for a well-formed stream id (what may be looked up in Redis).
+    pub fn is_stream_id(id: &str) -> bool {
+        is_stream_id(id)
     }
 
     fn find(&self, id: &str) -> Option<Kept> {

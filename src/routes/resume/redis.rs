@@ -109,6 +109,8 @@ struct Meta {
     principal: Option<String>,
     framing: Framing,
     source: String,
+    /// The A2A task's `contextId`, for an answer that is one.
+    context: Option<String>,
 }
 
 fn framing_code(f: Framing) -> &'static str {
@@ -156,6 +158,15 @@ fn entry(id: &redis::streams::StreamId) -> Entry {
     }
 }
 
+/// A stream another replica ran, opened for reading ([`RedisStreams::open`]).
+pub struct RemoteStream {
+    pub source: crate::protocol::queue::EventSource,
+    /// The task following the owner's copy (none when the answer had ended).
+    pub follow: Option<tokio::task::AbortHandle>,
+    /// The A2A task's `contextId`, when the answer is one.
+    pub context: Option<String>,
+}
+
 /// What the owner copies, one answer.
 pub struct Copy {
     pub id: String,
@@ -164,6 +175,9 @@ pub struct Copy {
     pub framing: Framing,
     pub source: Arc<str>,
     pub cancel: Arc<Notify>,
+    /// The A2A task's `contextId`, for an answer that is one (a replica that
+    /// resubscribes to the task names it).
+    pub context: Option<Box<str>>,
     /// The slot of the connection that started the answer, held until the copy ends,
     /// so that a drain waits for the answer's last events to reach Redis.
     pub hold: Option<crate::http::activity::ConnHold>,
@@ -220,15 +234,15 @@ impl RedisStreams {
             let mut pipe = redis::pipe();
             if first {
                 let principal = c.principal.as_deref().unwrap_or("");
-                pipe.hset_multiple(
-                    &keys.meta,
-                    &[
-                        ("p", principal),
-                        ("f", framing_code(c.framing)),
-                        ("s", &c.source),
-                    ],
-                )
-                .ignore();
+                let mut fields = vec![
+                    ("p", principal),
+                    ("f", framing_code(c.framing)),
+                    ("s", &c.source),
+                ];
+                if let Some(context) = &c.context {
+                    fields.push(("x", context));
+                }
+                pipe.hset_multiple(&keys.meta, &fields).ignore();
             }
             let (mut finished, mut stopped) = (false, false);
             if let Some(b) = &batch {
@@ -313,6 +327,7 @@ impl RedisStreams {
             principal: map.get("p").filter(|p| !p.is_empty()).cloned(),
             framing: parse_framing(map.get("f").map_or("", String::as_str)),
             source: map.get("s").cloned().unwrap_or_default(),
+            context: map.get("x").cloned(),
         }))
     }
 
@@ -334,6 +349,20 @@ impl RedisStreams {
         limits: QueueLimits,
         heartbeat: Option<Duration>,
     ) -> Result<SseBody, HttpError> {
+        let r = self.open(id, after, principal, limits).await?;
+        Ok(SseBody::new(r.source, r.follow, heartbeat))
+    }
+
+    /// A stream another replica ran, opened for reading: its first batch is what
+    /// Redis holds after `after` (the whole replay, at once), then the events as the
+    /// owner copies them (followed in a task, which the returned handle aborts).
+    pub async fn open(
+        self: &Arc<Self>,
+        id: &str,
+        after: Option<Ulid>,
+        principal: Option<&str>,
+        limits: QueueLimits,
+    ) -> Result<RemoteStream, HttpError> {
         let keys = self.keys(id);
         let meta = self.check(&keys, principal).await?;
         let events = keys.events.clone();
@@ -355,8 +384,13 @@ impl RedisStreams {
         let (sink, source) = event_queue(limits, replay.bytes.len().max(1024));
         sink.push(replay.ended, |b| b.extend_from_slice(&replay.bytes))
             .map_err(|_| HttpError::StreamNotFound)?;
+        let context = meta.context.clone();
         if replay.ended {
-            return Ok(SseBody::new(source, None, heartbeat));
+            return Ok(RemoteStream {
+                source,
+                follow: None,
+                context,
+            });
         }
         let this = self.clone();
         let follow = tokio::spawn(async move {
@@ -364,7 +398,11 @@ impl RedisStreams {
             this.follow(keys, replay.at, replay.skip_until, meta, sink)
                 .await;
         });
-        Ok(SseBody::new(source, Some(follow.abort_handle()), heartbeat))
+        Ok(RemoteStream {
+            source,
+            follow: Some(follow.abort_handle()),
+            context,
+        })
     }
 
     /// Blocking reads after `at` into `sink` (from the event after `skip_until`, when

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """The outside-client suite: agentd spoken to by clients nobody on this project wrote.
 
-Usage: run.py AGENTD_BIN OUT_DIR [--only chromium,node-eventsource,node-ws,httpx-sse,pyjwt,promtool,aiohttp,openai-python,node-ai-sdk,openapi,playground,mcp-python,a2a-python,resume-python,a2a-js,mcp-fastmcp]
+Usage: run.py AGENTD_BIN OUT_DIR [--only chromium,node-eventsource,node-ws,httpx-sse,pyjwt,promtool,aiohttp,openai-python,node-ai-sdk,openapi,playground,mcp-python,a2a-python,resume-python,a2a-js,mcp-fastmcp,a2a-python-v03]
 
 The OpenAI-client, MCP and A2A groups also need the in-repo fake LLM upstream:
 FAKE_LLM_BIN in the environment, the `fake-llm` binary (scripts/outside.sh builds it).
 The mcp-fastmcp group runs fastmcp in a venv of its own: FASTMCP_PY, its python
-(scripts/outside.sh makes it).
+(scripts/outside.sh makes it); the a2a-python-v03 group likewise the a2a-sdk 0.3.x
+client: A2A03_PY.
 
 Each group starts its own agentd processes (free 127.0.0.1 ports, the environment it
 needs, nothing inherited) and stops them by PID. Every check prints one PASS or FAIL
@@ -49,7 +50,7 @@ NODE_DIR = os.path.join(HERE, "node")
 TIMEOUT = httpx.Timeout(15.0)
 GROUPS = ["chromium", "node-eventsource", "node-ws", "httpx-sse", "pyjwt", "promtool", "aiohttp",
           "openai-python", "node-ai-sdk", "openapi", "playground", "mcp-python",
-          "a2a-python", "resume-python", "a2a-js", "mcp-fastmcp"]
+          "a2a-python", "resume-python", "a2a-js", "mcp-fastmcp", "a2a-python-v03"]
 
 
 def ulid() -> str:
@@ -1145,6 +1146,186 @@ def group_a2a_js(res: Results, binary: str, out: str) -> None:
         res.check("a2a-js: the API key as the bearer token is accepted, a wrong one refused", auth)
 
 
+def a2a03(base: str, prompt: str, error_prompt: str = "-", slow_prompt: str = "-", live_prompt: str = "-",
+          key: str = "-") -> dict:
+    """a2a03_check.py in its own venv (A2A03_PY, set by scripts/outside.sh)."""
+    py = os.environ.get("A2A03_PY", "")
+    if not os.access(py, os.X_OK):
+        raise RuntimeError(f"A2A03_PY must name the a2a-sdk 0.3 venv's python; got {py!r}")
+    p = subprocess.run([py, os.path.join(HERE, "a2a03_check.py"), base, prompt, error_prompt, slow_prompt,
+                        live_prompt, key], capture_output=True, text=True, timeout=90, cwd=HERE)
+    if p.returncode != 0 or not p.stdout.strip():
+        raise RuntimeError(f"a2a03_check.py exited {p.returncode}: {short(p.stderr, 600)}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def group_a2a_python_v03(res: Results, binary: str, out: str) -> None:
+    """The official a2a-sdk 0.3.x Python client (a2a03_check.py, the A2A 0.3 method names
+    and shapes) on the A2A front door, against the echo, llm and proxy agents."""
+    slow = "[[tokens=5000,token_delay_ms=5]] cancel me from a2a-sdk 0.3"
+    live = f"[[tokens={LIVE_TOKENS},token_delay_ms=15]] join me from a2a-sdk 0.3"
+    with openai_agents(binary, out, "a2a-python-v03") as agents:
+        llm = agents[1]
+        for ag in agents:
+            prompt = f"Hello from a2a-sdk 0.3 to {ag.kind}"
+            slow_one = ag.kind != "echo"  # the echo agent answers at once: nothing to cancel or join
+            seen = a2a03(ag.agentd.base, prompt, ag.fail_prompt or "-", slow if slow_one else "-",
+                         live if slow_one else "-")
+            want = ag.answer(prompt)
+
+            def need(ctx: Ctx, key: str, seen=seen) -> dict:
+                ctx.require("crash" not in seen, f"the client failed: {short(seen.get('crash'), 400)}")
+                part = seen[key]
+                ctx.require(isinstance(part, dict) and "crash" not in part,
+                            f"{key}: the client threw: {short(part.get('crash') if isinstance(part, dict) else part)}")
+                return part
+
+            def completed_stream(ctx: Ctx, s: dict, want: str, what: str) -> None:
+                """task first, then artifact updates, then one final status-update, completed."""
+                ctx.expect(s["kinds"][:1] == ["task"] and s["snapshotState"] == "working",
+                           f"{what}: expected the working task first; got {s['kinds'][:1]} {s['snapshotState']}")
+                middle = s["kinds"][1:-1]
+                ctx.expect(bool(middle) and set(middle) == {"artifact-update"},
+                           f"{what}: expected artifact-update events between the task and the status; got {middle[:8]}")
+                ctx.expect(s["kinds"][-1:] == ["status-update"] and s["states"] == ["completed"]
+                           and s["finals"] == [True],
+                           f"{what}: expected one status-update, completed, final=true, last; got "
+                           f"{s['kinds'][-1:]} states {s['states']} finals {s['finals']}")
+                ctx.expect(s["lastChunk"], f"{what}: expected the answer's last chunk marked lastChunk")
+                ctx.expect(s.get("sdkText") == want and s.get("sdkState") == "completed",
+                           f"{what}: expected the SDK's tracked task completed with {short(want)}; got "
+                           f"{s.get('sdkState')} {short(s.get('sdkText'))}")
+
+            def discovery_stream(ctx: Ctx, ag=ag, seen=seen, want=want) -> None:
+                card = need(ctx, "card")
+                ctx.expect(card["url"] == ag.agentd.base + "/a2a" and card["protocolVersion"] == "0.3.0"
+                           and card["preferredTransport"] == "JSONRPC" and card["streaming"] is True,
+                           f"expected url {ag.agentd.base}/a2a, protocolVersion 0.3.0, JSONRPC, streaming; got {card}")
+                s = need(ctx, "stream")
+                ctx.expect(s["text"] == want, f"expected the streamed text {short(want)}; got {short(s['text'])}")
+                completed_stream(ctx, s, want, "message/stream")
+                ctx.note(f"a2a-sdk {seen['version']}: {len(s['kinds'])} events ({s['chunks']} text chunks)")
+            res.check(f"a2a-python-v03 ({ag.kind}): A2ACardResolver reads the 0.3 card; message/stream: task, "
+                      f"artifact-updates that concatenate to the answer, a final completed status-update", discovery_stream)
+
+            def send_get(ctx: Ctx, seen=seen, want=want) -> None:
+                s, g = need(ctx, "send"), need(ctx, "get")
+                ctx.expect(s["kind"] == "task" and s["state"] == "completed" and s["text"] == want and s["count"] == 1,
+                           f"expected message/send to return the completed Task with {short(want)}; got {short(s)}")
+                ctx.expect(g["kind"] == "task" and g["id"] == s["id"] and g["contextId"] == s["contextId"]
+                           and g["state"] == "completed" and g["text"] == want,
+                           f"expected tasks/get to find the same completed task; got {short(g)}")
+            res.check(f"a2a-python-v03 ({ag.kind}): message/send returns the completed Task; tasks/get finds it",
+                      send_get)
+
+            def refusals(ctx: Ctx, seen=seen) -> None:
+                r, n = need(ctx, "resubscribe"), need(ctx, "notFound")
+                ctx.expect(r.get("error") == "A2AClientJSONRPCError" and r.get("code") == -32004,
+                           f"expected tasks/resubscribe on a completed task to raise A2AClientJSONRPCError -32004 "
+                           f"(UnsupportedOperationError); got {short(r, 300)}")
+                ctx.expect(n.get("error") == "A2AClientJSONRPCError" and n.get("code") == -32001,
+                           f"expected tasks/get of an unknown id to raise A2AClientJSONRPCError -32001; got {short(n)}")
+                ctx.note(f"resubscribe: {r.get('error')} {r.get('code')}; unknown task: {n.get('code')}")
+            res.check(f"a2a-python-v03 ({ag.kind}): tasks/resubscribe on a finished task is the JSON-RPC error -32004, "
+                      f"tasks/get of an unknown task -32001", refusals)
+
+            if slow_one:
+                def joins(ctx: Ctx, seen=seen) -> None:
+                    r = need(ctx, "live")
+                    o, s = r["original"], r["subscribed"]
+                    want = FakeLlmProcess.answer(LIVE_TOKENS)
+                    ctx.expect(o["text"] == want and o["states"] == ["completed"],
+                               f"the original stream (a second subscriber left early): expected {short(want)} then "
+                               f"completed; got {o['states']} {short(o['text'])}")
+                    ctx.require(isinstance(s, dict) and "error" not in s,
+                                f"expected tasks/resubscribe mid-stream to stream; got {short(s, 300)}")
+                    completed_stream(ctx, s, want, "tasks/resubscribe")
+                    ctx.expect(bool(s["snapshotText"]) and want.startswith(s["snapshotText"]),
+                               f"expected the snapshot task to hold the text so far (three chunks had come); "
+                               f"got {s['snapshotText']!r}")
+                    ctx.expect(s["appendFlags"] == [True],
+                               f"expected every chunk after the snapshot to be append=true; got {s['appendFlags']}")
+                    joined = s["snapshotText"] + s["text"]
+                    ctx.expect(joined == o["text"],
+                               f"expected snapshot + chunks to equal the original stream's text "
+                               f"({len(o['text'])} characters); got {len(joined)}: {short(joined)}")
+                    ctx.expect(r["left"] == "task", f"the subscriber that left: expected the task first; got {r['left']}")
+                    ctx.note(f"snapshot {len(s['snapshotText'])} characters, then {s['chunks']} chunks")
+                res.check(f"a2a-python-v03 ({ag.kind}): tasks/resubscribe mid-stream: the working task with the text "
+                          f"so far, append chunks, a final completed status-update; snapshot + chunks = the answer; "
+                          f"a subscriber that leaves cancels nothing", joins)
+
+                def polls(ctx: Ctx, seen=seen) -> None:
+                    p = need(ctx, "polling")
+                    want = FakeLlmProcess.answer(LIVE_TOKENS)
+                    ctx.expect(p["first"].get("kind") == "task" and p["first"].get("state") == "working",
+                               f"expected message/send with blocking false to return the working task at once; "
+                               f"got {short(p['first'])}")
+                    ctx.expect(p["last"]["state"] == "completed" and p["last"]["text"] == want,
+                               f"expected tasks/get to find it completed with {short(want)} after polling; got "
+                               f"{p['last']['state']} {short(p['last']['text'])} after {p['polls']} polls")
+                    ctx.note(f"{p['polls']} tasks/get polls, states seen {p['states']}")
+                res.check(f"a2a-python-v03 ({ag.kind}): message/send with blocking false (ClientConfig polling) "
+                          f"returns the working task; tasks/get follows it to completed", polls)
+
+                def cancels(ctx: Ctx, seen=seen) -> None:
+                    c = need(ctx, "cancel")
+                    s = c["stream"]
+                    ctx.expect(c["canceled"]["state"] == "canceled",
+                               f"expected tasks/cancel to return the canceled task; got {short(c['canceled'])}")
+                    ctx.expect(s["kinds"][-1:] == ["status-update"] and s["states"] == ["canceled"]
+                               and s["finals"] == [True],
+                               f"expected the stream to end with one final canceled status-update; got "
+                               f"{s['kinds'][-3:]} {s['states']} {s['finals']}")
+                    ctx.expect(c["get"]["state"] == "canceled", f"expected tasks/get to say canceled; got {c['get']}")
+                    ctx.expect(len(s["text"]) < len(FakeLlmProcess.answer(5000)),
+                               f"expected the answer cut short; got {len(s['text'])} characters")
+                    ctx.expect(c["cancelAgain"].get("code") == -32002,
+                               f"expected a second tasks/cancel to raise -32002 (TaskNotCancelable); got "
+                               f"{short(c['cancelAgain'])}")
+                    ctx.expect(wait_until(lambda: llm.agentd.metric("agentd_llm_slots_in_use") == 0, 5),
+                               "expected the LLM request released (agentd_llm_slots_in_use 0) after the cancel")
+                    ctx.note(f"canceled after {len(s['text'])} characters")
+                res.check(f"a2a-python-v03 ({ag.kind}): tasks/cancel mid-stream: the canceled task, a final canceled "
+                          f"status-update, tasks/get canceled, a second cancel -32002", cancels)
+
+            if ag.fail_prompt:
+                def fails(ctx: Ctx, ag=ag, seen=seen) -> None:
+                    e = need(ctx, "error")
+                    st, sd = e["streamed"], e["send"]
+                    ctx.expect(st["states"] == ["failed"] and st["finals"] == [True] and st.get("sdkState") == "failed",
+                               f"expected one final failed status-update (never a silently short completed task); "
+                               f"got {st['states']} {st['finals']}")
+                    ctx.expect(st["text"] == ag.fail_partial,
+                               f"expected the text before the failure {ag.fail_partial!r}; got {short(st['text'])}")
+                    ctx.expect(bool(st["statusMessage"]), "expected the failure's message on the failed status")
+                    ctx.expect(sd.get("state") == "failed" and sd.get("statusMessage"),
+                               f"message/send: expected a failed Task with a message; got {short(sd)}")
+                    ctx.note(f"failed with {st['statusMessage']!r} after {st['text']!r}")
+                res.check(f"a2a-python-v03 ({ag.kind}): an error mid-stream is a failed task with its message", fails)
+
+    with Agentd(binary, out, "a2a-python-v03-auth", {"API_KEY_SECRET": "outside-a2a03-key"}) as a:
+        def auth(ctx: Ctx) -> None:
+            ok = a2a03(a.base, "with a key", key="outside-a2a03-key")
+            ctx.require("crash" not in ok, f"with the key: the client failed: {short(ok.get('crash'), 300)}")
+            card = ok["card"]
+            ctx.expect(card["securitySchemes"].get("apiKey") == {"class": "HTTPAuthSecurityScheme", "type": "http",
+                                                                  "scheme": "bearer"}
+                       and {"apiKey": []} in (card["security"] or []),
+                       f"expected the card's apiKey scheme read as a 0.3 HTTP bearer scheme and required; got {card}")
+            for part in ("stream", "send"):
+                got = ok[part]
+                ctx.expect(got.get("text") == ECHO_PREFIX + "with a key",
+                           f"with the key (AuthInterceptor from the card's scheme), {part}: got {short(got)}")
+            bad = a2a03(a.base, "with a wrong key", key="wrong")
+            for part in ("stream", "send"):
+                ctx.expect("401" in str(bad.get(part, {}).get("crash")),
+                           f"with a wrong key, {part}: expected an HTTP 401 error; got {short(bad.get(part))}")
+            ctx.note(f"wrong key: {short(bad.get('send', {}).get('crash'), 100)}")
+        res.check("a2a-python-v03: the card's bearer scheme makes AuthInterceptor send the API key, which is "
+                  "accepted; a wrong one is refused with 401", auth)
+
+
 def fastmcp(url: str, prompt: str, error_prompt: str = "-", key: str = "-") -> dict:
     """fastmcp_check.py in its own venv (FASTMCP_PY, set by scripts/outside.sh)."""
     py = os.environ.get("FASTMCP_PY", "")
@@ -1428,6 +1609,7 @@ def main() -> int:
         "resume-python": resume_check.group_resume_python,
         "a2a-js": group_a2a_js,
         "mcp-fastmcp": group_mcp_fastmcp,
+        "a2a-python-v03": group_a2a_python_v03,
     }
     res = Results()
     t0 = time.monotonic()

@@ -243,20 +243,11 @@ async fn a_subscriber_gets_the_task_so_far_then_every_update_once() {
     let server = start(config(), agent.clone());
     let (id, original) = start_stream(&server, &call("SendStreamingMessage", message("x"))).await;
     has_text(&server, &id).await;
-    let res = post(
-        &server,
-        &call("SubscribeToTask", json!({"id": id})).to_string(),
-        None,
-    )
-    .await;
-    let sub = stream_results(res).await;
-    let snapshot = &sub[0]["task"];
-    assert_eq!(snapshot["id"], id.as_str());
-    assert_eq!(snapshot["status"]["state"], "TASK_STATE_WORKING");
-    let so_far = snapshot["artifacts"][0]["parts"][0]["text"]
-        .as_str()
-        .unwrap();
-    assert!(!so_far.is_empty());
+    let (sub, so_far) = subscribe_whole(&server, &id).await;
+    assert!(
+        !so_far.is_empty(),
+        "GetTask showed text before the subscription"
+    );
     let original = original.await.unwrap();
     assert_eq!(
         format!("{so_far}{}", answer_text(&sub[1..])),

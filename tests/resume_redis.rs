@@ -444,22 +444,13 @@ async fn an_a2a_task_is_followed_and_its_cancel_seen_from_another_replica() {
     has_text(&a, &id).await;
     // Let the owner's copy catch up with what GetTask showed.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let res = post(
-        &b,
-        &call("SubscribeToTask", json!({"id": id})).to_string(),
-        None,
-    )
-    .await;
-    let sub = stream_results(res).await;
-    let snapshot = &sub[0]["task"];
-    assert_eq!(snapshot["id"], id.as_str());
-    assert_eq!(snapshot["status"]["state"], "TASK_STATE_WORKING");
-    // The text copied so far (none when the copy had not reached Redis yet).
-    let so_far = snapshot["artifacts"][0]["parts"][0]["text"]
-        .as_str()
-        .unwrap_or("");
+    // The snapshot holds the text copied so far (none if the copy had not reached Redis).
+    let (sub, so_far) = subscribe_whole(&b, &id).await;
     let original = original.await.unwrap();
-    assert_eq!(snapshot["contextId"], original[0]["task"]["contextId"]);
+    assert_eq!(
+        sub[0]["task"]["contextId"],
+        original[0]["task"]["contextId"]
+    );
     assert_eq!(
         format!("{so_far}{}", answer_text(&sub[1..])),
         answer_text(&original)

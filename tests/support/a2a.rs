@@ -118,3 +118,19 @@ pub fn message_v03(text: &str) -> Value {
     json!({"message": {"kind": "message", "messageId": "m1", "role": "user",
         "parts": [{"kind": "text", "text": text}]}})
 }
+
+/// Subscribes to the working task `id` (`SubscribeToTask`) on `server` and reads the
+/// stream to its end: its results, and the text the first one (the working task as it
+/// was) held ("" when none yet).
+pub async fn subscribe_whole(server: &TestServer, id: &str) -> (Vec<Value>, String) {
+    let body = call("SubscribeToTask", json!({"id": id})).to_string();
+    let sub = stream_results(post(server, &body, None).await).await;
+    let snapshot = &sub[0]["task"];
+    assert_eq!(snapshot["id"], id);
+    assert_eq!(snapshot["status"]["state"], "TASK_STATE_WORKING");
+    let so_far = snapshot["artifacts"][0]["parts"][0]["text"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    (sub, so_far)
+}

@@ -305,8 +305,13 @@ async fn the_a2a_0_3_names_answer_in_0_3_shapes() {
     assert_eq!(got["result"]["status"]["state"], "completed");
     let e = rpc(&server, &call("tasks/cancel", json!({"id": id}))).await;
     assert_eq!(e["error"]["code"], -32002);
-    let e = rpc(&server, &call("tasks/resubscribe", json!({"id": id}))).await;
-    assert_eq!(e["error"]["code"], -32004);
+    // A streaming method's refusal is one SSE event, as a 0.3 client reads it.
+    let e = streamed_error(&server, &call("tasks/resubscribe", json!({"id": id}))).await;
+    assert_eq!(e["code"], -32004);
+    let e = streamed_error(&server, &call("tasks/resubscribe", json!({"id": "nope"}))).await;
+    assert_eq!(e["code"], -32001);
+    let e = streamed_error(&server, &call("message/stream", message_v03(""))).await;
+    assert_eq!(e["code"], -32602);
     let body = call("message/stream", message_v03("abc")).to_string();
     let results = stream_results(post(&server, &body, None).await).await;
     assert_eq!(results[0]["kind"], "task");

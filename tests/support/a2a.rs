@@ -134,3 +134,14 @@ pub async fn subscribe_whole(server: &TestServer, id: &str) -> (Vec<Value>, Stri
         .to_owned();
     (sub, so_far)
 }
+
+/// A streaming call refused in A2A 0.3's way: one SSE event holding the JSON-RPC
+/// error. Returns the error object.
+pub async fn streamed_error(server: &TestServer, body: &Value) -> Value {
+    let frames = sse_frames(post(server, &body.to_string(), None).await, "data: ").await;
+    assert_eq!(frames.len(), 1, "one event: {frames:?}");
+    let v: Value = serde_json::from_str(&frames[0]).unwrap();
+    assert_eq!(v["jsonrpc"], "2.0");
+    assert!(v.get("result").is_none(), "{v}");
+    v["error"].clone()
+}

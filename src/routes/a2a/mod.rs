@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderValue, Request, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 use tokio::sync::broadcast::{
@@ -183,6 +184,21 @@ pub(crate) async fn rpc(
             ))
         }
     };
+    // A 0.3 client reads a streaming method's answer only as SSE: a refusal there is
+    // one SSE event holding the JSON-RPC error, as 0.3's reference server sends it.
+    let streamed = matches!(method, "SendStreamingMessage" | "SubscribeToTask");
+    if streamed && dialect == Dialect::V03 {
+        let reply = match method {
+            "SendStreamingMessage" => stream(app, dialect, &id, params, request_id, caller),
+            _ => subscribe(app, dialect, &id, params, caller.principal.as_deref()).await,
+        };
+        return Ok(if reply.body.is_sse() {
+            reply
+        } else {
+            let error = reply.body.collect().await.map(|b| b.to_bytes());
+            sse_once(app, &error.unwrap_or_default())
+        });
+    }
     Ok(match method {
         "SendMessage" => send(app, dialect, &id, params, request_id, caller).await,
         "SendStreamingMessage" => stream(app, dialect, &id, params, request_id, caller),
@@ -190,6 +206,21 @@ pub(crate) async fn rpc(
         "CancelTask" => cancel(app, dialect, &id, params),
         _ => subscribe(app, dialect, &id, params, caller.principal.as_deref()).await,
     })
+}
+
+/// An SSE stream of one event holding `body` (a JSON-RPC response).
+fn sse_once(app: &App, body: &[u8]) -> Reply {
+    let (sink, source) = event_queue(app.settings.queue, body.len() + 8);
+    let _ = sink.push(true, |b| {
+        b.put_slice(b"data: ");
+        b.put_slice(body);
+        b.put_slice(b"\n\n");
+    });
+    Reply::sse(ResponseBody::sse(SseBody::new(
+        source,
+        None,
+        app.settings.heartbeat,
+    )))
 }
 
 /// A JSON-RPC success response.

@@ -247,8 +247,11 @@ def report_md(meta, summary, runs, heading="##"):
                   + (" " + sk if sk else ""), ""]
     tk = tenk_table(summary)
     if tk:
+        asked = meta.get("streams_asked", meta["streams"])
+        capped = (f"{asked:,} asked; a relay holds two sockets per stream and this host's open-file limit "
+                  f"fits {meta['streams']:,}." if asked > meta["streams"] else "")
         parts += [f"{heading}# llm-10k: {meta['streams']:,} concurrent answers of {meta['stream_tokens']} tokens "
-                  f"{meta.get('stream_delay_ms', 100)} ms apart", "", tk, "",
+                  f"{meta.get('stream_delay_ms', 100)} ms apart", ""] + ([capped, ""] if capped else []) + [tk, "",
                   "RSS per active stream: (peak RSS − RSS before the run) ÷ the most requests the client had in "
                   "flight; only meaningful for a server without errors (a shed or timed-out request holds no "
                   "stream). CPU per relayed token: the server's CPU ÷ the tokens that reached the client.", ""]
@@ -277,7 +280,7 @@ def main():
                 {"command": m["command"], "date": m["date"], "commit": m["commit"], "reps": m["reps"],
                  "duration_s": m["duration_s"], "scenarios": sorted({r["scenario"] for r in rs})})
             if any(r["scenario"] == "llm-10k" for r in rs):
-                for k in ("streams", "stream_tokens", "stream_delay_ms"):
+                for k in ("streams", "streams_asked", "stream_tokens", "stream_delay_ms"):
                     if k in m:
                         meta[k] = m[k]
     if not runs:

@@ -25,9 +25,12 @@
 #                each server adds to the upstream called directly at the same rate. A
 #                server that did not hold a rate (errors, or p99 total over 1 s) is not
 #                asked the higher ones
-#   llm-10k      --streams (10,000) concurrent slow answers (--stream-tokens 50 tokens
-#                --stream-delay-ms 100 ms apart), held at once by as many closed-loop
-#                clients (started over 5 s): RSS per active stream, CPU per relayed token
+#   llm-10k      --streams (10,000) concurrent slow answers (--stream-tokens 5 tokens
+#                --stream-delay-ms 2000 ms apart), held at once by as many closed-loop
+#                clients (started over --stream-ramp 10 s): RSS per active stream, CPU per
+#                relayed token. A relay holds two sockets per stream: where the open-file
+#                limit cannot be raised to 2 x streams + 2048, as many streams as fit
+#                (a warning says so, and the report names the number)
 #   openai-relay llm-relay's load (closed loop, 50 connections, 20-token answers, no delay)
 #                on the OpenAI-compatible route of each: agentd-openai (agentd's
 #                /v1/chat/completions), litellm, portkey, and agentd on /agent beside
@@ -62,8 +65,9 @@
 #   --warmup S         warm-up seconds before each measured run (default 2)
 #   --rates "R ..."    llm-latency's rates, answers/s (default "10 100 1000")
 #   --streams N        llm-10k's concurrent streams (default 10000)
-#   --stream-tokens N  llm-10k's tokens per answer (default 50)
-#   --stream-delay-ms D  llm-10k's delay between tokens (default 100)
+#   --stream-tokens N  llm-10k's tokens per answer (default 5)
+#   --stream-delay-ms D  llm-10k's delay between tokens (default 2000)
+#   --stream-ramp S    llm-10k's clients start over S seconds (default 10)
 #   --no-build         use the binaries already built
 #   --no-results       leave benches/RESULTS.md and benches/llm.svg alone
 #   --quick            smoke run: 1 rep x 2 s, 1 s warm-up, rates "100 1000", 1,000 streams
@@ -91,8 +95,9 @@ REPS=3
 WARMUP=2
 RATES='10 100 1000'
 STREAMS=10000
-STREAM_TOKENS=50
-STREAM_DELAY_MS=100
+STREAM_TOKENS=5
+STREAM_DELAY_MS=2000
+STREAM_RAMP=10
 BUILD=1
 RESULTS=1
 QUICK=0
@@ -115,6 +120,7 @@ while [[ $# -gt 0 ]]; do
     --streams) STREAMS=$2; shift 2 ;;
     --stream-tokens) STREAM_TOKENS=$2; shift 2 ;;
     --stream-delay-ms) STREAM_DELAY_MS=$2; shift 2 ;;
+    --stream-ramp) STREAM_RAMP=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --no-results) RESULTS=0; shift ;;
     --quick) QUICK=1; shift ;;
@@ -123,7 +129,8 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 if [[ $QUICK == 1 ]]; then
-  DURATION=2; REPS=1; WARMUP=1; RATES='100 1000'; STREAMS=1000; STREAM_TOKENS=10; RESULTS=0
+  DURATION=2; REPS=1; WARMUP=1; RATES='100 1000'; STREAMS=1000; STREAM_TOKENS=10; STREAM_DELAY_MS=100
+  STREAM_RAMP=1; RESULTS=0
 fi
 [[ $DURATION =~ ^[0-9]+$ && $DURATION -ge 1 ]] || die "--duration wants whole seconds >= 1"
 [[ $REPS =~ ^[0-9]+$ && $REPS -ge 1 ]] || die "--reps wants an integer >= 1"
@@ -166,6 +173,13 @@ fi
 want_fds=$(( 2 * STREAMS + 2048 ))
 if [[ $(ulimit -n) != unlimited && $(ulimit -n) -lt $want_fds ]]; then
   ulimit -n "$want_fds" 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+fi
+# A relay holds two sockets per stream: where the open-file limit cannot be raised that
+# far (an unprivileged container's hard limit), llm-10k asks as many streams as fit.
+STREAMS_ASKED=$STREAMS
+if [[ $(ulimit -n) != unlimited && $(ulimit -n) -lt $want_fds ]]; then
+  STREAMS=$(( ($(ulimit -n) - 2048) / 2 ))
+  log "WARNING: the open-file limit is $(ulimit -n) (hard $(ulimit -Hn)): llm-10k holds $STREAMS streams, not $STREAMS_ASKED"
 fi
 
 # ------------------------------------------------------------------------- set-up
@@ -230,7 +244,7 @@ json.dump({"date": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "commit": "$COMMIT", "nproc
            "cpu_model": """$CPU_MODEL""", "kernel": platform.release(), "mem_gib": round(mem_kib / 2**20, 1),
            "node": "$(node -v 2>/dev/null || echo none)", "rustc": "$(rustc -V 2>/dev/null | awk '{ print $2 }')",
            "duration_s": $DURATION, "reps": $REPS, "warmup_s": $WARMUP, "rates": "$RATES".split(),
-           "streams": $STREAMS, "stream_tokens": $STREAM_TOKENS, "stream_delay_ms": $STREAM_DELAY_MS, "layout": "$LAYOUT",
+           "streams": $STREAMS, "streams_asked": $STREAMS_ASKED, "stream_tokens": $STREAM_TOKENS, "stream_delay_ms": $STREAM_DELAY_MS, "layout": "$LAYOUT",
            "servers": "$SERVERS".split(","), "quick": $([[ $QUICK == 1 ]] && echo True || echo False),
            "command": ("scripts/bench/llm.sh " + """$ORIG_ARGS""").strip()}, open(sys.argv[1], "w"), indent=2)
 EOF
@@ -424,7 +438,7 @@ for rep in $(seq "$REPS"); do
             held || GAVE_UP[$server]=$rate ;;
           llm-10k)
             measure "$scen" "$server" "$rep" 0 --tokens "$STREAM_TOKENS" --connections "$STREAMS" \
-              --ramp "$(( DURATION / 2 > 5 ? 5 : (DURATION + 1) / 2 ))" --duration "$DURATION" \
+              --ramp "$(( STREAM_RAMP < DURATION ? STREAM_RAMP : (DURATION + 1) / 2 ))" --duration "$DURATION" \
               --timeout "$(( QUICK == 1 ? 10 : 30 ))" ;;
         esac
         stop_server

@@ -179,7 +179,9 @@ fi
 STREAMS_ASKED=$STREAMS
 if [[ $(ulimit -n) != unlimited && $(ulimit -n) -lt $want_fds ]]; then
   STREAMS=$(( ($(ulimit -n) - 2048) / 2 ))
-  log "WARNING: the open-file limit is $(ulimit -n) (hard $(ulimit -Hn)): llm-10k holds $STREAMS streams, not $STREAMS_ASKED"
+  if [[ " ${SCENARIOS[*]} " == *" llm-10k "* ]]; then
+    log "WARNING: the open-file limit is $(ulimit -n) (hard $(ulimit -Hn)): llm-10k holds $STREAMS streams, not $STREAMS_ASKED"
+  fi
 fi
 
 # ------------------------------------------------------------------------- set-up

@@ -484,3 +484,27 @@ async fn an_a2a_task_is_followed_and_its_cancel_seen_from_another_replica() {
     }
     assert!(agent.has_dropped(2).await, "both agents ended");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_a2a_client_that_leaves_ends_the_task_canceled_for_other_replicas() {
+    use serde_json::json;
+    use support::a2a::*;
+    let redis = Redis::start();
+    let agent = Arc::new(SlowStreamAgent::new(1000, Duration::from_millis(20)));
+    let a = start(redis_replica(&redis.url()), agent.clone());
+    let b = start(redis_replica(&redis.url()), agent.clone());
+    let (id, original) = start_stream(&a, &call("SendStreamingMessage", message("x"))).await;
+    has_text(&a, &id).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_, sub) = start_stream(&b, &call("SubscribeToTask", json!({"id": id}))).await;
+    original.abort();
+    let sub = sub.await.unwrap();
+    let last = sub.last().unwrap();
+    assert_eq!(
+        last["statusUpdate"]["status"]["state"], "TASK_STATE_CANCELED",
+        "{last}"
+    );
+    assert!(agent.has_dropped(1).await, "the agent is cancelled");
+    let v = rpc(&a, &call("GetTask", json!({"id": id}))).await;
+    assert_eq!(v["result"]["status"]["state"], "TASK_STATE_CANCELED");
+}

@@ -297,9 +297,14 @@ struct TaskGuard {
 
 impl Drop for TaskGuard {
     fn drop(&mut self) {
-        self.app
+        let ended_here = self
+            .app
             .a2a_tasks
             .finish(&self.id, TaskState::Canceled, None);
+        if ended_here && self.shared {
+            // The answer runs on its own: end it through its stream.
+            cancel_run(self);
+        }
     }
 }
 
@@ -323,18 +328,21 @@ async fn next_step(
 }
 
 /// Starts a task: begins the agent's answer and remembers it. With
-/// `RESUME_STORE=redis` the answer is a resumable stream copied to Redis and the task's
-/// id is the stream's, so that any replica can follow it (`SubscribeToTask`); else the
-/// id is the query's.
+/// `RESUME_STORE=redis` the answer is a resumable stream copied to Redis, the task's id
+/// is the stream's (so that any replica can follow it: `SubscribeToTask`), and the
+/// answer runs as a task of its own, ended through its stream (CancelTask, or its
+/// client leaving) so that its copy ends as the task does; else the id is the query's
+/// and the answer's run is returned, to be polled (and dropped to cancel it) by its
+/// relay.
 fn start(
     app: &Arc<App>,
     params: &Value,
     request_id: &HeaderValue,
     caller: Caller,
-) -> Result<(TaskGuard, Arc<Notify>, String, AgentRun, EventSource), String> {
+) -> Result<Started, String> {
     let new = parse_message(params, &app.settings.agent_id)?;
     let shared = app.streams.as_ref().is_some_and(|s| s.shared().is_some());
-    let (id, run, events): (String, AgentRun, EventSource) = if shared {
+    let (id, run, events): (String, Option<AgentRun>, EventSource) = if shared {
         let context = Some(new.context_id.clone().into_boxed_str());
         let (run, events, stream) = answer::begin_resumable(
             app,
@@ -348,11 +356,12 @@ fn start(
         let id = stream
             .and_then(|s| s.to_str().ok().map(str::to_owned))
             .unwrap_or_default();
-        (id, Box::pin(run), events)
+        let _ = answer::run_inline_then_spawn(Box::pin(run));
+        (id, None, events)
     } else {
         let id = new.query.id.to_string();
         let (run, events) = answer::begin(app, new.session, new.query, Framing::Lines, request_id);
-        (id, Box::pin(run), events)
+        (id, Some(Box::pin(run)), events)
     };
     let cancel = app.a2a_tasks.insert(&id, &new.context_id);
     let guard = TaskGuard {
@@ -360,7 +369,23 @@ fn start(
         id,
         shared,
     };
-    Ok((guard, cancel, new.context_id, run, events))
+    Ok(Started {
+        guard,
+        cancel,
+        context_id: new.context_id,
+        run,
+        events,
+    })
+}
+
+/// A started task: its guard, its cancel, its `contextId`, the answer's run (when the
+/// relay polls it) and its events.
+struct Started {
+    guard: TaskGuard,
+    cancel: Arc<Notify>,
+    context_id: String,
+    run: Option<AgentRun>,
+    events: EventSource,
 }
 
 /// A task's cancel: through its stream when it is copied to Redis (the answer then
@@ -423,7 +448,13 @@ async fn send(
                 ),
             },
         };
-    let (guard, cancel, _context, run, events) = match start(app, params, request_id, caller) {
+    let Started {
+        guard,
+        cancel,
+        run,
+        events,
+        ..
+    } = match start(app, params, request_id, caller) {
         Ok(t) => t,
         Err(m) => return invalid_params(id, &m),
     };
@@ -458,12 +489,12 @@ async fn send(
 async fn collect(
     guard: TaskGuard,
     cancel: Arc<Notify>,
-    run: AgentRun,
+    run: Option<AgentRun>,
     mut events: EventSource,
 ) -> Vec<Value> {
     let store = &guard.app.a2a_tasks;
     let limit = guard.app.settings.a2a_task_max_bytes;
-    let mut agent = Some(run);
+    let mut agent = run;
     let mut reader = EventReader::default();
     let mut extensions: Vec<Value> = Vec::new();
     let mut extension_bytes = 0;
@@ -502,7 +533,11 @@ async fn collect(
         }
         let dropped = store.get(&guard.id).is_none_or(|t| t.text_dropped);
         if dropped || extension_bytes > limit {
-            // Dropping the run cancels the agent.
+            // Dropping the run cancels the agent (one that runs on its own is ended
+            // through its stream).
+            if guard.shared {
+                cancel_run(&guard);
+            }
             store.finish(
                 &guard.id,
                 TaskState::Failed,
@@ -511,10 +546,10 @@ async fn collect(
             break;
         }
         if finished {
-            match failure.take() {
+            let _ = match failure.take() {
                 Some(m) => store.finish(&guard.id, TaskState::Failed, Some(m)),
                 None => store.finish(&guard.id, TaskState::Completed, None),
-            }
+            };
             break;
         }
     }
@@ -531,7 +566,13 @@ fn stream(
     request_id: &HeaderValue,
     caller: Caller,
 ) -> Reply {
-    let (guard, cancel, context_id, run, events) = match start(app, params, request_id, caller) {
+    let Started {
+        guard,
+        cancel,
+        context_id,
+        run,
+        events,
+    } = match start(app, params, request_id, caller) {
         Ok(t) => t,
         Err(m) => return invalid_params(id, &m),
     };
@@ -549,13 +590,13 @@ fn stream(
 async fn relay(
     guard: TaskGuard,
     cancel: Arc<Notify>,
-    run: AgentRun,
+    run: Option<AgentRun>,
     mut events: EventSource,
     sink: EventSink,
     mut frames: FrameWriter,
 ) {
     let store = &guard.app.a2a_tasks;
-    let mut agent = Some(run);
+    let mut agent = run;
     let mut reader = EventReader::default();
     let mut out = BytesMut::new();
     let mut ending = Ending::Done;

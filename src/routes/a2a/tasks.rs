@@ -232,15 +232,18 @@ impl TaskStore {
         Ok((t.clone(), rx))
     }
 
-    /// Ends a working task (a task already canceled stays canceled).
-    pub(crate) fn finish(&self, id: &str, state: TaskState, error: Option<String>) {
+    /// Ends a working task (a task already canceled stays canceled); true when this
+    /// call ended it.
+    pub(crate) fn finish(&self, id: &str, state: TaskState, error: Option<String>) -> bool {
         let mut inner = self.lock();
-        if let Some(t) = inner.tasks.get_mut(id) {
-            if !t.state.is_terminal() {
+        match inner.tasks.get_mut(id) {
+            Some(t) if !t.state.is_terminal() => {
                 t.publish(|| Update::Ended(state, error.as_deref().map(Arc::from)));
                 t.state = state;
                 t.error = error;
+                true
             }
+            _ => false,
         }
     }
 

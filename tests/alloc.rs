@@ -83,10 +83,12 @@ async fn allocations_per_request_on_workers() {
     let agent_req = raw_agent_request(&b, "");
     let agent = allocs_per_request(&server, agent_req.as_bytes(), 2000).await;
     println!("allocations per request on the worker: /health/live {live:.2}, /health {health:.2}, /agent {agent:.2}");
-    // Both /health routes make no allocation in agentd's code: the 2 left are hyper's
-    // HTTP/1 read buffer (a new 8 KiB block and its shared header, because the parsed
-    // head is handed out as shared bytes). ARCHITECTURE.md lists what /agent allocates.
-    assert!(live <= 2.1, "/health/live: {live}");
-    assert!(health <= 2.1, "/health: {health}");
-    assert!(agent <= 12.1, "/agent: {agent}");
+    // Both /health routes make one allocation in agentd's code, the request's boxed
+    // future (hyper keeps room for it in every connection: boxed, that room is a
+    // pointer); the 2 others are hyper's HTTP/1 read buffer (a new 8 KiB block and its
+    // shared header, because the parsed head is handed out as shared bytes).
+    // ARCHITECTURE.md lists what /agent allocates.
+    assert!(live <= 3.1, "/health/live: {live}");
+    assert!(health <= 3.1, "/health: {health}");
+    assert!(agent <= 13.1, "/agent: {agent}");
 }

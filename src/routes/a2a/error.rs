@@ -44,7 +44,12 @@ pub(crate) fn error_object(id: &Value, code: i64, message: &str, data_code: &str
 
 /// A method's error: HTTP 200 with a JSON-RPC error body.
 pub(crate) fn rpc_error(id: &Value, code: i64, message: &str, data_code: &str) -> Reply {
-    let body = serde_json::to_vec(&error_object(id, code, message, data_code)).unwrap_or_default();
+    error_reply(&error_object(id, code, message, data_code))
+}
+
+/// A JSON-RPC error object as a reply: HTTP 200 with it as the body.
+pub(crate) fn error_reply(body: &Value) -> Reply {
+    let body = serde_json::to_vec(body).unwrap_or_default();
     Reply::json(StatusCode::OK, Bytes::from(body))
 }
 

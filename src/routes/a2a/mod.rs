@@ -29,7 +29,6 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderValue, Request, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 use tokio::sync::broadcast::{
@@ -39,8 +38,8 @@ use tokio::sync::broadcast::{
 use tokio::sync::Notify;
 
 use self::error::{
-    rpc_error, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, PARSE_ERROR,
-    TASK_NOT_CANCELABLE, TASK_NOT_FOUND, UNSUPPORTED_OPERATION,
+    error_object, rpc_error, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND,
+    PARSE_ERROR, TASK_NOT_CANCELABLE, TASK_NOT_FOUND, UNSUPPORTED_OPERATION,
 };
 use self::tasks::{CancelRefused, SubscribeRefused, TaskRecord, TaskState, Update};
 use self::wire::{Dialect, FrameWriter};
@@ -184,36 +183,34 @@ pub(crate) async fn rpc(
             ))
         }
     };
-    // A 0.3 client reads a streaming method's answer only as SSE: a refusal there is
-    // one SSE event holding the JSON-RPC error, as 0.3's reference server sends it.
     let streamed = matches!(method, "SendStreamingMessage" | "SubscribeToTask");
-    if streamed && dialect == Dialect::V03 {
-        let reply = match method {
-            "SendStreamingMessage" => stream(app, dialect, &id, params, request_id, caller),
-            _ => subscribe(app, dialect, &id, params, caller.principal.as_deref()).await,
-        };
-        return Ok(if reply.body.is_sse() {
-            reply
-        } else {
-            let error = reply.body.collect().await.map(|b| b.to_bytes());
-            sse_once(app, &error.unwrap_or_default())
-        });
-    }
-    Ok(match method {
+    let answer = match method {
         "SendMessage" => send(app, dialect, &id, params, request_id, caller).await,
         "SendStreamingMessage" => stream(app, dialect, &id, params, request_id, caller),
         "GetTask" => get(app, dialect, &id, params),
         "CancelTask" => cancel(app, dialect, &id, params),
         _ => subscribe(app, dialect, &id, params, caller.principal.as_deref()).await,
+    };
+    Ok(match answer {
+        Ok(reply) => reply,
+        // A 0.3 client reads a streaming method's answer only as SSE: a refusal there
+        // is one SSE event holding the JSON-RPC error, as 0.3's reference server sends.
+        Err(refusal) if streamed && dialect == Dialect::V03 => sse_once(app, &refusal),
+        Err(refusal) => error::error_reply(&refusal),
     })
 }
 
+/// A method's answer: its reply, or the JSON-RPC error object it is refused with
+/// (rendered by [`rpc`], which knows how the caller reads it).
+type Answer = Result<Reply, Value>;
+
 /// An SSE stream of one event holding `body` (a JSON-RPC response).
-fn sse_once(app: &App, body: &[u8]) -> Reply {
+fn sse_once(app: &App, body: &Value) -> Reply {
+    let body = serde_json::to_vec(body).unwrap_or_default();
     let (sink, source) = event_queue(app.settings.queue, body.len() + 8);
     let _ = sink.push(true, |b| {
         b.put_slice(b"data: ");
-        b.put_slice(body);
+        b.put_slice(&body);
         b.put_slice(b"\n\n");
     });
     Reply::sse(ResponseBody::sse(SseBody::new(
@@ -402,8 +399,8 @@ fn cancel_run(guard: &TaskGuard) -> bool {
 }
 
 /// The JSON-RPC error for a message that cannot start a task.
-fn invalid_params(id: &Value, why: &str) -> Reply {
-    rpc_error(
+fn invalid_params(id: &Value, why: &str) -> Value {
+    error_object(
         id,
         INVALID_PARAMS,
         &format!("Invalid params: {why}"),
@@ -412,8 +409,8 @@ fn invalid_params(id: &Value, why: &str) -> Reply {
 }
 
 /// The JSON-RPC error for a task this process does not know.
-fn task_not_found(id: &Value) -> Reply {
-    rpc_error(id, TASK_NOT_FOUND, "Task not found", "task_not_found")
+fn task_not_found(id: &Value) -> Value {
+    error_object(id, TASK_NOT_FOUND, "Task not found", "task_not_found")
 }
 
 /// True when the caller asked not to wait for the task's end (1.0:
@@ -433,19 +430,19 @@ async fn send(
     params: &Value,
     request_id: &HeaderValue,
     caller: Caller,
-) -> Reply {
+) -> Answer {
     let store = &app.a2a_tasks;
     let slot =
         match returns_immediately(params) {
             false => None,
             true => match store.detach() {
                 Some(slot) => Some(slot),
-                None => return rpc_error(
+                None => return Err(error_object(
                     id,
                     INTERNAL_ERROR,
                     "Too many tasks run detached (A2A_TASKS_MAX); retry, or wait for the answer",
                     "saturated",
-                ),
+                )),
             },
         };
     let Started {
@@ -456,7 +453,7 @@ async fn send(
         ..
     } = match start(app, params, request_id, caller) {
         Ok(t) => t,
-        Err(m) => return invalid_params(id, &m),
+        Err(m) => return Err(invalid_params(id, &m)),
     };
     if let Some(slot) = slot {
         let task = store
@@ -468,18 +465,18 @@ async fn send(
         });
         let _ = answer::run_inline_then_spawn(detached);
         return match task {
-            Some(t) => result_reply(id, dialect.send_result(t)),
-            None => task_not_found(id),
+            Some(t) => Ok(result_reply(id, dialect.send_result(t))),
+            None => Err(task_not_found(id)),
         };
     }
     let task_id = guard.id.clone();
     let extensions = collect(guard, cancel, run, events).await;
     match store.get(&task_id) {
-        Some(t) => result_reply(
+        Some(t) => Ok(result_reply(
             id,
             dialect.send_result(dialect.task(&task_id, &t, &extensions)),
-        ),
-        None => task_not_found(id),
+        )),
+        None => Err(task_not_found(id)),
     }
 }
 
@@ -531,7 +528,7 @@ async fn collect(
                 SentientEvent::Skip => {}
             }
         }
-        let dropped = store.get(&guard.id).is_none_or(|t| t.text_dropped);
+        let dropped = store.text_dropped(&guard.id);
         if dropped || extension_bytes > limit {
             // Dropping the run cancels the agent (one that runs on its own is ended
             // through its stream).
@@ -565,7 +562,7 @@ fn stream(
     params: &Value,
     request_id: &HeaderValue,
     caller: Caller,
-) -> Reply {
+) -> Answer {
     let Started {
         guard,
         cancel,
@@ -574,14 +571,18 @@ fn stream(
         events,
     } = match start(app, params, request_id, caller) {
         Ok(t) => t,
-        Err(m) => return invalid_params(id, &m),
+        Err(m) => return Err(invalid_params(id, &m)),
     };
     let s = &app.settings;
     let (sink, source) = event_queue(s.queue, INITIAL_FRAME_BUFFER);
     let frames = FrameWriter::new(dialect, id.clone(), guard.id.clone(), context_id);
     let relay =
         answer::run_inline_then_spawn(Box::pin(relay(guard, cancel, run, events, sink, frames)));
-    Reply::sse(ResponseBody::sse(SseBody::new(source, relay, s.heartbeat)))
+    Ok(Reply::sse(ResponseBody::sse(SseBody::new(
+        source,
+        relay,
+        s.heartbeat,
+    ))))
 }
 
 /// Streams one task into `sink`, until it ends, is canceled, or the client is gone
@@ -678,30 +679,30 @@ fn task_id(params: &Value) -> Option<&str> {
 }
 
 /// `GetTask`.
-fn get(app: &App, dialect: Dialect, id: &Value, params: &Value) -> Reply {
+fn get(app: &App, dialect: Dialect, id: &Value, params: &Value) -> Answer {
     let Some(task) = task_id(params) else {
-        return invalid_params(id, "params.id must be a string");
+        return Err(invalid_params(id, "params.id must be a string"));
     };
     match app.a2a_tasks.get(task) {
-        Some(t) => result_reply(id, dialect.task(task, &t, &[])),
-        None => task_not_found(id),
+        Some(t) => Ok(result_reply(id, dialect.task(task, &t, &[]))),
+        None => Err(task_not_found(id)),
     }
 }
 
 /// `CancelTask`: cancels a working task's agent.
-fn cancel(app: &App, dialect: Dialect, id: &Value, params: &Value) -> Reply {
+fn cancel(app: &App, dialect: Dialect, id: &Value, params: &Value) -> Answer {
     let Some(task) = task_id(params) else {
-        return invalid_params(id, "params.id must be a string");
+        return Err(invalid_params(id, "params.id must be a string"));
     };
     match app.a2a_tasks.cancel(task) {
-        Ok(t) => result_reply(id, dialect.task(task, &t, &[])),
-        Err(CancelRefused::NotFound) => task_not_found(id),
-        Err(CancelRefused::NotCancelable) => rpc_error(
+        Ok(t) => Ok(result_reply(id, dialect.task(task, &t, &[]))),
+        Err(CancelRefused::NotFound) => Err(task_not_found(id)),
+        Err(CancelRefused::NotCancelable) => Err(error_object(
             id,
             TASK_NOT_CANCELABLE,
             "Task cannot be canceled: it has ended",
             "task_not_cancelable",
-        ),
+        )),
     }
 }
 
@@ -716,16 +717,16 @@ async fn subscribe(
     id: &Value,
     params: &Value,
     principal: Option<&str>,
-) -> Reply {
+) -> Answer {
     let Some(task) = task_id(params) else {
-        return invalid_params(id, "params.id must be a string");
+        return Err(invalid_params(id, "params.id must be a string"));
     };
     let (snapshot, updates) = match app.a2a_tasks.subscribe(task) {
         Ok(s) => s,
         Err(SubscribeRefused::NotFound) => {
             return Box::pin(subscribe_remote(app, dialect, id, task, principal)).await
         }
-        Err(SubscribeRefused::Ended(state)) => return task_ended(id, dialect, task, state),
+        Err(SubscribeRefused::Ended(state)) => return Err(task_ended(id, dialect, task, state)),
     };
     let s = &app.settings;
     let (sink, source) = event_queue(s.queue, INITIAL_FRAME_BUFFER);
@@ -739,12 +740,16 @@ async fn subscribe(
     let mut first = BytesMut::new();
     frames.task(&mut first, dialect.task(task, &snapshot, &[]));
     let follow = answer::run_inline_then_spawn(Box::pin(follow(updates, sink, frames, first)));
-    Reply::sse(ResponseBody::sse(SseBody::new(source, follow, s.heartbeat)))
+    Ok(Reply::sse(ResponseBody::sse(SseBody::new(
+        source,
+        follow,
+        s.heartbeat,
+    ))))
 }
 
 /// The refusal to subscribe to a task that has ended.
-fn task_ended(id: &Value, dialect: Dialect, task: &str, state: TaskState) -> Reply {
-    rpc_error(
+fn task_ended(id: &Value, dialect: Dialect, task: &str, state: TaskState) -> Value {
+    error_object(
         id,
         UNSUPPORTED_OPERATION,
         &format!(
@@ -813,19 +818,26 @@ async fn subscribe_remote(
     id: &Value,
     task: &str,
     principal: Option<&str>,
-) -> Reply {
+) -> Answer {
     let shared = app.streams.as_ref().and_then(|s| s.shared());
     let Some(shared) = shared.filter(|_| StreamStore::is_stream_id(task)) else {
-        return task_not_found(id);
+        return Err(task_not_found(id));
     };
     let remote = match shared.open(task, None, principal, app.settings.queue).await {
         Ok(r) => r,
-        Err(HttpError::StreamNotFound) => return task_not_found(id),
-        Err(e) => return rpc_error(id, error::rpc_code(&e), &e.to_string(), e.code()),
+        Err(HttpError::StreamNotFound) => return Err(task_not_found(id)),
+        Err(e) => {
+            return Err(error_object(
+                id,
+                error::rpc_code(&e),
+                &e.to_string(),
+                e.code(),
+            ))
+        }
     };
     // An answer that is no A2A task is not one to subscribe to.
     let Some(context_id) = remote.context else {
-        return task_not_found(id);
+        return Err(task_not_found(id));
     };
     let mut events = remote.source;
     let mut state = AnswerState::default();
@@ -833,10 +845,10 @@ async fn subscribe_remote(
     // The first batch is everything copied so far.
     match next_events(&mut None, &mut events).await {
         Next::Data(data) => state.read(&data, &mut text, None),
-        Next::End | Next::Aborted(_) => return task_not_found(id),
+        Next::End | Next::Aborted(_) => return Err(task_not_found(id)),
     }
     if let Some(ended) = state.ended {
-        return task_ended(id, dialect, task, ended);
+        return Err(task_ended(id, dialect, task, ended));
     }
     let snapshot = TaskRecord::remote(context_id.clone(), TaskState::Working, text);
     let mut frames = FrameWriter::new(dialect, id.clone(), task.to_owned(), context_id);
@@ -847,7 +859,11 @@ async fn subscribe_remote(
     let (sink, source) = event_queue(s.queue, INITIAL_FRAME_BUFFER);
     let relay = Box::pin(follow_remote(events, state, sink, frames, first));
     let relay = answer::run_inline_then_spawn(relay);
-    Reply::sse(ResponseBody::sse(SseBody::new(source, relay, s.heartbeat)))
+    Ok(Reply::sse(ResponseBody::sse(SseBody::new(
+        source,
+        relay,
+        s.heartbeat,
+    ))))
 }
 
 /// Translates a remote answer's events into a subscriber's frames (`out` holds what

@@ -247,6 +247,12 @@ impl TaskStore {
         }
     }
 
+    /// True when the task's text outgrew `A2A_TASK_MAX_BYTES` (or the task is
+    /// forgotten): asked after every batch, so it copies nothing.
+    pub(crate) fn text_dropped(&self, id: &str) -> bool {
+        self.lock().tasks.get(id).is_none_or(|t| t.text_dropped)
+    }
+
     /// A copy of a task's record.
     pub(crate) fn get(&self, id: &str) -> Option<TaskRecord> {
         self.lock().tasks.get(id).cloned()

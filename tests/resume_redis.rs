@@ -21,39 +21,9 @@ async fn an_answer_started_on_one_replica_resumes_on_another_byte_for_byte() {
     let agent = Arc::new(SlowStreamAgent::new(15, Duration::from_millis(60)));
     let a = start(redis_replica(&redis.url()), agent.clone());
     let b = start_echo_with(redis_replica(&redis.url()));
-    let (id, seen, last) = start_and_leave(&a, 3).await;
-
-    // On the other replica, mid-answer: what was copied so far, then live events.
-    let res = get(
-        &b,
-        &format!("/agent/streams/{id}"),
-        &[("last-event-id", &last)],
-    )
-    .await;
-    assert_eq!(res.status(), 200);
-    assert_eq!(res.headers()["x-stream-id"], id.as_str());
-    let rest = tokio::time::timeout(Duration::from_secs(20), res.bytes())
-        .await
-        .expect("the remote resume ends")
-        .unwrap();
-    let mut joined = seen;
-    joined.extend_from_slice(&rest);
-
-    // The owner's own copy of the whole answer, and the other replica's: all equal.
-    let whole_a = get(&a, &format!("/agent/streams/{id}"), &[]).await;
-    let whole_a = whole_a.bytes().await.unwrap();
-    let whole_b = get(&b, &format!("/agent/streams/{id}"), &[]).await;
-    assert_eq!(whole_b.status(), 200);
-    let whole_b = whole_b.bytes().await.unwrap();
-    assert_eq!(
-        joined,
-        whole_a.to_vec(),
-        "seen + remote resume = the answer"
-    );
-    assert_eq!(whole_a, whole_b, "both replicas serve the same bytes");
-    let evs = events(get(&b, &format!("/agent/streams/{id}"), &[]).await).await;
-    assert_well_formed(&evs);
-    assert!(evs.iter().all(|e| e.event != "error"));
+    // On the other replica, mid-answer: what was copied so far, then live events; the
+    // owner's own copy of the whole answer and the other replica's all equal.
+    let (id, _) = resumes_whole_across(&a, &b, 3).await;
 
     // Positions and ids the other replica does not know are refused, as on the owner.
     let bad = get(
@@ -91,7 +61,7 @@ async fn llm_and_proxy_answers_resume_across_replicas() {
     c.health_check_interval = 60_000;
     let llm = start(c.clone(), agentd::configured_agent(&c).expect("llm agent"));
     let b = start_echo_with(redis_replica(&redis.url()));
-    let evs = resumes_whole_across(&llm, &b, 3).await;
+    let (_, evs) = resumes_whole_across(&llm, &b, 3).await;
     let text: String = evs
         .iter()
         .filter(|e| e.data["content_type"] == "chunked.text")

@@ -674,8 +674,12 @@ pub async fn start_and_leave(a: &TestServer, n: usize) -> (String, Vec<u8>, Stri
 
 /// Starts an answer on `a`, leaves after `n` events, resumes on `b` (live), and
 /// checks seen + resumed equals the whole answer on both replicas, well formed and
-/// without an error.
-pub async fn resumes_whole_across(a: &TestServer, b: &TestServer, n: usize) -> Vec<Event> {
+/// without an error. Returns the stream's id and its events.
+pub async fn resumes_whole_across(
+    a: &TestServer,
+    b: &TestServer,
+    n: usize,
+) -> (String, Vec<Event>) {
     let (id, seen, last) = start_and_leave(a, n).await;
     let res = get(
         b,
@@ -684,6 +688,7 @@ pub async fn resumes_whole_across(a: &TestServer, b: &TestServer, n: usize) -> V
     )
     .await;
     assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-stream-id"], id.as_str());
     let rest = tokio::time::timeout(Duration::from_secs(20), res.bytes())
         .await
         .expect("the remote resume ends")
@@ -697,5 +702,5 @@ pub async fn resumes_whole_across(a: &TestServer, b: &TestServer, n: usize) -> V
     let evs = events(get(b, &format!("/agent/streams/{id}"), &[]).await).await;
     assert_well_formed(&evs);
     assert!(evs.iter().all(|e| e.event != "error"), "{evs:?}");
-    evs
+    (id, evs)
 }

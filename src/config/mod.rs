@@ -187,6 +187,11 @@ pub struct Config {
     #[arg(long, env = "A2A_TASK_MAX_BYTES", value_name = "A2A_TASK_MAX_BYTES", default_value_t = 262_144, value_parser = clap::value_parser!(u64).range(1024..=1_073_741_824))]
     pub a2a_task_max_bytes: u64,
 
+    /// Updates one A2A subscriber (`SubscribeToTask`) may fall behind its task before its
+    /// stream ends with an error (it may subscribe again).
+    #[arg(long, env = "A2A_SUBSCRIBER_BACKLOG", value_name = "A2A_SUBSCRIBER_BACKLOG", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub a2a_subscriber_backlog: u64,
+
     /// Token coalescing: consecutive text deltas of one stream (LLM tokens, a proxied
     /// upstream's chunks) are joined into one `chunked.text` event until it holds this
     /// many characters (0 = off: one event per delta). The first delta of an answer
@@ -733,6 +738,12 @@ mod tests {
             ("--stream-chunk-size", "65537", "STREAM_CHUNK_SIZE"),
             ("--stream-buffer-timeout", "0", "STREAM_BUFFER_TIMEOUT"),
             ("--stream-buffer-timeout", "10001", "STREAM_BUFFER_TIMEOUT"),
+            ("--a2a-subscriber-backlog", "0", "A2A_SUBSCRIBER_BACKLOG"),
+            (
+                "--a2a-subscriber-backlog",
+                "65537",
+                "A2A_SUBSCRIBER_BACKLOG",
+            ),
         ] {
             let e = parse(&[flag, bad]).unwrap_err();
             assert!(e.to_string().contains(name), "{e}");

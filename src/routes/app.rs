@@ -54,6 +54,8 @@ pub struct RouteSettings {
     /// Most text remembered per A2A task, and most a `SendMessage` collects
     /// (`A2A_TASK_MAX_BYTES`).
     pub a2a_task_max_bytes: usize,
+    /// Updates an A2A subscriber may fall behind (`A2A_SUBSCRIBER_BACKLOG`).
+    pub a2a_subscriber_backlog: usize,
     pub ws_max_message: usize,
     pub ws_idle_timeout: Duration,
     /// `GET /playground` answers (`PLAYGROUND`).
@@ -122,6 +124,7 @@ impl App {
             a2a_tasks: super::a2a::tasks::TaskStore::new(
                 settings.a2a_tasks_max,
                 settings.a2a_task_max_bytes,
+                settings.a2a_subscriber_backlog,
             ),
             settings,
             agent,

@@ -72,6 +72,7 @@ pub(crate) fn routes(c: &Config) -> Result<RouteSettings, String> {
         mcp_result_max_bytes: usize::try_from(c.mcp_result_max_bytes).unwrap_or(usize::MAX),
         a2a_tasks_max: usize::try_from(c.a2a_tasks_max).unwrap_or(usize::MAX),
         a2a_task_max_bytes: usize::try_from(c.a2a_task_max_bytes).unwrap_or(usize::MAX),
+        a2a_subscriber_backlog: usize::try_from(c.a2a_subscriber_backlog).unwrap_or(usize::MAX),
         ws_max_message: usize::try_from(c.ws_max_message).unwrap_or(usize::MAX),
         ws_idle_timeout: Duration::from_millis(c.ws_idle_timeout),
         playground: c.playground,

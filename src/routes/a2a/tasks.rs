@@ -8,7 +8,7 @@
 //! `tasks/resubscribe`): the channel is made by the first subscriber, so a task nobody
 //! follows costs nothing more, and a snapshot and its subscription are taken in one
 //! lock section, so a subscriber misses nothing and sees nothing twice. A subscriber
-//! more than [`SUBSCRIBER_BACKLOG`] updates behind is told it fell behind.
+//! more than `A2A_SUBSCRIBER_BACKLOG` updates behind is told it fell behind.
 //! It must never hold an agent's run nor block: one short mutex section per call.
 
 use std::collections::{HashMap, VecDeque};
@@ -17,10 +17,6 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 use tokio::sync::{broadcast, Notify};
-
-/// Updates a subscriber may fall behind a task before its stream ends with an error
-/// (it may subscribe again: the snapshot then holds the text so far).
-pub(crate) const SUBSCRIBER_BACKLOG: usize = 1024;
 
 /// One change of a task, as its subscribers receive it.
 #[derive(Clone, Debug)]
@@ -103,6 +99,9 @@ impl TaskRecord {
 pub(crate) struct TaskStore {
     max_tasks: usize,
     max_text_bytes: usize,
+    /// Updates a subscriber may fall behind before its stream ends with an error (it
+    /// may subscribe again: the snapshot then holds the text so far).
+    backlog: usize,
     inner: Mutex<Inner>,
     /// Tasks running with no client waiting (`returnImmediately`), at most `max_tasks`.
     detached: Arc<AtomicUsize>,
@@ -139,11 +138,13 @@ pub(crate) enum SubscribeRefused {
 }
 
 impl TaskStore {
-    /// An empty store holding at most `max_tasks` tasks of at most `max_text_bytes` text.
-    pub(crate) fn new(max_tasks: usize, max_text_bytes: usize) -> TaskStore {
+    /// An empty store holding at most `max_tasks` tasks of at most `max_text_bytes` text,
+    /// whose subscribers may fall `backlog` updates behind.
+    pub(crate) fn new(max_tasks: usize, max_text_bytes: usize, backlog: usize) -> TaskStore {
         TaskStore {
             max_tasks: max_tasks.max(1),
             max_text_bytes,
+            backlog: backlog.max(1),
             inner: Mutex::new(Inner::default()),
             detached: Arc::default(),
         }
@@ -224,7 +225,7 @@ impl TaskStore {
         let rx = match &t.updates {
             Some(tx) => tx.subscribe(),
             None => {
-                let (tx, rx) = broadcast::channel(SUBSCRIBER_BACKLOG);
+                let (tx, rx) = broadcast::channel(self.backlog);
                 t.updates = Some(tx);
                 rx
             }
@@ -284,7 +285,7 @@ mod tests {
 
     #[test]
     fn the_oldest_task_is_forgotten_beyond_the_limit() {
-        let s = TaskStore::new(2, 100);
+        let s = TaskStore::new(2, 100, 16);
         s.insert("a", "c");
         s.insert("b", "c");
         s.insert("c", "c");
@@ -295,7 +296,7 @@ mod tests {
 
     #[test]
     fn text_beyond_the_limit_is_dropped_not_cut() {
-        let s = TaskStore::new(2, 5);
+        let s = TaskStore::new(2, 5, 16);
         s.insert("a", "c");
         s.append_text("a", "abc");
         assert_eq!(s.get("a").unwrap().text, "abc");
@@ -306,7 +307,7 @@ mod tests {
 
     #[test]
     fn only_a_working_task_is_canceled() {
-        let s = TaskStore::new(2, 5);
+        let s = TaskStore::new(2, 5, 16);
         s.insert("a", "c");
         assert_eq!(s.cancel("a").unwrap().state, TaskState::Canceled);
         s.finish("a", TaskState::Completed, None);
@@ -317,7 +318,7 @@ mod tests {
 
     #[test]
     fn a_subscriber_gets_the_snapshot_then_every_change_once() {
-        let s = TaskStore::new(2, 100);
+        let s = TaskStore::new(2, 100, 16);
         s.insert("a", "c");
         s.append_text("a", "one ");
         let (snap, mut rx) = s.subscribe("a").unwrap();
@@ -340,15 +341,16 @@ mod tests {
 
     #[test]
     fn a_subscriber_more_than_the_backlog_behind_is_told() {
-        let s = TaskStore::new(2, usize::MAX);
+        const BACKLOG: usize = 8;
+        let s = TaskStore::new(2, usize::MAX, BACKLOG);
         s.insert("a", "c");
         let (_, mut rx) = s.subscribe("a").unwrap();
-        for _ in 0..SUBSCRIBER_BACKLOG {
+        for _ in 0..BACKLOG {
             s.append_text("a", "x");
         }
         assert!(matches!(rx.try_recv(), Ok(Update::Text(_))));
         let (_, mut late) = s.subscribe("a").unwrap();
-        for _ in 0..=SUBSCRIBER_BACKLOG {
+        for _ in 0..=BACKLOG {
             s.append_text("a", "x");
         }
         assert!(matches!(
@@ -359,7 +361,7 @@ mod tests {
 
     #[test]
     fn detached_tasks_are_bounded_by_the_task_limit() {
-        let s = TaskStore::new(2, 100);
+        let s = TaskStore::new(2, 100, 16);
         let a = s.detach().unwrap();
         let _b = s.detach().unwrap();
         assert!(s.detach().is_none());
@@ -369,7 +371,7 @@ mod tests {
 
     #[test]
     fn a_canceled_task_tells_its_subscribers() {
-        let s = TaskStore::new(2, 100);
+        let s = TaskStore::new(2, 100, 16);
         s.insert("a", "c");
         let (_, mut rx) = s.subscribe("a").unwrap();
         s.cancel("a").unwrap();

@@ -256,7 +256,7 @@ mod tests {
     use super::*;
 
     fn record(state: TaskState, text: &str) -> TaskRecord {
-        let store = super::super::tasks::TaskStore::new(1, 1000);
+        let store = super::super::tasks::TaskStore::new(1, 1000, 16);
         store.insert("t", "c");
         store.append_text("t", text);
         if state.is_terminal() {
